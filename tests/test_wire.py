@@ -1,0 +1,138 @@
+"""The wire contract: valid messages pass; each kind of malformed message gets its own reason."""
+
+from __future__ import annotations
+
+import json
+import zlib
+
+import pytest
+
+import wire
+from wire import Reason, Rejected
+
+NOW = 1_795_000_000_000  # a fixed "now" for the receiver, ms
+CLINIC = "es-ib-0042"
+TOPIC = f"clinicwatch/v1/{CLINIC}/telemetry"
+
+
+def sample(seq: int = 1, **over: object) -> dict:
+    base = {"seq": seq, "t": NOW - 30_000, "mono": 50_000, "sync": "ntp", "m": "icmp",
+            "tags": {"target": "gw"}, "f": {"rtt_avg_ms": 31.5, "loss_pct": 0.0, "sent": 10, "up": True}}
+    return {**base, **over}
+
+
+def batch(**over: object) -> dict:
+    base = {"v": 1, "clinic": CLINIC, "boot": "9f2c4e1a7b3d5f60", "mono_now": 80_000, "samples": [sample()]}
+    return {**base, **over}
+
+
+def raw(document: object) -> bytes:
+    return json.dumps(document).encode()
+
+
+def test_valid_telemetry_round_trips_through_encode_and_decode() -> None:
+    message = wire.Telemetry.model_validate(batch(samples=[sample(i) for i in range(20)]))
+    payload = wire.encode(message)
+    assert payload[0] == 0x78, "a 20-sample batch compresses"
+    decoded = wire.decode(TOPIC, payload, NOW)
+    assert decoded == message
+    assert [s.seq for s in decoded.samples] == list(range(20))
+    assert decoded.samples[0].f == {"rtt_avg_ms": 31.5, "loss_pct": 0.0, "sent": 10, "up": True}
+    assert isinstance(decoded.samples[0].f["sent"], int) and isinstance(decoded.samples[0].f["up"], bool)
+
+
+@pytest.mark.parametrize("kind,document", [
+    ("status", {"v": 1, "clinic": CLINIC, "state": "online", "boot": "9f2c4e1a", "agent": "0.1.0", "t": NOW}),
+    ("status", {"v": 1, "clinic": CLINIC, "state": "offline", "boot": "9f2c4e1a", "agent": "0.1.0"}),
+    ("event", {"v": 1, "clinic": CLINIC, "boot": "9f2c4e1a", "events": [
+        {"seq": 7, "t": NOW - 3_600_000, "mono": 1000, "sync": "ntp", "kind": "outage",
+         "detail": {"down_mono": 1000, "up_mono": 3_601_000, "cause": "wan"}}]}),
+    ("config", {"v": 1, "clinic": CLINIC, "rev": 3, "config": {"probes": {"icmp": {"interval_s": 30}}}}),
+])
+def test_valid_messages_of_every_kind_pass(kind: str, document: dict) -> None:
+    message = wire.decode(f"clinicwatch/v1/{CLINIC}/{kind}", raw(document), NOW)
+    assert message.clinic == CLINIC
+    assert message.model_dump(exclude_none=True) == document
+
+
+def test_unsynchronised_sample_is_placed_by_the_monotonic_clock() -> None:
+    # Booted with a 1970 clock; sampled 10 minutes before the batch was sent.
+    document = batch(mono_now=700_000, samples=[sample(t=86_400_000, mono=100_000, sync="none")])
+    message = wire.decode(TOPIC, raw(document), NOW)
+    assert wire.effective_time(message.samples[0], message.mono_now, NOW) == NOW - 600_000
+
+
+BIG = "x" * 300_000
+
+MALFORMED = {
+    # name: (topic, payload bytes, reason, words the detail must contain)
+    "bad json": (TOPIC, b'{"v": 1, "clinic": ', Reason.BAD_JSON, "EOF"),
+    "not utf-8 json": (TOPIC, b"\xff\xfe{}", Reason.BAD_JSON, ""),
+    "nan is not json": (TOPIC, b'{"v": 1, "x": NaN}', Reason.BAD_JSON, ""),
+    "json array": (TOPIC, b"[1, 2]", Reason.NOT_AN_OBJECT, "list"),
+    "corrupt zlib": (TOPIC, b"\x78\x9c garbage", Reason.BAD_ENCODING, "corrupt"),
+    "truncated zlib": (TOPIC, zlib.compress(raw(batch()))[:-6], Reason.BAD_ENCODING, "truncated"),
+    "missing version": (TOPIC, raw({k: v for k, v in batch().items() if k != "v"}), Reason.MISSING_FIELD, "v:"),
+    "wrong version": (TOPIC, raw(batch(v=2)), Reason.UNSUPPORTED_VERSION, "v=2"),
+    "version as string": (TOPIC, raw(batch(v="1")), Reason.UNSUPPORTED_VERSION, "'1'"),
+    "topic of another version": ("clinicwatch/v2/es-ib-0042/telemetry", raw(batch()),
+                                 Reason.UNSUPPORTED_VERSION, "v2"),
+    "topic outside the contract": ("clinics/es-ib-0042/data", raw(batch()), Reason.BAD_TOPIC, "not clinicwatch"),
+    "unknown kind in topic": ("clinicwatch/v1/es-ib-0042/metrics", raw(batch()), Reason.BAD_TOPIC, "metrics"),
+    "missing boot id": (TOPIC, raw({k: v for k, v in batch().items() if k != "boot"}), Reason.MISSING_FIELD, "boot"),
+    "missing sample seq": (TOPIC, raw(batch(samples=[{k: v for k, v in sample().items() if k != "seq"}])),
+                           Reason.MISSING_FIELD, "samples[0].seq"),
+    "unknown field": (TOPIC, raw(batch(extra=1)), Reason.UNKNOWN_FIELD, "extra"),
+    "seq as string": (TOPIC, raw(batch(samples=[sample(seq="1")])), Reason.WRONG_TYPE, "samples[0].seq"),
+    "timestamp as float": (TOPIC, raw(batch(samples=[sample(t=1.5e12)])), Reason.WRONG_TYPE, "samples[0].t"),
+    "field value a list": (TOPIC, raw(batch(samples=[sample(f={"rtt_avg_ms": [1]})])), Reason.WRONG_TYPE,
+                           "samples[0].f.rtt_avg_ms"),
+    "samples not a list": (TOPIC, raw(batch(samples={"0": sample()})), Reason.WRONG_TYPE, "samples"),
+    "negative seq": (TOPIC, raw(batch(samples=[sample(seq=-1)])), Reason.BAD_VALUE, "samples[0].seq"),
+    "bad clinic id": (TOPIC, raw(batch(clinic="ES IB/42")), Reason.BAD_VALUE, "clinic"),
+    "unknown sync state": (TOPIC, raw(batch(samples=[sample(sync="gps")])), Reason.BAD_VALUE, "sync"),
+    "empty batch": (TOPIC, raw(batch(samples=[])), Reason.BAD_VALUE, "samples"),
+    "no fields": (TOPIC, raw(batch(samples=[sample(f={})])), Reason.BAD_VALUE, "samples[0].f"),
+    "too many tags": (TOPIC, raw(batch(samples=[sample(tags={f"t{i}": "x" for i in range(9)})])),
+                      Reason.BAD_VALUE, "tags"),
+    "duplicate seq": (TOPIC, raw(batch(samples=[sample(5), sample(5)])), Reason.DUPLICATE_SEQ, "seq 5"),
+    "mono after send": (TOPIC, raw(batch(mono_now=10, samples=[sample(mono=20)])), Reason.BAD_VALUE, "mono_now"),
+    "clinic not matching topic": (TOPIC, raw(batch(clinic="es-ib-0043")), Reason.CLINIC_MISMATCH, "es-ib-0043"),
+    "oversize on the wire": (TOPIC, raw(batch(pad=BIG)), Reason.OVERSIZE, "262144"),
+    "oversize after inflating": (TOPIC, zlib.compress(b" " * 2_000_000 + raw(batch())), Reason.OVERSIZE,
+                                 "decompresses"),
+    "timestamp far in the future": (TOPIC, raw(batch(samples=[sample(t=NOW + 86_400_000)])),
+                                    Reason.TIMESTAMP_IN_FUTURE, "86400 s ahead"),
+    "timestamp in 1970 though synced": (TOPIC, raw(batch(samples=[sample(t=1000)])), Reason.TIMESTAMP_TOO_OLD,
+                                        "days old"),
+    "unsynced and uncorrectable": (TOPIC, raw(batch(mono_now=None, samples=[sample(t=1000, sync="none")])),
+                                   Reason.TIMESTAMP_TOO_OLD, "days old"),
+}
+
+
+@pytest.mark.parametrize("name", list(MALFORMED))
+def test_malformed_message_is_rejected_with_its_reason(name: str) -> None:
+    topic_name, payload, reason, words = MALFORMED[name]
+    with pytest.raises(Rejected) as caught:
+        wire.decode(topic_name, payload, NOW)
+    assert caught.value.reason == reason, caught.value.detail
+    assert words in caught.value.detail
+
+
+def test_every_reason_is_exercised_by_a_malformed_case() -> None:
+    assert {case[2] for case in MALFORMED.values()} == set(Reason)
+
+
+def test_topics_are_built_and_parsed_by_the_same_rules() -> None:
+    for kind in wire.KINDS:
+        assert wire.parse_topic(wire.topic(CLINIC, kind)) == (CLINIC, kind)
+    assert wire.subscription("telemetry") == "clinicwatch/v1/+/telemetry"
+    assert wire.subscription(share_group="collectors") == "$share/collectors/clinicwatch/v1/+/+"
+    with pytest.raises(ValueError, match="does not match"):
+        wire.topic("Clinic/1", "telemetry")
+
+
+def test_encode_leaves_small_messages_plain_json() -> None:
+    status = wire.Status(v=1, clinic=CLINIC, state="online", boot="9f2c4e1a", agent="0.1.0")
+    assert json.loads(wire.encode(status)) == {"v": 1, "clinic": CLINIC, "state": "online", "boot": "9f2c4e1a",
+                                                "agent": "0.1.0"}

@@ -1,0 +1,208 @@
+"""Topics, encoding and validation of wire messages, with a precise reason per rejection.
+
+`decode(topic, payload, now_ms)` is what the collector (and the agent, for its
+config topic) runs on every message; it returns a typed message or raises
+`Rejected(reason, detail)`. `encode(message)` is what the agent publishes.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from dataclasses import dataclass
+from enum import StrEnum
+
+import pydantic_core
+from pydantic import ValidationError
+
+from wire.schema import (
+    CLINIC_ID_PATTERN,
+    MAX_DECODED_BYTES,
+    MAX_PAYLOAD_BYTES,
+    MODELS,
+    TRUSTED_SYNC,
+    VERSION,
+    Config,
+    Events,
+    Message,
+    Recorded,
+    Telemetry,
+)
+
+TOPIC_ROOT = f"clinicwatch/v{VERSION}"
+KINDS = tuple(MODELS)
+_TOPIC = re.compile(rf"^clinicwatch/v(\d+)/([^/]+)/([^/]+)$")
+_CLINIC = re.compile(CLINIC_ID_PATTERN)
+ZLIB_MAGIC = 0x78  # first byte of an RFC 1950 stream; JSON starts with "{"
+
+# Time sanity: trusted timestamps outside [now - MAX_AGE, now + MAX_FUTURE] are rejected.
+MAX_FUTURE_MS = 5 * 60 * 1000
+MAX_AGE_MS = 90 * 24 * 3600 * 1000
+
+
+class Reason(StrEnum):
+    OVERSIZE = "oversize"
+    BAD_ENCODING = "bad_encoding"
+    BAD_JSON = "bad_json"
+    NOT_AN_OBJECT = "not_an_object"
+    UNSUPPORTED_VERSION = "unsupported_version"
+    BAD_TOPIC = "bad_topic"
+    MISSING_FIELD = "missing_field"
+    UNKNOWN_FIELD = "unknown_field"
+    WRONG_TYPE = "wrong_type"
+    BAD_VALUE = "bad_value"
+    DUPLICATE_SEQ = "duplicate_seq"
+    CLINIC_MISMATCH = "clinic_mismatch"
+    TIMESTAMP_IN_FUTURE = "timestamp_in_future"
+    TIMESTAMP_TOO_OLD = "timestamp_too_old"
+
+
+class Rejected(ValueError):
+    def __init__(self, reason: Reason, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+def topic(clinic_id: str, kind: str) -> str:
+    if kind not in KINDS:
+        raise ValueError(f"unknown message kind {kind!r}; one of {KINDS}")
+    if not _CLINIC.match(clinic_id):
+        raise ValueError(f"clinic id {clinic_id!r} does not match {CLINIC_ID_PATTERN}")
+    return f"{TOPIC_ROOT}/{clinic_id}/{kind}"
+
+
+def subscription(kind: str = "+", share_group: str | None = None) -> str:
+    """Topic filter for every clinic's `kind` messages, optionally as a shared subscription."""
+    pattern = f"{TOPIC_ROOT}/+/{kind}"
+    return f"$share/{share_group}/{pattern}" if share_group else pattern
+
+
+def parse_topic(name: str) -> tuple[str, str]:
+    """Return (clinic_id, kind) of a contract topic."""
+    match = _TOPIC.match(name)
+    if not match:
+        raise Rejected(Reason.BAD_TOPIC, f"topic {name!r} is not clinicwatch/v1/<clinic>/<kind>")
+    version, clinic_id, kind = match.groups()
+    if int(version) != VERSION:
+        raise Rejected(Reason.UNSUPPORTED_VERSION, f"topic version v{version}; this side speaks v{VERSION}")
+    if not _CLINIC.match(clinic_id):
+        raise Rejected(Reason.BAD_TOPIC, f"clinic id {clinic_id!r} in topic does not match {CLINIC_ID_PATTERN}")
+    if kind not in KINDS:
+        raise Rejected(Reason.BAD_TOPIC, f"unknown message kind {kind!r} in topic; one of {KINDS}")
+    return clinic_id, kind
+
+
+def encode(message: Message, compress: bool | None = None) -> bytes:
+    """Serialise compactly; compress with zlib when asked, or (None) when it saves bytes."""
+    raw = message.model_dump_json(exclude_none=True).encode()
+    if compress is False or (compress is None and len(raw) < 256):
+        return raw
+    packed = zlib.compress(raw, 9)
+    return packed if compress or len(packed) < len(raw) else raw
+
+
+def _unpack(payload: bytes) -> bytes:
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise Rejected(Reason.OVERSIZE, f"{len(payload)} bytes on the wire, limit {MAX_PAYLOAD_BYTES}")
+    if not payload or payload[0] != ZLIB_MAGIC:
+        return payload
+    inflater = zlib.decompressobj()
+    try:
+        raw = inflater.decompress(payload, MAX_DECODED_BYTES + 1)
+    except zlib.error as exc:
+        raise Rejected(Reason.BAD_ENCODING, f"zlib stream is corrupt: {exc}") from None
+    if len(raw) > MAX_DECODED_BYTES or inflater.unconsumed_tail:
+        raise Rejected(Reason.OVERSIZE, f"decompresses past the limit of {MAX_DECODED_BYTES} bytes")
+    if not inflater.eof:
+        raise Rejected(Reason.BAD_ENCODING, "zlib stream is truncated")
+    return raw
+
+
+_ERROR_REASONS = {
+    "missing": Reason.MISSING_FIELD,
+    "extra_forbidden": Reason.UNKNOWN_FIELD,
+}
+
+
+def _reason_for(error: dict) -> Reason:
+    kind = error["type"]
+    if kind in _ERROR_REASONS:
+        return _ERROR_REASONS[kind]
+    if kind.endswith("_type") or kind in ("int_from_float", "union_tag_invalid"):
+        return Reason.WRONG_TYPE
+    return Reason.BAD_VALUE
+
+
+def _where(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("bool", "int", "float", "str", "constrained-int", "constrained-str") or "[" in str(part):
+            continue  # union branch names say nothing to the reader
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "message"
+
+
+def decode(topic_name: str, payload: bytes, now_ms: int) -> Message:
+    """Validate one MQTT message against the contract; raise Rejected with the first reason."""
+    clinic_id, kind = parse_topic(topic_name)
+    raw = _unpack(payload)
+    try:
+        document = pydantic_core.from_json(raw, allow_inf_nan=False)
+    except ValueError as exc:
+        raise Rejected(Reason.BAD_JSON, str(exc)) from None
+    if not isinstance(document, dict):
+        raise Rejected(Reason.NOT_AN_OBJECT, f"payload is a JSON {type(document).__name__}, not an object")
+    version = document.get("v")
+    if version is None:
+        raise Rejected(Reason.MISSING_FIELD, "v: every message carries the contract version")
+    if version != VERSION or isinstance(version, bool):
+        raise Rejected(Reason.UNSUPPORTED_VERSION, f"v={version!r}; this side speaks v{VERSION}")
+    try:
+        message = MODELS[kind].model_validate(document)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        # In a union, the first branch's complaint is as good as any; name the place.
+        raise Rejected(_reason_for(first), f"{_where(first['loc'])}: {first['msg']}") from None
+    if message.clinic != clinic_id:
+        raise Rejected(Reason.CLINIC_MISMATCH, f"payload clinic {message.clinic!r} published on {clinic_id!r}'s topic")
+    if isinstance(message, (Telemetry, Events)):
+        _check_records(message, now_ms)
+    return message
+
+
+def records(message: Telemetry | Events) -> list[Recorded]:
+    return list(message.samples if isinstance(message, Telemetry) else message.events)
+
+
+def _check_records(message: Telemetry | Events, now_ms: int) -> None:
+    seen: set[int] = set()
+    for index, record in enumerate(records(message)):
+        if record.seq in seen:
+            raise Rejected(Reason.DUPLICATE_SEQ, f"seq {record.seq} appears twice in one batch")
+        seen.add(record.seq)
+        if message.mono_now is not None and record.mono > message.mono_now:
+            raise Rejected(Reason.BAD_VALUE, f"[{index}].mono {record.mono} is after the batch's mono_now")
+        when = effective_time(record, message.mono_now, now_ms)
+        if when > now_ms + MAX_FUTURE_MS:
+            raise Rejected(Reason.TIMESTAMP_IN_FUTURE, f"[{index}] seq {record.seq}: t={when} is "
+                           f"{(when - now_ms) / 1000:.0f} s ahead of the receiver's clock")
+        if when < now_ms - MAX_AGE_MS:
+            raise Rejected(Reason.TIMESTAMP_TOO_OLD, f"[{index}] seq {record.seq}: t={when} is "
+                           f"{(now_ms - when) / 86_400_000:.1f} days old, limit {MAX_AGE_MS // 86_400_000}")
+
+
+def effective_time(record: Recorded, mono_now: int | None, received_ms: int) -> int:
+    """The best UTC timestamp for a record, in ms.
+
+    Trusted clocks are taken as they are. An unsynchronised record from the running
+    boot is placed by the agent's monotonic clock relative to the moment of receipt
+    (transit time is ignored: seconds against the hours a clock can be off).
+    """
+    if record.sync in TRUSTED_SYNC or mono_now is None:
+        return record.t
+    return received_ms - (mono_now - record.mono)
+
