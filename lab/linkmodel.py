@@ -7,9 +7,10 @@ writes it out at the time returned, or drops it.
 Semantics (documented in docs/link-emulation.md):
 - `rtt_ms` is the round-trip delay the link adds; each direction gets half.
 - `jitter_ms` is the jitter a probe should read: the mean absolute difference of
-  consecutive RTTs (RFC 3550 style). Each direction adds independent normal
-  noise with sd = jitter * sqrt(pi) / 2 / sqrt(2), so the RTT sd is
-  jitter * sqrt(pi) / 2 and E|RTT_i - RTT_i-1| equals `jitter_ms`.
+  consecutive RTTs (RFC 3550 style). With jitter, each one-way delay is drawn
+  from a gamma distribution (never negative, right-skewed like real latency)
+  whose shape is solved so that the RTT's mean is exactly `rtt_ms` and
+  E|RTT_i - RTT_i-1| is exactly `jitter_ms`.
 - `loss_pct` is the round-trip loss that ping reads. Each direction drops
   1 - sqrt(1 - loss) of its packets. Loss is stratified: every frame of
   `LOSS_FRAME` packets per direction loses exactly its share (rounding carried
@@ -51,6 +52,10 @@ class LinkProfile:
             problems.append("rtt_ms and jitter_ms must be >= 0")
         if not 0 <= self.loss_pct < 100:
             problems.append("loss_pct must be in [0, 100)")
+        if self.jitter_ms > 0 and self.rtt_ms <= 0:
+            problems.append("jitter_ms needs rtt_ms > 0 (jitter varies the delay around its mean)")
+        if self.jitter_ms > 0 and self.jitter_ms >= self.rtt_ms * 1.99:
+            problems.append("jitter_ms must stay below 2 * rtt_ms (no never-negative delay varies more)")
         if self.loss_burst < 1:
             problems.append("loss_burst is a mean burst length in packets, >= 1")
         for rate in (self.rate_kbit_down, self.rate_kbit_up):
@@ -72,9 +77,27 @@ class LinkProfile:
     def one_way_loss(self) -> float:
         return 1.0 - math.sqrt(1.0 - self.loss_pct / 100.0)
 
-    def one_way_delay_sd_s(self) -> float:
-        rtt_sd_ms = self.jitter_ms * math.sqrt(math.pi) / 2.0
-        return rtt_sd_ms / math.sqrt(2.0) / 1000.0
+    def one_way_gamma(self) -> tuple[float, float] | None:
+        """(shape, scale in s) of each one-way delay, or None for a constant delay.
+
+        The RTT is the sum of two such delays, Gamma(2k, theta). For Gamma(K, theta)
+        the mean is K*theta and E|X - Y| = 2 theta Gamma(2K+1) / (K Gamma(K)^2 4^K);
+        the ratio jitter/rtt fixes K, found by bisection (the ratio falls as K grows).
+        """
+        if self.jitter_ms <= 0:
+            return None
+        target = self.jitter_ms / self.rtt_ms
+
+        def ratio(shape: float) -> float:
+            return 2.0 * math.exp(math.lgamma(2 * shape + 1) - 2 * math.log(shape) - 2 * math.lgamma(shape)
+                                  - shape * math.log(4.0))
+
+        low, high = 1e-3, 1e9
+        for _ in range(200):
+            mid = math.sqrt(low * high)
+            low, high = (mid, high) if ratio(mid) > target else (low, mid)
+        rtt_shape = math.sqrt(low * high)
+        return rtt_shape / 2.0, self.rtt_ms / 1000.0 / rtt_shape
 
 
 # The named profiles from DESIGN.md; rates are typical, not contractual.
@@ -165,6 +188,7 @@ class LinkModel:
     def set_profile(self, profile: LinkProfile) -> None:
         old = self._dirs
         self.profile = profile
+        self._gamma = profile.one_way_gamma()
         self._dirs = {
             d: _DirectionState(
                 loss=StratifiedLoss(profile.one_way_loss(), profile.loss_burst, self.rng),
@@ -200,10 +224,10 @@ class LinkModel:
                 return None
             state.busy_until = start + size * 8 / (rate * 1000.0)
             start = state.busy_until
-        delay = self.profile.rtt_ms / 2000.0
-        sd = self.profile.one_way_delay_sd_s()
-        if sd > 0:
-            delay = max(0.0, self.rng.gauss(delay, sd))
+        if self._gamma is None:
+            delay = self.profile.rtt_ms / 2000.0
+        else:
+            delay = self.rng.gammavariate(*self._gamma)
         stats.delivered += 1
         return start + delay
 

@@ -171,6 +171,10 @@ class Mosquitto(Server):
             "max_inflight_messages 0",
             "max_packet_size 1048576",
         ]
+        if os.geteuid() == 0:
+            # As root, mosquitto switches to user "mosquitto", who cannot write our temp dir:
+            # the log and, silently, the persistence file would be lost.
+            lines.append("user root")
         if self.password_file:
             lines += ["allow_anonymous false", f"password_file {self.password_file}"]
         else:
