@@ -134,6 +134,20 @@ def _reason_for(error: dict) -> Reason:
     return Reason.BAD_VALUE
 
 
+def _most_telling(errors: list[dict]) -> dict:
+    """The first error; for a union field (one error per branch), the branch whose type fitted."""
+    first = errors[0]
+    place = _where(first["loc"])
+    same_place = [e for e in errors if _where(e["loc"]) == place]
+    if len(same_place) > 1:
+        fitted = [e for e in same_place if not e["type"].endswith("_type")]
+        if fitted:
+            return fitted[0]
+        got = type(first.get("input")).__name__
+        return {**first, "msg": f"expected a bool, integer, number or string, got {got}"}
+    return first
+
+
 def _where(loc: tuple) -> str:
     out = ""
     for part in loc:
@@ -164,9 +178,8 @@ def decode(topic_name: str, payload: bytes, now_ms: int) -> Message:
     try:
         message = MODELS[kind].model_validate(document)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        # In a union, the first branch's complaint is as good as any; name the place.
-        raise Rejected(_reason_for(first), f"{_where(first['loc'])}: {first['msg']}") from None
+        error = _most_telling(exc.errors())
+        raise Rejected(_reason_for(error), f"{_where(error['loc'])}: {error['msg']}") from None
     if message.clinic != clinic_id:
         raise Rejected(Reason.CLINIC_MISMATCH, f"payload clinic {message.clinic!r} published on {clinic_id!r}'s topic")
     if isinstance(message, (Telemetry, Events)):
