@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
 import sys
+from pathlib import Path
 
 import wire
 from agent import __version__
@@ -24,7 +27,49 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     topics = commands.add_parser("topics", help="print the MQTT topics a clinic uses (for broker ACLs)")
     topics.add_argument("clinic_id", help="the clinic's id, e.g. es-ib-0042")
+    check = commands.add_parser("check-config", help="validate a configuration file and say what is wrong")
+    check.add_argument("--config", type=Path, required=True)
+    once = commands.add_parser("probe-once", help="run every configured probe once and print the results",
+                               description="Run every configured probe once, all at the same time, and print "
+                                           "a table: what a technician runs when installing a clinic.")
+    once.add_argument("--config", type=Path, required=True)
+    once.add_argument("--json", action="store_true", help="one JSON object per result instead of a table")
+    once.add_argument("--only", action="append", metavar="KIND", help="run only probes of this kind (repeatable)")
     return parser
+
+
+def _table(results: list) -> str:
+    rows = [("kind", "target", "ok", "ms", "reason", "figures")]
+    for r in results:
+        figures = " ".join(f"{k}={v}" for k, v in r.fields.items())
+        rows.append((r.kind, r.target, "yes" if r.success else "NO", f"{r.duration_ms:.0f}",
+                     r.reason or "-", figures))
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row[:5], widths)) + "  " + row[5] for row in rows]
+    details = [f"  {r.kind} {r.target}: {r.detail}" for r in results if r.detail]
+    return "\n".join(lines + ([""] + details if details else []))
+
+
+def _probe_once(args: argparse.Namespace) -> int:
+    from agent.config import ConfigError, load_config
+    from agent.probes import ProbeContext, run_round
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    specs = [s for s in config.probes if not args.only or s.kind in args.only]
+    state_dir = config.state_dir if config.state_dir.is_dir() else None
+    results = asyncio.run(run_round(specs, ProbeContext(state_dir=state_dir)))
+    if args.json:
+        for r in results:
+            print(json.dumps({"kind": r.kind, "target": r.target, "success": r.success, "reason": r.reason,
+                              "detail": r.detail, "duration_ms": round(r.duration_ms, 3), "tags": r.tags,
+                              "fields": r.fields}))
+    else:
+        print(_table(results))
+    return 0 if all(r.success for r in results) else 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,6 +83,18 @@ def main(argv: list[str] | None = None) -> int:
             print(f"clinicwatch-agent: {exc}", file=sys.stderr)
             return 2
         return 0
+    if args.command == "check-config":
+        from agent.config import ConfigError, load_config
+
+        try:
+            config = load_config(args.config)
+        except ConfigError as exc:
+            print(exc, file=sys.stderr)
+            return 2
+        print(f"{args.config}: valid; clinic {config.clinic_id}, {len(config.probes)} probe(s)")
+        return 0
+    if args.command == "probe-once":
+        return _probe_once(args)
     parser.print_help()
     return 2
 

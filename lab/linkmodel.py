@@ -198,6 +198,12 @@ class LinkModel:
             for d in DIRECTIONS
         }
 
+    def reseed(self, seed: int) -> None:
+        """Start the random draws (delays, loss places) afresh, so two runs face the same link."""
+        self.rng.seed(seed)
+        for state in self._dirs.values():
+            state.loss = StratifiedLoss(self.profile.one_way_loss(), self.profile.loss_burst, self.rng)
+
     def set_cut(self, cut: bool) -> None:
         if cut and not self.cut:
             self.cut_generation += 1

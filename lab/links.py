@@ -64,6 +64,7 @@ def sweep_stale() -> list[str]:
         pid = name[len(NETNS_PREFIX):].split("-")[0]
         if pid.isdigit() and not Path(f"/proc/{pid}").exists():
             subprocess.run(["ip", "netns", "del", name], capture_output=True)
+            shutil.rmtree(Path("/etc/netns") / name, ignore_errors=True)
             removed.append(name)
     return removed
 
@@ -150,6 +151,7 @@ class EmulatedLink:
                     stream.close()
             self._relay = None
         subprocess.run(["ip", "netns", "del", self.netns], capture_output=True)
+        shutil.rmtree(Path("/etc/netns") / self.netns, ignore_errors=True)
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
@@ -170,6 +172,10 @@ class EmulatedLink:
     def restore(self) -> None:
         self._request(op="restore")
 
+    def reseed(self, seed: int) -> None:
+        """Restart the link's random draws: two runs after the same seed see the same delays and drops."""
+        self._request(op="reseed", seed=seed)
+
     def set(self, **changes: Any) -> LinkProfile:
         """Change link parameters while it runs (rtt_ms=..., loss_pct=..., ...)."""
         self.profile = self.profile.with_changes(**changes)
@@ -178,6 +184,17 @@ class EmulatedLink:
 
     def stats(self) -> dict[str, dict[str, int]]:
         return self._request(op="stats")["stats"]
+
+    def offlab_drops(self) -> int:
+        """Packets the relay refused because they were addressed outside 198.18.0.0/15."""
+        return int(self._request(op="stats")["offlab_drops"])
+
+    def use_resolver(self, address: str) -> None:
+        """Make the clinic's system resolver (getaddrinfo) ask `address`, port 53, and nothing else."""
+        etc = Path("/etc/netns") / self.netns
+        etc.mkdir(parents=True, exist_ok=True)
+        (etc / "resolv.conf").write_text(f"nameserver {address}\noptions timeout:1 attempts:1\n")
+        (etc / "hosts").write_text("127.0.0.1 localhost\n")
 
     def exec(self, *cmd: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
         """Run a command inside the clinic namespace."""

@@ -7,6 +7,7 @@ lab/links.py), and copies IPv4 packets between them through a `LinkModel`.
 
 Control: a Unix stream socket taking one JSON object per line:
   {"op": "set", "profile": {...}}   change link parameters while running
+  {"op": "reseed", "seed": N}       restart the random draws (same link for two runs)
   {"op": "cut"} / {"op": "restore"} cut the link / bring it back
   {"op": "stats"}                   per-direction packet counters
 Each request gets one JSON line back: {"ok": true, ...} or {"ok": false, "error": ...}.
@@ -35,6 +36,11 @@ IFF_TUN = 0x0001
 IFF_NO_PI = 0x1000
 
 
+def in_lab(address: bytes) -> bool:
+    """198.18.0.0/15, the only addresses emulated links carry."""
+    return address[0] == 198 and address[1] in (18, 19)
+
+
 def open_tun(name: str) -> int:
     fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK)
     fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH22x", name.encode(), IFF_TUN | IFF_NO_PI))
@@ -53,6 +59,7 @@ class Relay:
         self.queue: list[tuple[float, int, int, int, Direction, bytes]] = []
         self.counter = 0
         self.clients: dict[socket.socket, bytes] = {}
+        self.offlab_drops = 0
 
     def serve(self) -> None:
         while True:
@@ -79,6 +86,9 @@ class Relay:
                 return
             if not packet or packet[0] >> 4 != 4:
                 continue  # IPv4 only; IPv6 is disabled on the devices anyway
+            if not (in_lab(packet[12:16]) and in_lab(packet[16:20])):
+                self.offlab_drops += 1  # never let an emulated clinic reach beyond the lab's range
+                continue
             now = time.monotonic()
             release = self.model.admit(direction, len(packet), now)
             if release is None:
@@ -116,6 +126,8 @@ class Relay:
             op = request["op"]
             if op == "set":
                 self.model.set_profile(self.model.profile.with_changes(**request["profile"]))
+            elif op == "reseed":
+                self.model.reseed(int(request["seed"]))
             elif op == "cut":
                 self.model.set_cut(True)
             elif op == "restore":
@@ -126,7 +138,8 @@ class Relay:
                 raise ValueError(f"unknown op {op!r}")
         except (ValueError, KeyError, TypeError) as exc:
             return {"ok": False, "error": str(exc)}
-        return {"ok": True, "cut": self.model.cut, "profile": self.model.profile.to_dict(), "stats": self.model.stats()}
+        return {"ok": True, "cut": self.model.cut, "profile": self.model.profile.to_dict(), "stats": self.model.stats(),
+                "offlab_drops": self.offlab_drops}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -47,7 +47,7 @@ def _binary(name: str) -> str:
 
 
 DEBIAN_PACKAGES = {"mosquitto": "mosquitto", "influxd": "influxdb", "victoria-metrics": "victoria-metrics",
-                   "snmpd": "snmpd"}
+                   "snmpd": "snmpd", "dnsmasq": "dnsmasq-base"}
 
 
 class Server:
@@ -135,6 +135,15 @@ class Server:
                 return True
         except OSError:
             return False
+
+
+def _udp_bound(port: int) -> bool:
+    """True once some socket in this network namespace is bound to UDP `port`."""
+    port_hex = f":{port:04X}"
+    try:
+        return any(line.split()[1].endswith(port_hex) for line in Path("/proc/net/udp").read_text().splitlines()[1:])
+    except OSError:
+        return False
 
 
 def _http_ok(url: str, accept: Callable[[int], bool] = lambda s: s < 300) -> bool:
@@ -309,12 +318,28 @@ class Snmpd(Server):
 
     def ready(self) -> bool:
         # snmpd binds its socket only after it has read the config, so a bound port means ready.
-        return self._udp_bound()
+        return _udp_bound(self.port)
 
-    def _udp_bound(self) -> bool:
-        port_hex = f":{self.port:04X}"
-        try:
-            return any(port_hex in line.split()[1] for line in Path("/proc/net/udp").read_text().splitlines()[1:])
-        except OSError:
-            return False
 
+
+
+class Dnsmasq(Server):
+    """dnsmasq as an authoritative-looking resolver serving fixed answers, nothing forwarded."""
+
+    name = "dnsmasq"
+
+    def __init__(self, records: dict[str, str], host: str = "127.0.0.1", **kw: object) -> None:
+        super().__init__(host, **kw)  # type: ignore[arg-type]
+        self.records = records
+
+    def command(self) -> list[str]:
+        if not self.port:
+            self.port = free_port(socket.SOCK_DGRAM, host=self.host)
+        answers = [f"--address=/{name}/{address}" for name, address in self.records.items()]
+        return [_binary("dnsmasq"), "--keep-in-foreground", "--no-resolv", "--no-hosts", "--no-poll",
+                f"--port={self.port}", f"--listen-address={self.host}", "--bind-interfaces",
+                "--user=root", "--group=root", f"--pid-file={self.dir / 'pid'}", f"--log-facility={self.log_path}",
+                "--log-queries", *answers]
+
+    def ready(self) -> bool:
+        return _udp_bound(self.port)

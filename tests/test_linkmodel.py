@@ -102,3 +102,16 @@ def test_named_profiles_are_the_designed_ones() -> None:
     p = PROFILES["dying"].one_way_loss()
     assert 1 - (1 - p) ** 2 == pytest.approx(0.30)
     assert math.isclose(PROFILES["fibre"].one_way_loss(), 0.0)
+
+
+def test_reseeding_replays_the_same_delays_and_drops() -> None:
+    model = LinkModel(PROFILES["dying"], random.Random())
+
+    def run(start: float) -> list[float | None]:
+        model.reseed(42)
+        leaving = [model.admit("up", 84, start + i * 0.01) for i in range(300)]
+        return [None if t is None else round(t - start, 9) for t in leaving]
+
+    first, second = run(0.0), run(100.0)
+    assert first == second
+    assert 30 <= first.count(None) <= 70  # ~16 % one way

@@ -135,3 +135,12 @@ def test_links_use_only_the_benchmarking_range(emulated_link) -> None:
     assert link.netns.startswith(NETNS_PREFIX)
     routes = link.exec("ip", "route").stdout
     assert routes.startswith(f"default dev {link.clinic_dev}")
+
+
+def test_the_relay_never_carries_traffic_beyond_the_lab_range(emulated_link) -> None:
+    link = emulated_link("fibre")
+    # 192.0.2.1 (TEST-NET-1) is outside 198.18.0.0/15: the relay must drop it, whatever the host forwards.
+    done = link.exec("ping", "-n", "-q", "-c", "3", "-i", "0.05", "-W", "1", "192.0.2.1")
+    assert "0 received" in done.stdout
+    assert link.offlab_drops() == 3
+    assert link.stats()["up"]["packets"] == 0

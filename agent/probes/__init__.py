@@ -1,0 +1,38 @@
+"""The probe registry: one module per probe kind, all with the same signature, registered here only.
+
+Validation of the config (`ProbeSpecs`), the CLI and the result names all derive from `PROBES`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Union
+
+from pydantic import Field
+
+from agent.probes import dns, http, icmp, tcp, throughput, traceroute
+from agent.probes.base import ProbeContext, ProbeFunction, ProbeResult, ProbeSpec, run_probe
+
+PROBES: dict[str, tuple[type[ProbeSpec], ProbeFunction]] = {
+    "icmp": (icmp.IcmpSpec, icmp.probe),
+    "tcp": (tcp.TcpSpec, tcp.probe),
+    "dns": (dns.DnsSpec, dns.probe),
+    "http": (http.HttpSpec, http.probe),
+    "traceroute": (traceroute.TracerouteSpec, traceroute.probe),
+    "throughput": (throughput.ThroughputSpec, throughput.probe),
+}
+
+AnyProbeSpec = Annotated[Union[tuple(spec for spec, _ in PROBES.values())], Field(discriminator="kind")]  # type: ignore[valid-type]
+
+
+async def run_one(spec: ProbeSpec, ctx: ProbeContext) -> ProbeResult:
+    kind = spec.kind  # type: ignore[attr-defined]
+    return await run_probe(kind, PROBES[kind][1], spec, ctx)
+
+
+async def run_round(specs: list[ProbeSpec], ctx: ProbeContext) -> list[ProbeResult]:
+    """Run every probe at once; each has its own timeout, so none waits for another."""
+    return list(await asyncio.gather(*(run_one(spec, ctx) for spec in specs)))
+
+
+__all__ = ["PROBES", "AnyProbeSpec", "ProbeContext", "ProbeResult", "ProbeSpec", "run_one", "run_round"]

@@ -1,0 +1,120 @@
+"""What every probe shares: its result, its failure, its context, and the runner around it.
+
+A probe is `async def probe(spec, ctx) -> Measured`. It returns the figures it took,
+or raises `ProbeFailure(reason, detail, fields)` when the target could not be
+measured. The runner, not the probe, applies the timeout, records the duration
+and success, and turns anything unexpected into a result: a probe never raises
+out of a round, and one slow target never holds up the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+log = logging.getLogger(__name__)
+
+Fields = dict[str, float | int | bool | str]
+
+
+class ProbeSpec(BaseModel):
+    """Settings every probe has; each probe module subclasses it with its own `kind` and keys."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$",
+                      description="what the target is called in results and dashboards")
+    interval_s: float = Field(default=60, ge=1, le=86_400 * 31, description="how often the scheduler runs it")
+    timeout_s: float = Field(default=10, gt=0, le=600, description="the whole probe's time budget")
+
+
+@dataclass
+class Measured:
+    """What a probe took. `reason` says why it is not perfect though it worked (e.g. partial loss)."""
+
+    fields: Fields
+    reason: str = ""
+    detail: str = ""
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+class ProbeFailure(Exception):
+    """The target could not be measured; `reason` is a short code, `detail` says it to a person."""
+
+    def __init__(self, reason: str, detail: str, fields: Fields | None = None, tags: dict[str, str] | None = None):
+        super().__init__(f"{reason}: {detail}")
+        self.reason, self.detail = reason, detail
+        self.fields = fields or {}
+        self.tags = tags or {}
+
+
+@dataclass
+class ProbeResult:
+    kind: str
+    target: str
+    success: bool
+    reason: str
+    detail: str
+    duration_ms: float
+    fields: Fields
+    tags: dict[str, str]
+    started: float  # wall clock, seconds
+
+    def as_fields(self) -> Fields:
+        return {"success": self.success, "reason": self.reason, "duration_ms": round(self.duration_ms, 3),
+                **self.fields}
+
+
+@dataclass
+class ProbeContext:
+    """What probes may use besides their spec: name resolution, state kept between rounds, files."""
+
+    state_dir: Path | None = None
+    memory: dict[str, Any] = field(default_factory=dict)  # per-probe state between rounds (e.g. last path)
+
+    async def resolve(self, host: str) -> str:
+        """An IPv4 address for `host`, or ProbeFailure("dns_failure") that names the host."""
+        try:
+            return str(ipaddress.IPv4Address(host))
+        except ValueError:
+            pass
+        loop = asyncio.get_running_loop()
+        try:
+            infos = await loop.getaddrinfo(host, None, family=socket.AF_INET, type=socket.SOCK_STREAM)
+        except socket.gaierror as exc:
+            raise ProbeFailure("dns_failure", f"cannot resolve {host!r}: {exc.strerror}") from None
+        return infos[0][4][0]
+
+
+ProbeFunction = Callable[[Any, ProbeContext], Awaitable[Measured]]
+
+
+def ms_since(start: float) -> float:
+    return (time.perf_counter() - start) * 1000.0
+
+
+async def run_probe(kind: str, probe: ProbeFunction, spec: Any, ctx: ProbeContext) -> ProbeResult:
+    started, t0 = time.time(), time.perf_counter()
+    success, reason, detail, fields, tags = False, "", "", {}, {}
+    try:
+        async with asyncio.timeout(spec.timeout_s):
+            measured = await probe(spec, ctx)
+        success, reason, detail, fields, tags = True, measured.reason, measured.detail, measured.fields, measured.tags
+    except ProbeFailure as failure:
+        reason, detail, fields, tags = failure.reason, failure.detail, failure.fields, failure.tags
+    except TimeoutError:
+        reason, detail = "timeout", f"no result within {spec.timeout_s:g} s"
+    except Exception as exc:  # a bug, not a link problem: report it and keep the agent alive
+        log.exception("probe %s %s crashed", kind, spec.name)
+        reason, detail = "probe_error", f"{type(exc).__name__}: {exc}"
+    return ProbeResult(kind=kind, target=spec.name, success=success, reason=reason, detail=detail,
+                       duration_ms=ms_since(t0), fields=fields, tags=tags, started=started)

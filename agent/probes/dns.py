@@ -1,0 +1,81 @@
+"""DNS: resolution time and answer of one query against a chosen resolver (dnspython builds and reads it).
+
+The query goes over a connected UDP socket, so a resolver that is down (ICMP port
+unreachable) is told apart from one that is slow or cut off (no answer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Literal
+
+import dns.exception
+import dns.message
+import dns.rcode
+import dns.rdatatype
+from pydantic import Field
+
+from agent.probes.base import Measured, ProbeContext, ProbeFailure, ProbeSpec, ms_since
+
+
+class DnsSpec(ProbeSpec):
+    kind: Literal["dns"] = "dns"
+    server: str = Field(description="resolver address; the clinic router's, the ISP's, the health service's")
+    port: int = Field(default=53, ge=1, le=65535)
+    query: str = Field(description="name to resolve, e.g. the records service's")
+    qtype: Literal["A", "AAAA", "CNAME", "MX", "TXT", "NS", "SOA"] = "A"
+    expect: list[str] = Field(default_factory=list, description="answers that must be among those returned")
+    timeout_s: float = 5
+
+
+class _Answer(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.reply: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+
+    def datagram_received(self, data: bytes, addr: object) -> None:
+        if not self.reply.done():
+            self.reply.set_result(data)
+
+    def error_received(self, exc: Exception) -> None:
+        if not self.reply.done():
+            self.reply.set_exception(exc)
+
+
+async def probe(spec: DnsSpec, ctx: ProbeContext) -> Measured:
+    server = await ctx.resolve(spec.server)
+    query = dns.message.make_query(spec.query, spec.qtype)
+    loop = asyncio.get_running_loop()
+    start = time.perf_counter()
+    transport, protocol = await loop.create_datagram_endpoint(_Answer, remote_addr=(server, spec.port))
+    try:
+        transport.sendto(query.to_wire())
+        while True:
+            try:
+                data = await protocol.reply
+            except ConnectionRefusedError:
+                raise ProbeFailure("refused", f"resolver {server}:{spec.port} is not serving DNS "
+                                              "(port unreachable)") from None
+            except OSError as exc:
+                raise ProbeFailure("unreachable", f"resolver {server}:{spec.port}: {exc.strerror}") from None
+            resolve_ms = ms_since(start)
+            try:
+                response = dns.message.from_wire(data)
+            except dns.exception.DNSException as exc:
+                raise ProbeFailure("bad_response", f"resolver {server} sent an unreadable reply: {exc}") from None
+            if query.is_response(response):
+                break
+            protocol.reply = loop.create_future()  # not the answer to our question: keep waiting
+    finally:
+        transport.close()
+    rcode = dns.rcode.to_text(response.rcode())
+    answers = [rr.to_text() for rrset in response.answer for rr in rrset
+               if rrset.rdtype == dns.rdatatype.from_text(spec.qtype)]
+    fields = {"resolve_ms": round(resolve_ms, 3), "rcode": rcode, "answers": len(answers),
+              "answer": answers[0] if answers else ""}
+    if response.rcode() != dns.rcode.NOERROR:
+        raise ProbeFailure(rcode.lower(), f"{spec.query} {spec.qtype} at {server}: {rcode}", fields)
+    missing = [want for want in spec.expect if want not in answers]
+    if missing:
+        raise ProbeFailure("unexpected_answer", f"{spec.query}: expected {missing}, got {answers}", fields)
+    return Measured(fields)

@@ -1,0 +1,100 @@
+"""HTTP(S) reachability of a service: status, connect, TLS handshake and time to first byte,
+certificate days to expiry. httpx's trace hooks time each phase of one fresh connection."""
+
+from __future__ import annotations
+
+import ssl
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+import httpx
+from pydantic import Field
+
+from agent import __version__
+from agent.probes.base import Measured, ProbeContext, ProbeFailure, ProbeSpec
+from agent.probes.tcp import connect_failure
+
+X509_V_ERR_CERT_HAS_EXPIRED = 10
+
+
+class HttpSpec(ProbeSpec):
+    kind: Literal["http"] = "http"
+    url: str = Field(pattern=r"^https?://", description="the service's health or landing URL")
+    method: Literal["GET", "HEAD"] = "GET"
+    expect_status: list[int] = Field(default_factory=list, description="accepted statuses; default 200-399")
+    verify_tls: bool = True
+    ca_file: Path | None = Field(default=None, description="CA bundle for services with a private CA")
+    cert_warn_days: int = Field(default=14, ge=0, description="say `cert_expiring` this many days ahead")
+    timeout_s: float = 15
+
+
+def _ssl_context(spec: HttpSpec) -> ssl.SSLContext | bool:
+    if not spec.verify_tls:
+        return False
+    return ssl.create_default_context(cafile=str(spec.ca_file) if spec.ca_file else None)
+
+
+def _cause(exc: BaseException, kind: type) -> Any:
+    seen = exc
+    while seen is not None:
+        if isinstance(seen, kind):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _failure_of(exc: httpx.HTTPError, spec: HttpSpec, fields: dict) -> ProbeFailure:
+    cert = _cause(exc, ssl.SSLCertVerificationError)
+    if cert is not None:
+        reason = "cert_expired" if cert.verify_code == X509_V_ERR_CERT_HAS_EXPIRED else "cert_invalid"
+        return ProbeFailure(reason, f"{spec.url}: {cert.verify_message}", fields)
+    if _cause(exc, ssl.SSLError) is not None:
+        return ProbeFailure("tls_error", f"{spec.url}: {_cause(exc, ssl.SSLError)}", fields)
+    os_error = _cause(exc, OSError)
+    if isinstance(exc, httpx.ConnectError) and os_error is not None and os_error.errno:
+        return connect_failure(os_error, spec.url, fields)
+    if isinstance(exc, httpx.TimeoutException):
+        return ProbeFailure("timeout", f"{spec.url}: {type(exc).__name__}", fields)
+    return ProbeFailure("http_error", f"{spec.url}: {type(exc).__name__}: {exc}", fields)
+
+
+async def probe(spec: HttpSpec, ctx: ProbeContext) -> Measured:
+    marks: dict[str, float] = {}
+
+    async def trace(event: str, info: dict) -> None:
+        marks[event] = time.perf_counter()
+
+    def span(start: str, end: str) -> float | None:
+        return round((marks[end] - marks[start]) * 1000, 3) if start in marks and end in marks else None
+
+    fields: dict[str, Any] = {}
+    headers = {"User-Agent": f"clinicwatch-agent/{__version__}"}
+    async with httpx.AsyncClient(verify=_ssl_context(spec), trust_env=False, timeout=spec.timeout_s,
+                                 headers=headers) as client:
+        try:
+            async with client.stream(spec.method, spec.url, extensions={"trace": trace}) as response:
+                stream = response.extensions.get("network_stream")
+                ssl_object = stream.get_extra_info("ssl_object") if stream is not None else None
+                peer_cert = ssl_object.getpeercert() if ssl_object is not None else None
+        except httpx.HTTPError as exc:
+            fields = {k: v for k, v in (("connect_ms", span("connection.connect_tcp.started",
+                                                             "connection.connect_tcp.complete")),) if v is not None}
+            raise _failure_of(exc, spec, fields) from None
+    fields = {
+        "status": response.status_code,
+        "connect_ms": span("connection.connect_tcp.started", "connection.connect_tcp.complete"),
+        "tls_ms": span("connection.start_tls.started", "connection.start_tls.complete"),
+        "ttfb_ms": span("http11.send_request_body.complete", "http11.receive_response_headers.complete"),
+        "http_version": response.http_version,
+    }
+    if peer_cert and "notAfter" in peer_cert:
+        fields["cert_days_left"] = round((ssl.cert_time_to_seconds(peer_cert["notAfter"]) - time.time()) / 86400, 2)
+    fields = {k: v for k, v in fields.items() if v is not None}
+    accepted = spec.expect_status or range(200, 400)
+    if response.status_code not in accepted:
+        reason = "http_5xx" if response.status_code >= 500 else "http_status"
+        raise ProbeFailure(reason, f"{spec.url} answered {response.status_code} {response.reason_phrase}", fields)
+    if "cert_days_left" in fields and fields["cert_days_left"] < spec.cert_warn_days:
+        return Measured(fields, "cert_expiring", f"certificate expires in {fields['cert_days_left']:.1f} days")
+    return Measured(fields)

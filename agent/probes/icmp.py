@@ -1,0 +1,221 @@
+"""ICMP echo bursts: loss, RTT min/avg/max/stddev and jitter per target.
+
+Packets are built and parsed with scapy; the sockets are plain, driven by the
+event loop, and replies are timed by the kernel (SO_TIMESTAMPNS), as iputils
+ping times them. Socket kind, best first: raw ICMP (needs CAP_NET_RAW), the
+kernel's unprivileged ICMP datagram socket (needs net.ipv4.ping_group_range),
+then TCP connect time to `tcp_port` (a refused connection is an answer too).
+The result says which one was used (`method`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import socket
+import statistics
+import struct
+import time
+from dataclasses import dataclass, field
+from typing import Literal
+
+from agent.probes.base import Fields, Measured, ProbeContext, ProbeFailure, ProbeSpec
+
+Method = Literal["auto", "raw", "dgram", "tcp"]
+# Kernel receive timestamps. Python's socket module lacks the constants (asm-generic values).
+# SO_TIMESTAMPNS_NEW (Linux 5.1+) gives a 64-bit timespec on every architecture, including
+# the 32-bit ARM of many routers; older kernels get the native `struct timespec`.
+SO_TIMESTAMPNS_NEW, SO_TIMESTAMPNS_OLD = 64, 35
+_TIMESPEC = {SO_TIMESTAMPNS_NEW: "qq", SO_TIMESTAMPNS_OLD: "ll"}
+_NO_ROUTE = {errno.ENETUNREACH: "no_route", errno.EHOSTUNREACH: "unreachable", errno.EHOSTDOWN: "unreachable"}
+
+
+class IcmpSpec(ProbeSpec):
+    kind: Literal["icmp"] = "icmp"
+    host: str
+    count: int = 10
+    interval_ms: float = 200
+    reply_timeout_ms: float = 2000
+    payload_bytes: int = 56
+    method: Method = "auto"
+    tcp_port: int = 443
+    interval_s: float = 30
+    timeout_s: float = 30
+
+
+@dataclass
+class Burst:
+    """Echo bookkeeping for one burst: what was sent when, what came back."""
+
+    count: int
+    reply_timeout_ns: int
+    sent_ns: dict[int, int] = field(default_factory=dict)
+    rtt_ms: dict[int, float] = field(default_factory=dict)
+    duplicates: int = 0
+    late: int = 0
+    unreachable: int = 0
+    send_error: str = ""
+    send_errno: int = 0
+
+    def reply(self, seq: int, received_ns: int) -> None:
+        sent = self.sent_ns.get(seq)
+        if sent is None:
+            return  # not ours (an earlier burst's straggler)
+        if seq in self.rtt_ms:
+            self.duplicates += 1
+        elif received_ns - sent > self.reply_timeout_ns:
+            self.late += 1
+        else:
+            self.rtt_ms[seq] = (received_ns - sent) / 1e6
+
+    def complete(self) -> bool:
+        return len(self.rtt_ms) == self.count
+
+    def summary(self, method: str) -> Measured:
+        sent = len(self.sent_ns)
+        order = sorted(self.sent_ns)
+        rtts = [self.rtt_ms[s] for s in order if s in self.rtt_ms]
+        lost_runs, run = [], 0
+        for seq in order:
+            run = 0 if seq in self.rtt_ms else run + 1
+            lost_runs.append(run)
+        fields: Fields = {"sent": sent, "received": len(rtts), "loss_pct": round(100.0 * (sent - len(rtts)) / sent, 3),
+                          "duplicates": self.duplicates, "late": self.late, "loss_max_burst": max(lost_runs)}
+        if rtts:
+            fields |= {"rtt_min_ms": round(min(rtts), 3), "rtt_avg_ms": round(statistics.fmean(rtts), 3),
+                       "rtt_max_ms": round(max(rtts), 3), "rtt_stddev_ms": round(statistics.pstdev(rtts), 3)}
+        if len(rtts) > 1:
+            fields["jitter_ms"] = round(statistics.fmean(abs(a - b) for a, b in zip(rtts, rtts[1:])), 3)
+        tags = {"method": method}
+        if not rtts:
+            if self.send_error:
+                raise ProbeFailure(_NO_ROUTE.get(self.send_errno, "send_error"), self.send_error, fields, tags)
+            if self.unreachable:
+                raise ProbeFailure("unreachable", f"{self.unreachable} destination-unreachable replies", fields, tags)
+            raise ProbeFailure("no_reply", f"none of {sent} echoes answered", fields, tags)
+        if len(rtts) == sent:
+            return Measured(fields, tags=tags)
+        trailing = lost_runs[-1]
+        if trailing >= 3 and trailing == max(lost_runs) and trailing >= sent // 5:
+            return Measured(fields, "lost_mid_burst", f"the last {trailing} of {sent} echoes went unanswered", tags)
+        return Measured(fields, "partial_loss", f"{sent - len(rtts)} of {sent} echoes unanswered", tags)
+
+
+def _echo_request(ident: int, seq: int, payload: bytes) -> bytes:
+    from scapy.layers.inet import ICMP
+
+    return bytes(ICMP(type=8, code=0, id=ident, seq=seq) / payload)
+
+
+def _open_socket(method: Method) -> tuple[str, socket.socket | None]:
+    order = ["raw", "dgram", "tcp"] if method == "auto" else [method]
+    for kind in order:
+        if kind == "tcp":
+            return "tcp", None
+        try:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_RAW if kind == "raw" else socket.SOCK_DGRAM,
+                                 socket.IPPROTO_ICMP)
+        except PermissionError:
+            continue
+        sock.setblocking(False)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS_NEW, 1)
+        except OSError:
+            sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS_OLD, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        return kind, sock
+    raise ProbeFailure("no_permission", f"method {method!r} is not permitted for this process")
+
+
+def _kernel_time_ns(ancillary: list[tuple[int, int, bytes]]) -> int:
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind in _TIMESPEC:
+            layout = _TIMESPEC[kind]
+            seconds, nanos = struct.unpack(layout, data[:struct.calcsize(layout)])
+            return seconds * 1_000_000_000 + nanos
+    return time.time_ns()
+
+
+def _on_readable(sock: socket.socket, method: str, address: str, ident: int, tag: bytes, burst: Burst) -> None:
+    from scapy.layers.inet import ICMP, IP
+
+    while True:
+        try:
+            data, ancillary, _, source = sock.recvmsg(4096, 256)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            continue  # an ICMP error queued on the socket; replies still count
+        received_ns = _kernel_time_ns(ancillary)
+        if method == "dgram":  # no IP header; the kernel owns the id and only hands us our own replies
+            icmp = ICMP(data)
+            if icmp.type == 0 and bytes(icmp.payload)[:8] == tag:
+                burst.reply(icmp.seq, received_ns)
+            continue
+        packet = IP(data)
+        if ICMP not in packet:
+            continue
+        icmp = packet[ICMP]
+        if icmp.type == 0 and packet.src == address and icmp.id == ident and bytes(icmp.payload)[:8] == tag:
+            burst.reply(icmp.seq, received_ns)
+        elif icmp.type in (3, 11):  # unreachable / time exceeded, quoting the echo it answers
+            quoted = icmp.payload
+            if ICMP in quoted and quoted[ICMP].id == ident and quoted.dst == address:
+                burst.unreachable += 1
+
+
+async def _icmp_burst(spec: IcmpSpec, method: str, sock: socket.socket, address: str) -> Measured:
+    loop = asyncio.get_running_loop()
+    ident = int.from_bytes(os.urandom(2), "big")
+    tag = os.urandom(8)
+    payload = tag + bytes(max(0, spec.payload_bytes - 8))
+    burst = Burst(spec.count, int(spec.reply_timeout_ms * 1e6))
+    loop.add_reader(sock.fileno(), _on_readable, sock, method, address, ident, tag, burst)
+    try:
+        for seq in range(spec.count):
+            packet = _echo_request(ident, seq, payload)
+            burst.sent_ns[seq] = time.time_ns()
+            try:
+                sock.sendto(packet, (address, 0))
+            except OSError as exc:
+                burst.send_errno = exc.errno or 0
+                burst.send_error = f"sending to {address}: {exc.strerror}"
+            if seq < spec.count - 1:
+                await asyncio.sleep(spec.interval_ms / 1000)
+        deadline = time.monotonic() + spec.reply_timeout_ms / 1000
+        while not burst.complete() and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+    finally:
+        loop.remove_reader(sock.fileno())
+        sock.close()
+    return burst.summary(method)
+
+
+async def _tcp_burst(spec: IcmpSpec, address: str) -> Measured:
+    """Without ICMP rights: the time to a SYN-ACK or a RST is a round trip too."""
+    burst = Burst(spec.count, int(spec.reply_timeout_ms * 1e6))
+    for seq in range(spec.count):
+        burst.sent_ns[seq] = start = time.time_ns()
+        try:
+            async with asyncio.timeout(spec.reply_timeout_ms / 1000):
+                _, writer = await asyncio.open_connection(address, spec.tcp_port)
+            burst.reply(seq, time.time_ns())
+            writer.close()
+        except ConnectionRefusedError:
+            burst.reply(seq, time.time_ns())
+        except TimeoutError:
+            pass
+        except OSError as exc:
+            burst.send_errno, burst.send_error = exc.errno or 0, f"connecting to {address}: {exc.strerror}"
+        if seq < spec.count - 1:
+            await asyncio.sleep(max(0.0, spec.interval_ms / 1000 - (time.time_ns() - start) / 1e9))
+    return burst.summary("tcp")
+
+
+async def probe(spec: IcmpSpec, ctx: ProbeContext) -> Measured:
+    address = await ctx.resolve(spec.host)
+    method, sock = _open_socket(spec.method)
+    if sock is None:
+        return await _tcp_burst(spec, address)
+    return await _icmp_burst(spec, method, sock, address)

@@ -1,0 +1,119 @@
+"""Traceroute with UDP probes: hop count and a path fingerprint, so that a route change is an event.
+
+All TTLs are probed at once (like `traceroute -N`), `probes_per_hop` each, from one
+UDP socket; the ICMP time-exceeded and port-unreachable answers are read from a raw
+socket (needs CAP_NET_RAW) and matched by scapy through the UDP header they quote.
+A hop that never answers is `*`; paths are compared only where both have answers,
+so a router that rate-limits its ICMP does not look like a route change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import socket
+import time
+from typing import Literal
+
+from pydantic import Field
+
+from agent.probes.base import Measured, ProbeContext, ProbeFailure, ProbeSpec
+
+NO_ANSWER = "*"
+
+
+class TracerouteSpec(ProbeSpec):
+    kind: Literal["traceroute"] = "traceroute"
+    host: str
+    max_hops: int = Field(default=20, ge=1, le=64)
+    probes_per_hop: int = Field(default=2, ge=1, le=5)
+    base_port: int = Field(default=33434, ge=1024, le=65000)
+    wait_ms: float = Field(default=2000, gt=0, description="how long to wait for the last answers")
+    interval_s: float = 900
+    timeout_s: float = 15
+
+
+def fingerprint(path: list[str]) -> str:
+    return hashlib.sha1(">".join(path).encode()).hexdigest()[:12]
+
+
+def path_changed(old: list[str], new: list[str], old_reached: bool, new_reached: bool) -> bool:
+    if old_reached and new_reached and len(old) != len(new):
+        return True
+    return any(a != b for a, b in zip(old, new) if NO_ANSWER not in (a, b))
+
+
+def _read_answers(raw: socket.socket, address: str, sport: int, probes: dict[int, int],
+                  answers: dict[int, tuple[str, bool]]) -> None:
+    from scapy.layers.inet import ICMP, IP, IPerror, UDPerror
+
+    while True:
+        try:
+            data = raw.recv(4096)
+        except (BlockingIOError, InterruptedError):
+            return
+        packet = IP(data)
+        if ICMP not in packet or packet[ICMP].type not in (3, 11):
+            continue
+        if IPerror not in packet or UDPerror not in packet:
+            continue
+        quoted_ip, quoted_udp = packet[IPerror], packet[UDPerror]
+        if quoted_ip.dst != address or quoted_udp.sport != sport or quoted_udp.dport not in probes:
+            continue
+        ttl = probes[quoted_udp.dport]
+        reached = packet[ICMP].type == 3 and packet.src == address
+        answers.setdefault(ttl, (packet.src, reached))
+
+
+async def probe(spec: TracerouteSpec, ctx: ProbeContext) -> Measured:
+    address = await ctx.resolve(spec.host)
+    try:
+        raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+    except PermissionError:
+        raise ProbeFailure("no_permission", "traceroute needs CAP_NET_RAW (run the agent with it)") from None
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    raw.setblocking(False)
+    udp.setblocking(False)
+    loop = asyncio.get_running_loop()
+    answers: dict[int, tuple[str, bool]] = {}  # ttl -> (who answered, is the destination)
+    try:
+        udp.bind(("0.0.0.0", 0))
+        sport = udp.getsockname()[1]
+        probes = {}  # destination port -> ttl
+        loop.add_reader(raw.fileno(), _read_answers, raw, address, sport, probes, answers)
+        for ttl in range(1, spec.max_hops + 1):
+            udp.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, ttl)
+            for k in range(spec.probes_per_hop):
+                port = spec.base_port + (ttl - 1) * spec.probes_per_hop + k
+                probes[port] = ttl
+                try:
+                    udp.sendto(b"clinicwatch", (address, port))
+                except OSError as exc:
+                    raise ProbeFailure("no_route", f"sending to {address}: {exc.strerror}") from None
+        deadline = time.monotonic() + spec.wait_ms / 1000
+        while time.monotonic() < deadline:
+            reached_at = min((t for t, (_, dest) in answers.items() if dest), default=None)
+            if reached_at is not None and all(t in answers for t in range(1, reached_at + 1)):
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        loop.remove_reader(raw.fileno())
+        raw.close()
+        udp.close()
+    reached_at = min((t for t, (_, dest) in answers.items() if dest), default=None)
+    last = reached_at or max(answers, default=0)
+    path = [answers[t][0] if t in answers else NO_ANSWER for t in range(1, last + 1)]
+    fields = {"hops": last, "reached": reached_at is not None, "path": ">".join(path) or NO_ANSWER,
+              "fingerprint": fingerprint(path)}
+    previous = ctx.memory.get(("traceroute", spec.name))
+    ctx.memory[("traceroute", spec.name)] = (path, reached_at is not None)
+    changed = previous is not None and path_changed(previous[0], path, previous[1], reached_at is not None)
+    fields["route_changed"] = changed
+    if reached_at is None:
+        where = f"after hop {last} ({path[-1]})" if path else "at the first hop"
+        raise ProbeFailure("not_reached", f"{address} not reached within {spec.max_hops} hops; path stops {where}",
+                           fields)
+    if changed:
+        return Measured(fields, "route_changed", f"path to {address} was {'>'.join(previous[0])}, "
+                                                 f"now {fields['path']}")
+    return Measured(fields)

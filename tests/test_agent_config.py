@@ -1,0 +1,53 @@
+"""Bad agent configs as data: each file maps to its exact error, naming the file, the key and the fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agent.cli import main as agent_main
+from agent.config import ConfigError, load_config
+
+DATA = Path(__file__).parent / "testdata" / "agent-config"
+REPO = Path(__file__).parent.parent
+
+EXPECTED = {
+    "unknown-key.yaml": "probes[0].prot: Extra inputs are not permitted (remove it or check its spelling)",
+    "bad-port.yaml": "probes[0].port: Input should be less than or equal to 65535 (correct the value)",
+    "unknown-kind.yaml": "probes[0]: Input tag 'smokeping' found using 'kind' does not match any of the expected "
+                         "tags: 'icmp', 'tcp', 'dns', 'http', 'traceroute', 'throughput'",
+    "missing-kind.yaml": "probes[0]: Unable to extract tag using discriminator 'kind' (add `kind:`",
+    "bad-clinic-id.yaml": "clinic_id: String should match pattern",
+    "duplicate-name.yaml": "two icmp probes are named 'gw'; give each its own name",
+    "throughput-no-url.yaml": "probes[0]: Value error, set download_url, upload_url or both",
+    "not-yaml.yaml": "not valid YAML at line 4, column 4",
+    "not-a-mapping.yaml": "the configuration must be a mapping",
+}
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_bad_config_is_refused_with_file_key_and_fix(name: str) -> None:
+    path = DATA / name
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    message = str(caught.value)
+    assert str(path) in message
+    assert EXPECTED[name] in message
+
+
+def test_every_bad_config_file_has_an_expected_error() -> None:
+    assert sorted(p.name for p in DATA.glob("*.yaml")) == sorted(EXPECTED)
+
+
+def test_the_shipped_sample_config_is_valid() -> None:
+    config = load_config(REPO / "firmware_configs" / "agent.yaml")
+    assert config.clinic_id == "es-ib-0042"
+    assert {spec.kind for spec in config.probes} == {"icmp", "tcp", "dns", "http", "traceroute", "throughput"}
+
+
+def test_check_config_command_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
+    assert agent_main(["check-config", "--config", str(REPO / "firmware_configs" / "agent.yaml")]) == 0
+    assert "valid; clinic es-ib-0042, 7 probe(s)" in capsys.readouterr().out
+    assert agent_main(["check-config", "--config", str(DATA / "bad-port.yaml")]) == 2
+    assert "bad-port.yaml: probes[0].port" in capsys.readouterr().err

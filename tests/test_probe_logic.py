@@ -1,0 +1,107 @@
+"""Probe logic with scripted inputs: echo bookkeeping, path comparison, the data ledger, the runner."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from agent.probes.base import Measured, ProbeContext, ProbeFailure, run_probe
+from agent.probes.icmp import Burst
+from agent.probes.tcp import TcpSpec
+from agent.probes.throughput import Ledger
+from agent.probes.traceroute import path_changed
+
+MS = 1_000_000  # ns
+
+
+def burst_with(replies: dict[int, float], count: int = 10, timeout_ms: float = 1000) -> Burst:
+    burst = Burst(count, int(timeout_ms * MS))
+    for seq in range(count):
+        burst.sent_ns[seq] = seq * 100 * MS
+    for seq, rtt in replies.items():
+        burst.reply(seq, burst.sent_ns[seq] + int(rtt * MS))
+    return burst
+
+
+def test_burst_figures_follow_ping_definitions() -> None:
+    burst = burst_with({0: 10, 1: 14, 2: 12, 3: 20}, count=5)
+    measured = burst.summary("raw")
+    f = measured.fields
+    assert (f["sent"], f["received"], f["loss_pct"]) == (5, 4, 20.0)
+    assert (f["rtt_min_ms"], f["rtt_avg_ms"], f["rtt_max_ms"]) == (10, 14, 20)
+    assert f["rtt_stddev_ms"] == pytest.approx(3.742, abs=0.001)  # population sd, as ping's mdev
+    assert f["jitter_ms"] == pytest.approx((4 + 2 + 8) / 3, abs=0.001)  # mean |difference| of consecutive RTTs
+    assert measured.reason == "partial_loss" and measured.tags == {"method": "raw"}
+
+
+def test_duplicate_late_and_foreign_replies_are_not_counted_as_received() -> None:
+    burst = burst_with({0: 10, 1: 10}, count=3, timeout_ms=100)
+    burst.reply(1, burst.sent_ns[1] + 11 * MS)  # duplicate
+    burst.reply(2, burst.sent_ns[2] + 150 * MS)  # after its timeout
+    burst.reply(99, 0)  # a sequence number this burst never sent
+    f = burst.summary("raw").fields
+    assert (f["received"], f["duplicates"], f["late"]) == (2, 1, 1)
+    assert f["rtt_max_ms"] == 10
+
+
+def test_a_trailing_run_of_losses_reads_as_lost_mid_burst() -> None:
+    measured = burst_with({seq: 10 for seq in range(4)}, count=10).summary("raw")
+    assert measured.reason == "lost_mid_burst"
+    assert measured.fields["loss_max_burst"] == 6
+    assert "last 6 of 10" in measured.detail
+
+
+@pytest.mark.parametrize("setup,reason", [
+    ({}, "no_reply"),
+    ({"unreachable": 3}, "unreachable"),
+    ({"send_errno": 101, "send_error": "sending to 198.19.0.1: Network is unreachable"}, "no_route"),
+])
+def test_a_burst_with_no_reply_fails_with_its_cause(setup: dict, reason: str) -> None:
+    burst = burst_with({}, count=3)
+    for key, value in setup.items():
+        setattr(burst, key, value)
+    with pytest.raises(ProbeFailure) as caught:
+        burst.summary("raw")
+    assert caught.value.reason == reason
+    assert caught.value.fields["loss_pct"] == 100.0
+
+
+@pytest.mark.parametrize("old,new,old_reached,new_reached,changed", [
+    (["a", "b", "c"], ["a", "b", "c"], True, True, False),
+    (["a", "*", "c"], ["a", "b", "c"], True, True, False),  # a hop that did not answer is not a change
+    (["a", "b", "c"], ["a", "x", "c"], True, True, True),
+    (["a", "b", "c"], ["a", "b", "x", "c"], True, True, True),  # one hop longer
+    (["a", "b"], ["a", "b", "*"], False, False, False),
+])
+def test_path_comparison(old, new, old_reached, new_reached, changed) -> None:
+    assert path_changed(old, new, old_reached, new_reached) is changed
+
+
+def test_ledger_charges_per_month_and_survives_a_restart(tmp_path) -> None:
+    november, december = 1_795_000_000, 1_796_700_000  # 2026-11-18, 2026-12-07 UTC
+    ledger = Ledger(tmp_path / "ledger.json")
+    assert ledger.charge(1000, november) == 1000
+    assert ledger.charge(500, november) == 1500
+    assert Ledger(tmp_path / "ledger.json").spent(november) == 1500
+    assert ledger.spent(december) == 0
+    assert ledger.charge(10, december) == 10
+
+
+def test_runner_turns_timeouts_and_bugs_into_results() -> None:
+    spec = TcpSpec(name="x", host="198.18.0.1", port=1, timeout_s=0.05)
+
+    async def slow(_spec, _ctx) -> Measured:
+        await asyncio.sleep(5)
+        return Measured({})
+
+    async def buggy(_spec, _ctx) -> Measured:
+        raise KeyError("oops")
+
+    timed_out = asyncio.run(run_probe("tcp", slow, spec, ProbeContext()))
+    assert (timed_out.success, timed_out.reason) == (False, "timeout")
+    assert 40 <= timed_out.duration_ms < 1000
+    crashed = asyncio.run(run_probe("tcp", buggy, spec, ProbeContext()))
+    assert (crashed.success, crashed.reason) == (False, "probe_error")
+    assert "KeyError" in crashed.detail
+
