@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 
-class TestCA:
+class CertificateAuthority:
     def __init__(self, directory: Path, name: str = "ClinicWatch Test CA") -> None:
         self.dir = directory
         self.key = ec.generate_private_key(ec.SECP256R1())

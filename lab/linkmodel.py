@@ -165,11 +165,14 @@ class DirectionStats:
     dropped_loss: int = 0
     dropped_cut: int = 0
     dropped_queue: int = 0
+    late_us_max: int = 0  # how late the relay wrote a packet against its release time
+    late_us_total: int = 0
 
 
 @dataclass
 class _DirectionState:
     loss: StratifiedLoss
+    delays: random.Random  # its own stream: the k-th packet each way gets the same draw, however they interleave
     busy_until: float = 0.0
     stats: DirectionStats = field(default_factory=DirectionStats)
 
@@ -191,7 +194,8 @@ class LinkModel:
         self._gamma = profile.one_way_gamma()
         self._dirs = {
             d: _DirectionState(
-                loss=StratifiedLoss(profile.one_way_loss(), profile.loss_burst, self.rng),
+                loss=StratifiedLoss(profile.one_way_loss(), profile.loss_burst, random.Random(self.rng.random())),
+                delays=random.Random(self.rng.random()),
                 busy_until=old[d].busy_until if d in old else 0.0,
                 stats=old[d].stats if d in old else DirectionStats(),
             )
@@ -200,9 +204,10 @@ class LinkModel:
 
     def reseed(self, seed: int) -> None:
         """Start the random draws (delays, loss places) afresh, so two runs face the same link."""
-        self.rng.seed(seed)
-        for state in self._dirs.values():
-            state.loss = StratifiedLoss(self.profile.one_way_loss(), self.profile.loss_burst, self.rng)
+        for index, state in enumerate(self._dirs.values()):
+            state.delays = random.Random(f"{seed}-delay-{index}")
+            state.loss = StratifiedLoss(self.profile.one_way_loss(), self.profile.loss_burst,
+                                        random.Random(f"{seed}-loss-{index}"))
 
     def set_cut(self, cut: bool) -> None:
         if cut and not self.cut:
@@ -233,9 +238,15 @@ class LinkModel:
         if self._gamma is None:
             delay = self.profile.rtt_ms / 2000.0
         else:
-            delay = self.rng.gammavariate(*self._gamma)
+            delay = state.delays.gammavariate(*self._gamma)
         stats.delivered += 1
         return start + delay
+
+    def released(self, direction: Direction, late_s: float) -> None:
+        stats = self._dirs[direction].stats
+        late_us = int(late_s * 1e6)
+        stats.late_us_total += late_us
+        stats.late_us_max = max(stats.late_us_max, late_us)
 
     def dropped_in_flight(self, direction: Direction) -> None:
         """A packet admitted before a cut never arrives: move it to the cut count."""

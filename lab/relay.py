@@ -99,10 +99,11 @@ class Relay:
     def _release_due(self) -> None:
         now = time.monotonic()
         while self.queue and self.queue[0][0] <= now:
-            _, _, out_fd, generation, direction, packet = heapq.heappop(self.queue)
+            due, _, out_fd, generation, direction, packet = heapq.heappop(self.queue)
             if generation != self.model.cut_generation:
                 self.model.dropped_in_flight(direction)
                 continue
+            self.model.released(direction, time.monotonic() - due)
             try:
                 os.write(out_fd, packet)
             except OSError:

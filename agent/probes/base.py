@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import json
 import logging
+import os
 import socket
 import time
 from collections.abc import Awaitable, Callable
@@ -79,7 +81,32 @@ class ProbeContext:
     """What probes may use besides their spec: name resolution, state kept between rounds, files."""
 
     state_dir: Path | None = None
-    memory: dict[str, Any] = field(default_factory=dict)  # per-probe state between rounds (e.g. last path)
+    memory: dict[Any, Any] = field(default_factory=dict)  # live objects kept between rounds
+
+    def recall(self, key: str) -> Any:
+        """What a probe remembered (e.g. the last path), kept in the state dir across restarts."""
+        return self._remembered().get(key)
+
+    def remember(self, key: str, value: Any) -> None:
+        remembered = self._remembered()
+        remembered[key] = value
+        if self.state_dir is not None:
+            target = self.state_dir / "probe-memory.json"
+            tmp = target.with_suffix(".tmp")
+            tmp.write_text(json.dumps(remembered))
+            os.replace(tmp, target)
+
+    def _remembered(self) -> dict[str, Any]:
+        if "_remembered" not in self.memory:
+            loaded: dict[str, Any] = {}
+            path = self.state_dir / "probe-memory.json" if self.state_dir else None
+            if path is not None and path.exists():
+                try:
+                    loaded = json.loads(path.read_text())
+                except (OSError, ValueError):
+                    log.warning("ignoring unreadable %s", path)
+            self.memory["_remembered"] = loaded
+        return self.memory["_remembered"]
 
     async def resolve(self, host: str) -> str:
         """An IPv4 address for `host`, or ProbeFailure("dns_failure") that names the host."""

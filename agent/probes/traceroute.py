@@ -1,8 +1,12 @@
 """Traceroute with UDP probes: hop count and a path fingerprint, so that a route change is an event.
 
-All TTLs are probed at once (like `traceroute -N`), `probes_per_hop` each, from one
-UDP socket; the ICMP time-exceeded and port-unreachable answers are read from a raw
-socket (needs CAP_NET_RAW) and matched by scapy through the UDP header they quote.
+TTLs are probed in a sliding window of `window` hops, `probes_per_hop` each, from
+one UDP socket, and no TTL past the destination's is sent once it has answered:
+routers and hosts rate-limit ICMP errors (Linux: about one a second per peer
+after a burst of six), so firing every TTL at once would spend that allowance
+and, on LTE, the clinic's bytes. The ICMP time-exceeded and port-unreachable
+answers are read from a raw socket (needs CAP_NET_RAW) and matched by scapy
+through the UDP header they quote.
 A hop that never answers is `*`; paths are compared only where both have answers,
 so a router that rate-limits its ICMP does not look like a route change.
 """
@@ -20,6 +24,7 @@ from pydantic import Field
 from agent.probes.base import Measured, ProbeContext, ProbeFailure, ProbeSpec
 
 NO_ANSWER = "*"
+HOP, DESTINATION, REFUSED = "hop", "destination", "refused"  # what an answer says about the path
 
 
 class TracerouteSpec(ProbeSpec):
@@ -28,7 +33,8 @@ class TracerouteSpec(ProbeSpec):
     max_hops: int = Field(default=20, ge=1, le=64)
     probes_per_hop: int = Field(default=2, ge=1, le=5)
     base_port: int = Field(default=33434, ge=1024, le=65000)
-    wait_ms: float = Field(default=2000, gt=0, description="how long to wait for the last answers")
+    window: int = Field(default=3, ge=1, le=64, description="hops probed at the same time")
+    hop_wait_ms: float = Field(default=1000, gt=0, description="how long a hop has to answer")
     interval_s: float = 900
     timeout_s: float = 15
 
@@ -41,6 +47,11 @@ def path_changed(old: list[str], new: list[str], old_reached: bool, new_reached:
     if old_reached and new_reached and len(old) != len(new):
         return True
     return any(a != b for a, b in zip(old, new) if NO_ANSWER not in (a, b))
+
+
+def _end_of_path(answers: dict[int, tuple[str, str]]) -> int | None:
+    """The first TTL answered by the destination or by a router refusing to go on."""
+    return min((t for t, (_, verdict) in answers.items() if verdict != HOP), default=None)
 
 
 def _read_answers(raw: socket.socket, address: str, sport: int, probes: dict[int, int],
@@ -61,8 +72,11 @@ def _read_answers(raw: socket.socket, address: str, sport: int, probes: dict[int
         if quoted_ip.dst != address or quoted_udp.sport != sport or quoted_udp.dport not in probes:
             continue
         ttl = probes[quoted_udp.dport]
-        reached = packet[ICMP].type == 3 and packet.src == address
-        answers.setdefault(ttl, (packet.src, reached))
+        if packet[ICMP].type == 11:
+            verdict = HOP
+        else:  # destination unreachable: from the target itself (port closed: we got there) or from a router
+            verdict = DESTINATION if packet.src == address else REFUSED
+        answers.setdefault(ttl, (packet.src, verdict))
 
 
 async def probe(spec: TracerouteSpec, ctx: ProbeContext) -> Measured:
@@ -75,40 +89,50 @@ async def probe(spec: TracerouteSpec, ctx: ProbeContext) -> Measured:
     raw.setblocking(False)
     udp.setblocking(False)
     loop = asyncio.get_running_loop()
-    answers: dict[int, tuple[str, bool]] = {}  # ttl -> (who answered, is the destination)
+    answers: dict[int, tuple[str, str]] = {}  # ttl -> (who answered, HOP / DESTINATION / REFUSED)
     try:
         udp.bind(("0.0.0.0", 0))
         sport = udp.getsockname()[1]
         probes = {}  # destination port -> ttl
         loop.add_reader(raw.fileno(), _read_answers, raw, address, sport, probes, answers)
-        for ttl in range(1, spec.max_hops + 1):
-            udp.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, ttl)
-            for k in range(spec.probes_per_hop):
-                port = spec.base_port + (ttl - 1) * spec.probes_per_hop + k
-                probes[port] = ttl
-                try:
-                    udp.sendto(b"clinicwatch", (address, port))
-                except OSError as exc:
-                    raise ProbeFailure("no_route", f"sending to {address}: {exc.strerror}") from None
-        deadline = time.monotonic() + spec.wait_ms / 1000
-        while time.monotonic() < deadline:
-            reached_at = min((t for t, (_, dest) in answers.items() if dest), default=None)
-            if reached_at is not None and all(t in answers for t in range(1, reached_at + 1)):
+        sent_at: dict[int, float] = {}
+        hop_wait = spec.hop_wait_ms / 1000
+        next_ttl = 1
+        while True:
+            now = time.monotonic()
+            last_needed = _end_of_path(answers) or spec.max_hops
+            pending = [t for t in sent_at if t <= last_needed and t not in answers and now - sent_at[t] < hop_wait]
+            if next_ttl > last_needed and not pending:
                 break
+            while next_ttl <= last_needed and len(pending) < spec.window:
+                udp.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, next_ttl)
+                for k in range(spec.probes_per_hop):
+                    port = spec.base_port + (next_ttl - 1) * spec.probes_per_hop + k
+                    probes[port] = next_ttl
+                    try:
+                        udp.sendto(b"clinicwatch", (address, port))
+                    except OSError as exc:
+                        raise ProbeFailure("no_route", f"sending to {address}: {exc.strerror}") from None
+                sent_at[next_ttl] = now
+                pending.append(next_ttl)
+                next_ttl += 1
             await asyncio.sleep(0.01)
     finally:
         loop.remove_reader(raw.fileno())
         raw.close()
         udp.close()
-    reached_at = min((t for t, (_, dest) in answers.items() if dest), default=None)
-    last = reached_at or max(answers, default=0)
+    end = _end_of_path(answers)
+    reached_at = end if end and answers[end][1] == DESTINATION else None
+    last = end or max(answers, default=0)
     path = [answers[t][0] if t in answers else NO_ANSWER for t in range(1, last + 1)]
     fields = {"hops": last, "reached": reached_at is not None, "path": ">".join(path) or NO_ANSWER,
               "fingerprint": fingerprint(path)}
-    previous = ctx.memory.get(("traceroute", spec.name))
-    ctx.memory[("traceroute", spec.name)] = (path, reached_at is not None)
+    previous = ctx.recall(f"traceroute:{spec.name}")
+    ctx.remember(f"traceroute:{spec.name}", [path, reached_at is not None])
     changed = previous is not None and path_changed(previous[0], path, previous[1], reached_at is not None)
     fields["route_changed"] = changed
+    if end and answers[end][1] == REFUSED:
+        raise ProbeFailure("unreachable", f"hop {end} ({answers[end][0]}) says {address} is unreachable", fields)
     if reached_at is None:
         where = f"after hop {last} ({path[-1]})" if path else "at the first hop"
         raise ProbeFailure("not_reached", f"{address} not reached within {spec.max_hops} hops; path stops {where}",
