@@ -10,6 +10,8 @@ from typing import Any
 
 import yaml
 
+from agent.probes.docs import declared
+
 from lab.links import EmulatedLink
 
 REPO = Path(__file__).resolve().parent.parent
@@ -29,6 +31,10 @@ def probe_command(config: Path) -> list[str]:
 
 def parse_results(stdout: str) -> dict[str, dict[str, Any]]:
     results = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+    for r in results:  # what a probe reports must be what docs/probes.md says it reports
+        fields, reasons = declared(r["kind"])
+        assert set(r["fields"]) <= fields, f"undeclared {r['kind']} fields: {set(r['fields']) - fields}"
+        assert r["reason"] in reasons, f"undeclared {r['kind']} reason {r['reason']!r}"
     return {f"{r['kind']}:{r['target']}": r for r in results}
 
 

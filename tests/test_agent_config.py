@@ -51,3 +51,9 @@ def test_check_config_command_exit_codes(capsys: pytest.CaptureFixture[str]) -> 
     assert "valid; clinic es-ib-0042, 7 probe(s)" in capsys.readouterr().out
     assert agent_main(["check-config", "--config", str(DATA / "bad-port.yaml")]) == 2
     assert "bad-port.yaml: probes[0].port" in capsys.readouterr().err
+
+
+def test_probe_docs_are_rendered_from_the_registry() -> None:
+    from agent.probes.docs import render
+
+    assert (REPO / "docs" / "probes.md").read_text() == render(), "run: python -m agent.probes.docs > docs/probes.md"

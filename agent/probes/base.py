@@ -27,6 +27,12 @@ log = logging.getLogger(__name__)
 
 Fields = dict[str, float | int | bool | str]
 
+# Fields and reasons every probe's result can carry, whatever its kind (the runner's).
+COMMON_FIELDS = {"success": "bool: the target was measured", "reason": "str: why not, or why not perfect; '' if all "
+                 "is well", "duration_ms": "float: the whole probe, as the runner timed it"}
+COMMON_REASONS = {"timeout": "no result within `timeout_s`", "dns_failure": "the target's name did not resolve",
+                  "probe_error": "a bug in the probe (logged with its traceback); the agent carries on"}
+
 
 class ProbeSpec(BaseModel):
     """Settings every probe has; each probe module subclasses it with its own `kind` and keys."""
@@ -34,9 +40,9 @@ class ProbeSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$",
-                      description="what the target is called in results and dashboards")
-    interval_s: float = Field(default=60, ge=1, le=86_400 * 31, description="how often the scheduler runs it")
-    timeout_s: float = Field(default=10, gt=0, le=600, description="the whole probe's time budget")
+                      description="what the target is called in results and dashboards (tag `target`)")
+    interval_s: float = Field(default=60, ge=1, le=86_400 * 31, description="seconds between runs")
+    timeout_s: float = Field(default=10, gt=0, le=600, description="the whole probe's time budget, seconds")
 
 
 @dataclass

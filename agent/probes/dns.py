@@ -19,13 +19,27 @@ from pydantic import Field
 from agent.probes.base import Measured, ProbeContext, ProbeFailure, ProbeSpec, ms_since
 
 
+RESULT_FIELDS = {
+    "resolve_ms": "float: query to answer", "rcode": "str: NOERROR, NXDOMAIN, SERVFAIL, ...",
+    "answers": "int: records of the asked type", "answer": "str: the first of them",
+}
+REASONS = {
+    "refused": "the resolver is not serving (ICMP port unreachable): DNS server down",
+    "unreachable": "the resolver's address cannot be reached",
+    "nxdomain": "the name does not exist", "servfail": "the resolver failed to resolve it",
+    "unexpected_answer": "answered, but without the `expect`ed records",
+    "bad_response": "an unreadable reply",
+}
+
+
 class DnsSpec(ProbeSpec):
     kind: Literal["dns"] = "dns"
     server: str = Field(description="resolver address; the clinic router's, the ISP's, the health service's")
-    port: int = Field(default=53, ge=1, le=65535)
+    port: int = Field(default=53, ge=1, le=65535, description="resolver's UDP port")
     query: str = Field(description="name to resolve, e.g. the records service's")
-    qtype: Literal["A", "AAAA", "CNAME", "MX", "TXT", "NS", "SOA"] = "A"
+    qtype: Literal["A", "AAAA", "CNAME", "MX", "TXT", "NS", "SOA"] = Field(default="A", description="record type")
     expect: list[str] = Field(default_factory=list, description="answers that must be among those returned")
+    interval_s: float = 300
     timeout_s: float = 5
 
 

@@ -18,14 +18,30 @@ from agent.probes.tcp import connect_failure
 X509_V_ERR_CERT_HAS_EXPIRED = 10
 
 
+RESULT_FIELDS = {
+    "status": "int: HTTP status", "http_version": "str",
+    "connect_ms": "float: TCP handshake", "tls_ms": "float: TLS handshake",
+    "ttfb_ms": "float: request sent to response headers received",
+    "cert_days_left": "float: days until the server certificate expires",
+}
+REASONS = {
+    "http_5xx": "the service answered with a server error", "http_status": "another status outside `expect_status`",
+    "cert_expired": "the certificate has expired", "cert_invalid": "the certificate is not trusted or not for this host",
+    "cert_expiring": "the certificate expires within `cert_warn_days` (success)", "tls_error": "TLS failed",
+    "refused": "the port is closed", "unreachable": "destination unreachable", "no_route": "no route",
+    "reset": "connection reset", "connect_error": "another connect error", "http_error": "another HTTP failure",
+}
+
+
 class HttpSpec(ProbeSpec):
     kind: Literal["http"] = "http"
     url: str = Field(pattern=r"^https?://", description="the service's health or landing URL")
-    method: Literal["GET", "HEAD"] = "GET"
+    method: Literal["GET", "HEAD"] = Field(default="GET", description="HEAD saves the body's bytes")
     expect_status: list[int] = Field(default_factory=list, description="accepted statuses; default 200-399")
-    verify_tls: bool = True
+    verify_tls: bool = Field(default=True, description="check the certificate chain and name")
     ca_file: Path | None = Field(default=None, description="CA bundle for services with a private CA")
     cert_warn_days: int = Field(default=14, ge=0, description="say `cert_expiring` this many days ahead")
+    interval_s: float = 300  # a fresh TLS handshake is ~3 KB: every 5 minutes is ~27 MB a month
     timeout_s: float = 15
 
 

@@ -15,10 +15,19 @@ CONNECT_ERRORS = {errno.ECONNREFUSED: "refused", errno.ENETUNREACH: "no_route", 
                   errno.EHOSTDOWN: "unreachable", errno.ECONNRESET: "reset"}
 
 
+RESULT_FIELDS = {"connect_ms": "float: time to the SYN-ACK (or the RST when refused)"}
+REASONS = {
+    "refused": "the port is closed (RST)",
+    "unreachable": "destination unreachable", "no_route": "no route to the target", "reset": "connection reset",
+    "connect_error": "another connect error",
+}
+
+
 class TcpSpec(ProbeSpec):
     kind: Literal["tcp"] = "tcp"
-    host: str
-    port: int = Field(ge=1, le=65535)
+    host: str = Field(description="address or name of the target")
+    port: int = Field(ge=1, le=65535, description="the service's TCP port")
+    interval_s: float = 300
 
 
 def connect_failure(exc: OSError, where: str, fields: dict | None = None) -> ProbeFailure:

@@ -24,13 +24,26 @@ OVERHEAD = 1.04  # TCP/IP headers and ACKs on ~1460-byte segments
 REQUEST_OVERHEAD_BYTES = 800  # TCP handshake, HTTP request and response headers
 
 
+RESULT_FIELDS = {
+    "down_kbps": "float: download goodput", "up_kbps": "float: upload goodput",
+    "down_bytes": "int", "up_bytes": "int",
+    "test_bytes": "int: bytes this test is charged (payload plus estimated overhead)",
+    "spent_month_bytes": "int: charged this calendar month (UTC), this test included",
+    "budget_month_bytes": "int: the monthly budget",
+}
+REASONS = {
+    "budget_exhausted": "the test would overspend this month's budget: not run",
+    "transfer_failed": "the transfer failed",
+}
+
+
 class ThroughputSpec(ProbeSpec):
     kind: Literal["throughput"] = "throughput"
-    download_url: str | None = Field(default=None, pattern=r"^https?://")
-    upload_url: str | None = Field(default=None, pattern=r"^https?://")
+    download_url: str | None = Field(default=None, pattern=r"^https?://", description="GET: a large file or endpoint")
+    upload_url: str | None = Field(default=None, pattern=r"^https?://", description="POST: accepts and discards a body")
     bytes: int = Field(default=1_000_000, ge=1_000, le=100_000_000, description="per direction")
     monthly_budget_mb: float = Field(default=200, gt=0, description="data all throughput tests may use per month")
-    verify_tls: bool = True
+    verify_tls: bool = Field(default=True, description="check the certificate chain and name")
     interval_s: float = 6 * 3600
     timeout_s: float = 120
 

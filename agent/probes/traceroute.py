@@ -27,12 +27,25 @@ NO_ANSWER = "*"
 HOP, DESTINATION, REFUSED = "hop", "destination", "refused"  # what an answer says about the path
 
 
+RESULT_FIELDS = {
+    "hops": "int: hops to the destination (or to where the path stops)", "reached": "bool",
+    "path": "str: hop addresses joined by >, * for a hop that did not answer",
+    "fingerprint": "str: 12 hex digits of the path's hash", "route_changed": "bool: against the last run",
+}
+REASONS = {
+    "route_changed": "the path differs from the last run's where both have answers (success)",
+    "unreachable": "a router answered that the destination is unreachable",
+    "not_reached": "the destination did not answer within `max_hops`",
+    "no_route": "no route from this box", "no_permission": "needs CAP_NET_RAW",
+}
+
+
 class TracerouteSpec(ProbeSpec):
     kind: Literal["traceroute"] = "traceroute"
-    host: str
-    max_hops: int = Field(default=20, ge=1, le=64)
-    probes_per_hop: int = Field(default=2, ge=1, le=5)
-    base_port: int = Field(default=33434, ge=1024, le=65000)
+    host: str = Field(description="address or name of the target")
+    max_hops: int = Field(default=20, ge=1, le=64, description="give up past this many hops")
+    probes_per_hop: int = Field(default=2, ge=1, le=5, description="a hop is * only if all are lost")
+    base_port: int = Field(default=33434, ge=1024, le=65000, description="first UDP destination port")
     window: int = Field(default=3, ge=1, le=64, description="hops probed at the same time")
     hop_wait_ms: float = Field(default=1000, gt=0, description="how long a hop has to answer")
     interval_s: float = 900
