@@ -29,6 +29,11 @@ def build_parser() -> argparse.ArgumentParser:
     topics.add_argument("clinic_id", help="the clinic's id, e.g. es-ib-0042")
     check = commands.add_parser("check-config", help="validate a configuration file and say what is wrong")
     check.add_argument("--config", type=Path, required=True)
+    run = commands.add_parser("run", help="run the agent: probe on schedule, keep an outbox, report over MQTT",
+                              description="Run the agent until SIGTERM or SIGINT, then flush what it can and "
+                                          "stop. Logs are JSON lines on stderr.")
+    run.add_argument("--config", type=Path, required=True)
+    run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     once = commands.add_parser("probe-once", help="run every configured probe once and print the results",
                                description="Run every configured probe once, all at the same time, and print "
                                            "a table: what a technician runs when installing a clinic.")
@@ -48,6 +53,31 @@ def _table(results: list) -> str:
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row[:5], widths)) + "  " + row[5] for row in rows]
     details = [f"  {r.kind} {r.target}: {r.detail}" for r in results if r.detail]
     return "\n".join(lines + ([""] + details if details else []))
+
+
+def _run(args: argparse.Namespace) -> int:
+    import signal
+
+    from agent import logs
+    from agent.config import ConfigError, load_config
+    from agent.runtime import Agent
+
+    logs.setup(args.log_level)
+    try:
+        agent = Agent(load_config(args.config))
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await agent.run(stop)
+
+    asyncio.run(main())
+    return 0
 
 
 def _probe_once(args: argparse.Namespace) -> int:
@@ -95,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "probe-once":
         return _probe_once(args)
+    if args.command == "run":
+        return _run(args)
     parser.print_help()
     return 2
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from agent.probes import AnyProbeSpec
 from wire.schema import CLINIC_ID_PATTERN
@@ -19,21 +21,111 @@ class ConfigError(ValueError):
     pass
 
 
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TlsConfig(_Section):
+    ca_file: Path = Field(description="CA that signed the broker's certificate")
+    cert_file: Path | None = Field(default=None, description="client certificate, if the broker asks for one")
+    key_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _pair(self) -> "TlsConfig":
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together: set both or neither")
+        return self
+
+
+class MqttConfig(_Section):
+    host: str
+    port: int = Field(default=8883, ge=1, le=65535)
+    username: str | None = Field(default=None, description="defaults to the clinic id")
+    password_file: Path | None = Field(default=None, description="file holding the password (preferred)")
+    password: SecretStr | None = Field(default=None, description="inline password; prefer password_file")
+    tls: TlsConfig | None = Field(default=None, description="omit only on a trusted local network")
+    keepalive_s: int = Field(default=60, ge=5, le=3600, description="a dead link is noticed within 1.5x this")
+    reconnect_min_s: float = Field(default=1, gt=0)
+    reconnect_max_s: float = Field(default=300, gt=0, description="backoff cap; each wait is random below it")
+    batch_max_records: int = Field(default=500, ge=1, le=5000)
+    inflight_batches: int = Field(default=4, ge=1, le=100, description="batches awaiting PUBACK at once")
+
+    @model_validator(mode="after")
+    def _one_password(self) -> "MqttConfig":
+        if self.password is not None and self.password_file is not None:
+            raise ValueError("set password_file or password, not both")
+        if self.reconnect_min_s > self.reconnect_max_s:
+            raise ValueError("reconnect_min_s must not exceed reconnect_max_s")
+        return self
+
+    def secret(self) -> str | None:
+        if self.password_file is not None:
+            try:
+                return self.password_file.read_text().strip()
+            except OSError as exc:
+                raise ConfigError(f"mqtt.password_file {self.password_file}: {exc.strerror}") from None
+        return self.password.get_secret_value() if self.password else None
+
+
+class OutboxConfig(_Section):
+    max_mb: float = Field(default=64, gt=0, description="past this, old samples are thinned (events kept)")
+    synchronous: Literal["full", "normal"] = Field(default="full", description="full survives power cuts")
+
+
+class ClockConfig(_Section):
+    sync_check: Literal["kernel", "file", "assume"] = Field(
+        default="kernel", description="kernel: adjtimex(); file: `sync_marker` exists; assume: has an RTC")
+    sync_marker: Path | None = Field(default=None, description="e.g. /run/systemd/timesync/synchronized")
+
+    @model_validator(mode="after")
+    def _marker(self) -> "ClockConfig":
+        if self.sync_check == "file" and self.sync_marker is None:
+            raise ValueError("sync_check: file needs sync_marker")
+        return self
+
+
+class RemoteSettings(_Section):
+    """What the central site may change through the retained config topic."""
+
+    probes: list[AnyProbeSpec] = Field(default_factory=list)
+    self_metrics_interval_s: float = Field(default=300, ge=5, description="agent health telemetry")
+
+    @model_validator(mode="after")
+    def _unique_probe_names(self) -> "RemoteSettings":
+        _check_unique(self.probes)
+        return self
+
+
+def _check_unique(probes: list) -> None:
+    seen: set[tuple[str, str]] = set()
+    for spec in probes:
+        key = (spec.kind, spec.name)
+        if key in seen:
+            raise ValueError(f"two {spec.kind} probes are named {spec.name!r}; give each its own name")
+        seen.add(key)
+
+
 class AgentConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     clinic_id: str = Field(pattern=CLINIC_ID_PATTERN, description="the clinic's id, as registered centrally")
     state_dir: Path = Field(default=Path("/var/lib/clinicwatch"), description="outbox, ledgers, boot id")
+    mqtt: MqttConfig | None = Field(default=None, description="where to report; needed by `run`")
+    outbox: OutboxConfig = Field(default_factory=OutboxConfig)
+    clock: ClockConfig = Field(default_factory=ClockConfig)
+    self_metrics_interval_s: float = Field(default=300, ge=5)
     probes: list[AnyProbeSpec] = Field(default_factory=list)
+
+    def remote(self) -> RemoteSettings:
+        return RemoteSettings(probes=self.probes, self_metrics_interval_s=self.self_metrics_interval_s)
+
+    def with_remote(self, settings: RemoteSettings) -> "AgentConfig":
+        return self.model_copy(update={"probes": settings.probes,
+                                       "self_metrics_interval_s": settings.self_metrics_interval_s})
 
     @model_validator(mode="after")
     def _unique_probe_names(self) -> "AgentConfig":
-        seen: set[tuple[str, str]] = set()
-        for spec in self.probes:
-            key = (spec.kind, spec.name)
-            if key in seen:
-                raise ValueError(f"two {spec.kind} probes are named {spec.name!r}; give each its own name")
-            seen.add(key)
+        _check_unique(self.probes)
         return self
 
 
@@ -72,6 +164,13 @@ def format_errors(source: str, exc: ValidationError) -> str:
 def parse_config(document: object, source: str) -> AgentConfig:
     try:
         return AgentConfig.model_validate(document)
+    except ValidationError as exc:
+        raise ConfigError(format_errors(source, exc)) from None
+
+
+def parse_remote(document: object, source: str) -> RemoteSettings:
+    try:
+        return RemoteSettings.model_validate(document)
     except ValidationError as exc:
         raise ConfigError(format_errors(source, exc)) from None
 

@@ -1,0 +1,327 @@
+"""The running agent: scheduler -> probes -> outbox -> MQTT, plus outages, clock and remote config.
+
+Everything here runs on one asyncio loop (the outbox is used from it alone); the
+MQTT session's callbacks arrive from paho's thread and are handed over with
+call_soon_threadsafe. Order on the wire after a reconnect: birth message (sent by
+the session on connect), then pending events (the outage just lived through
+among them), then the sample backlog, oldest first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import random
+import resource
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+
+import wire
+from agent import __version__
+from agent.clock import Clock, ClockWatch, SystemClock, kernel_boot_id
+from agent.config import AgentConfig, ConfigError, RemoteSettings, parse_remote
+from agent.outbox import NewRecord, Outbox, Stored
+from agent.probes import ProbeContext, ProbeSpec, run_one
+from agent.transport import Session
+
+log = logging.getLogger("clinicwatch.agent")
+CLOCK_CHECK_S = 10
+FLUSH_TIMEOUT_S = 10
+
+
+class Agent:
+    def __init__(self, config: AgentConfig, clock: Clock | None = None, rng: random.Random | None = None) -> None:
+        if config.mqtt is None:
+            raise ConfigError("the configuration has no `mqtt` section: `run` needs to know where to report")
+        self.config = config
+        self.clock = clock or SystemClock(config.clock.sync_check, config.clock.sync_marker)
+        self.clock_watch = ClockWatch(self.clock)
+        self.rng = rng or random.Random()
+        self.boot = uuid.uuid4().hex[:16]
+        self.kboot = kernel_boot_id()
+        config.state_dir.mkdir(parents=True, exist_ok=True)
+        self.outbox = Outbox(config.state_dir / "outbox.sqlite3", self.boot, self.kboot,
+                             max_bytes=int(config.outbox.max_mb * 1024 * 1024),
+                             synchronous=config.outbox.synchronous)
+        self.probe_ctx = ProbeContext(state_dir=config.state_dir)
+        self.remote_rev = 0
+        self._load_remote()
+        self.inflight: dict[int, list[int]] = {}  # mid -> outbox ids awaiting PUBACK
+        self.refused: set[int] = set()  # outbox ids the broker refused; retried after the next reconnect
+        self.counters = {"published_records": 0, "publish_refused": 0, "last_ack_ms": 0}
+        self.outbox_depth_at_close: dict[str, int] = {}
+        self.stopping = False
+        self.started_mono = self.clock.mono_ms()
+        self.wake = asyncio.Event()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.scheduler: AsyncIOScheduler | None = None
+        self.session = Session(config.clinic_id, self.boot, config.mqtt, self._threadsafe(self._acked),
+                               self._threadsafe(self._connection), self._threadsafe(self._config_message), self.rng)
+
+    # -- lifecycle ---------------------------------------------------------------
+    async def run(self, stop: asyncio.Event) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.scheduler = AsyncIOScheduler(event_loop=self.loop)
+        self._schedule()
+        self.scheduler.add_job(self._check_clock, IntervalTrigger(seconds=CLOCK_CHECK_S), id="clock",
+                               max_instances=1, coalesce=True)
+        self.scheduler.start()
+        if not self.outbox.meta("outage"):
+            self._outage_began("agent started, not yet connected")
+        self.session.start()
+        log.info("agent running", extra={"fields": {"clinic": self.config.clinic_id, "boot": self.boot,
+                                                    "probes": len(self.config.probes), "version": __version__}})
+        pump = asyncio.create_task(self._pump())
+        await stop.wait()
+        log.info("agent stopping: flushing the outbox")
+        self.scheduler.shutdown(wait=False)
+        await self._flush(FLUSH_TIMEOUT_S)
+        pump.cancel()
+        self.stopping = True  # a deliberate disconnect is not an outage; the outbox is about to close
+        self.session.stop()
+        self.outbox.close()
+        log.info("agent stopped", extra={"fields": {"unsent": self.outbox_depth_at_close}})
+
+    async def _flush(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and self.session.connected:
+            depth = self.outbox.depth()
+            if depth["samples"] + depth["events"] == 0:
+                break
+            self.wake.set()
+            await asyncio.sleep(0.05)
+        self.outbox_depth_at_close = self.outbox.depth()
+
+    def _threadsafe(self, handler: Any) -> Any:
+        def forward(*args: Any) -> None:
+            if self.loop is not None and not self.loop.is_closed():
+                self.loop.call_soon_threadsafe(handler, *args)
+        return forward
+
+    # -- scheduling ---------------------------------------------------------------
+    def _schedule(self) -> None:
+        assert self.scheduler is not None
+        for job in self.scheduler.get_jobs():
+            if job.id.startswith(("probe:", "self")):
+                job.remove()
+        for spec in self.config.probes:
+            self._add_job(f"probe:{spec.kind}:{spec.name}", self._probe_job, spec.interval_s, [spec])
+        self._add_job("self", self._self_metrics_job, self.config.self_metrics_interval_s, [])
+
+    def _add_job(self, job_id: str, func: Any, interval_s: float, args: list[Any]) -> None:
+        assert self.scheduler is not None
+        jitter = min(interval_s * 0.1, 30.0)
+        first = time.time() + self.rng.uniform(0, min(interval_s, 10.0))  # spread the first runs
+        self.scheduler.add_job(func, IntervalTrigger(seconds=interval_s, jitter=jitter), args=args, id=job_id,
+                               max_instances=1, coalesce=True, misfire_grace_time=max(1, int(interval_s)),
+                               next_run_time=_datetime(first))
+
+    async def _probe_job(self, spec: ProbeSpec) -> None:
+        t, mono, sync = self.clock.wall_ms(), self.clock.mono_ms(), self.clock_watch.sync_label()
+        result = await run_one(spec, self.probe_ctx)
+        self._store([NewRecord("sample", t, mono, sync, {"m": spec.kind, "tags": {"target": spec.name,
+                                                                                    **result.tags},
+                                                         "f": _wire_fields(result.as_fields())})])
+        if result.reason == "route_changed":
+            self._event("route_change", {"target": spec.name, "detail": result.detail[:256]})
+
+    async def _self_metrics_job(self) -> None:
+        depth = self.outbox.depth()
+        now = self.clock.wall_ms()
+        oldest = self.outbox.oldest_t()
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        fields: dict[str, Any] = {
+            "outbox_samples": depth["samples"], "outbox_events": depth["events"], "outbox_bytes": depth["bytes"],
+            "oldest_unsent_age_s": round((now - oldest) / 1000, 1) if oldest is not None else 0.0,
+            "thinned_total": int(self.outbox.meta("thinned_total", "0") or 0),
+            "published_records": self.counters["published_records"],
+            "publish_refused": self.counters["publish_refused"],
+            "last_publish_age_s": round((now - self.counters["last_ack_ms"]) / 1000, 1)
+            if self.counters["last_ack_ms"] else -1.0,
+            "connected": self.session.connected, "version": __version__,
+            "uptime_s": round((self.clock.mono_ms() - self.started_mono) / 1000, 1),
+            "cpu_s": round(usage.ru_utime + usage.ru_stime, 3), "rss_kib": _rss_kib(),
+        }
+        self._store([NewRecord("sample", now, self.clock.mono_ms(), self.clock_watch.sync_label(),
+                               {"m": "agent", "tags": {}, "f": fields})])
+
+    def _check_clock(self) -> None:
+        if self.clock_watch.became_synced():
+            fixed = self.outbox.fix_clock(self.clock.wall_ms(), self.clock.mono_ms())
+            log.info("clock synchronised: re-timed unsent records", extra={"fields": {"records": fixed}})
+            self._event("clock_synced", {"retimed_records": fixed})
+
+    # -- records ------------------------------------------------------------------
+    def _store(self, records: list[NewRecord]) -> None:
+        self.outbox.put(records)
+        self.wake.set()
+
+    def _event(self, kind: str, detail: dict[str, Any]) -> None:
+        self._store([NewRecord("event", self.clock.wall_ms(), self.clock.mono_ms(), self.clock_watch.sync_label(),
+                               {"kind": kind, "detail": _wire_fields(detail)})])
+
+    def _outage_began(self, cause: str) -> None:
+        record = {"t": self.clock.wall_ms(), "mono": self.clock.mono_ms(), "kboot": self.kboot, "cause": cause,
+                  "sync": self.clock_watch.sync_label()}
+        self.outbox.set_meta("outage", json.dumps(record))
+
+    def _outage_ended(self) -> None:
+        began = json.loads(self.outbox.meta("outage") or "null")
+        self.outbox.set_meta("outage", None)
+        if began is None:
+            return
+        now_mono = self.clock.mono_ms()
+        same_boot = began["kboot"] == self.kboot
+        duration = (now_mono - began["mono"]) / 1000 if same_boot else (self.clock.wall_ms() - began["t"]) / 1000
+        self._event("outage", {"down_t": began["t"], "down_mono": began["mono"] if same_boot else -1,
+                               "up_mono": now_mono, "duration_s": round(duration, 3), "cause": began["cause"][:256],
+                               "power_cycled": not same_boot, "down_sync": began["sync"]})
+
+    # -- sending ------------------------------------------------------------------
+    async def _pump(self) -> None:
+        while True:
+            await self.wake.wait()
+            self.wake.clear()
+            if self.session.connected:
+                self._send_some()
+
+    def _send_some(self) -> None:
+        busy = {i for ids in self.inflight.values() for i in ids} | self.refused
+        while len(self.inflight) < self.config.mqtt.inflight_batches:  # type: ignore[union-attr]
+            batch = self.outbox.next_batch(busy, self.config.mqtt.batch_max_records)  # type: ignore[union-attr]
+            if not batch:
+                return
+            mid = self.session.publish(*self._message(batch))
+            if mid is None:
+                return
+            ids = [r.id for r in batch]
+            self.inflight[mid] = ids
+            busy.update(ids)
+
+    def _message(self, batch: list[Stored]) -> tuple[str, bytes]:
+        first = batch[0]
+        mono_now = self.clock.mono_ms() if first.kboot == self.kboot else None
+        records = [r.as_wire() for r in batch]
+        if first.kind == "event":
+            message: wire.Message = wire.Events.model_validate(
+                {"v": 1, "clinic": self.config.clinic_id, "boot": first.boot, "mono_now": mono_now,
+                 "events": records})
+            return wire.topic(self.config.clinic_id, "event"), wire.encode(message)
+        message = wire.Telemetry.model_validate({"v": 1, "clinic": self.config.clinic_id, "boot": first.boot,
+                                                 "mono_now": mono_now, "samples": records})
+        return wire.topic(self.config.clinic_id, "telemetry"), wire.encode(message)
+
+    def _acked(self, mid: int, ok: bool, reason: str) -> None:
+        if self.stopping:
+            return
+        ids = self.inflight.pop(mid, None)
+        if ids is None:
+            return  # the birth message or a status
+        if ok:
+            self.outbox.delete(ids)
+            self.counters["published_records"] += len(ids)
+            self.counters["last_ack_ms"] = self.clock.wall_ms()
+        else:
+            self.refused.update(ids)
+            self.counters["publish_refused"] += len(ids)
+            log.error("broker refused a publish; records kept in the outbox",
+                      extra={"fields": {"reason": reason, "records": len(ids)}})
+        self.wake.set()
+
+    def _connection(self, up: bool, cause: str) -> None:
+        if self.stopping:
+            return
+        if up:
+            log.info("connected to the broker", extra={"fields": {"host": self.config.mqtt.host}})  # type: ignore
+            self.refused.clear()
+            self._outage_ended()
+            self.wake.set()
+        else:
+            log.warning("not connected", extra={"fields": {"cause": cause}})
+            if not self.outbox.meta("outage"):
+                self._outage_began(cause)
+
+    # -- remote configuration -----------------------------------------------------------
+    def _config_message(self, topic: str, payload: bytes) -> None:
+        try:
+            message = wire.decode(topic, payload, self.clock.wall_ms())
+            if not isinstance(message, wire.Config):
+                raise ConfigError(f"a {type(message).__name__} message on the config topic")
+            if message.rev <= self.remote_rev:
+                return  # the retained copy of what is already applied
+            settings = parse_remote(message.config, f"remote config rev {message.rev}")
+        except (wire.Rejected, ConfigError) as exc:
+            rev = _peek_rev(payload)
+            log.error("remote configuration rejected; keeping the current one", extra={"fields": {
+                "rev": rev, "error": str(exc)}})
+            self._event("config_rejected", {"rev": rev, "error": str(exc)[:256]})
+            return
+        self._apply_remote(message.rev, settings)
+
+    def _apply_remote(self, rev: int, settings: RemoteSettings) -> None:
+        self.config = self.config.with_remote(settings)
+        self.remote_rev = rev
+        path = self.config.state_dir / "remote-config.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"rev": rev, "settings": settings.model_dump(mode="json")}))
+        os.replace(tmp, path)
+        if self.scheduler is not None:
+            self._schedule()
+        log.info("remote configuration applied", extra={"fields": {"rev": rev, "probes": len(settings.probes)}})
+        self._event("config_applied", {"rev": rev, "probes": len(settings.probes)})
+
+    def _load_remote(self) -> None:
+        path = self.config.state_dir / "remote-config.json"
+        if not path.exists():
+            return
+        try:
+            saved = json.loads(path.read_text())
+            settings = parse_remote(saved["settings"], str(path))
+        except (OSError, ValueError, KeyError, ConfigError) as exc:
+            log.warning("ignoring the saved remote configuration", extra={"fields": {"error": str(exc)}})
+            return
+        self.config = self.config.with_remote(settings)
+        self.remote_rev = int(saved["rev"])
+
+
+def _peek_rev(payload: bytes) -> int:
+    try:
+        rev = json.loads(payload).get("rev", 0)
+        return rev if isinstance(rev, int) else 0
+    except (ValueError, AttributeError):
+        return 0
+
+
+def _wire_fields(fields: dict[str, Any]) -> dict[str, Any]:
+    """Values the wire accepts: strings cut to its limit, anything else as text."""
+    out: dict[str, Any] = {}
+    for key, value in fields.items():
+        if isinstance(value, str):
+            value = value[:256]
+        elif not isinstance(value, (bool, int, float)):
+            value = str(value)[:256]
+        out[key] = value
+    return out
+
+
+def _rss_kib() -> int:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _datetime(epoch_s: float) -> Any:
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(epoch_s, tz=dt.timezone.utc)

@@ -1,0 +1,128 @@
+"""The clinic's MQTT session (paho-mqtt 2, MQTT v5): TLS, credentials, Last Will and birth
+message, QoS 1 publishes whose PUBACK is reported back, and reconnects with jittered backoff.
+
+MQTT v5 because its PUBACK carries a reason code: a publish the broker refuses
+(ACL) is reported as refused and stays in the outbox. Under v3.1.1 the broker
+acknowledges a refused publish like any other and the agent would delete it.
+
+paho runs its network loop in its own thread; every callback here is handed to
+the owner through the functions given to the constructor, which must be
+thread-safe (the runtime forwards them to its event loop).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import ssl
+from collections.abc import Callable
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import MQTTErrorCode
+from paho.mqtt.properties import Properties
+
+import wire
+from agent import __version__
+from agent.config import MqttConfig
+
+log = logging.getLogger(__name__)
+
+
+def backoff_delay(attempt: int, low: float, high: float, rng: random.Random) -> float:
+    """'Full jitter' backoff: uniform in [low, min(high, low * 2**attempt)], so a thousand clinics
+    coming back after a regional outage spread over the window instead of arriving together."""
+    return rng.uniform(low, min(high, low * 2 ** min(attempt, 30)))
+
+
+class Session:
+    def __init__(self, clinic_id: str, boot: str, config: MqttConfig,
+                 on_acked: Callable[[int, bool, str], None],
+                 on_connection: Callable[[bool, str], None],
+                 on_config: Callable[[str, bytes], None],
+                 rng: random.Random | None = None) -> None:
+        self.clinic_id, self.boot, self.config = clinic_id, boot, config
+        self.on_acked, self.on_connection, self.on_config = on_acked, on_connection, on_config
+        self.rng = rng or random.Random()
+        self.connected = False
+        self._attempt = 0
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"clinicwatch-{clinic_id}",
+                             protocol=mqtt.MQTTv5)
+        client.username_pw_set(config.username or clinic_id, config.secret())
+        if config.tls is not None:
+            client.tls_set(ca_certs=str(config.tls.ca_file),
+                           certfile=str(config.tls.cert_file) if config.tls.cert_file else None,
+                           keyfile=str(config.tls.key_file) if config.tls.key_file else None,
+                           cert_reqs=ssl.CERT_REQUIRED)
+        will = wire.Status(v=1, clinic=clinic_id, state="offline", boot=boot, agent=__version__, reason="lost")
+        client.will_set(wire.topic(clinic_id, "status"), wire.encode(will), qos=1, retain=True)
+        client.max_inflight_messages_set(config.inflight_batches + 4)  # batches, plus birth and status
+        client.on_connect = self._connected
+        client.on_connect_fail = self._connect_failed
+        client.on_disconnect = self._disconnected
+        client.on_publish = self._published
+        client.on_message = self._message
+        self.client = client
+        self._next_delay()
+
+    def start(self) -> None:
+        self.client.connect_async(self.config.host, self.config.port, keepalive=self.config.keepalive_s)
+        self.client.loop_start()
+
+    def stop(self, reason: str = "shutdown") -> None:
+        if self.connected:
+            status = wire.Status(v=1, clinic=self.clinic_id, state="offline", boot=self.boot, agent=__version__,
+                                 reason=reason)
+            info = self.client.publish(wire.topic(self.clinic_id, "status"), wire.encode(status), qos=1, retain=True)
+            try:
+                info.wait_for_publish(2)
+            except (RuntimeError, ValueError):
+                pass
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def publish(self, topic: str, payload: bytes, retain: bool = False) -> int | None:
+        """Queue a QoS 1 publish; its PUBACK comes back through on_acked(mid, ok, reason). None: not queued."""
+        info = self.client.publish(topic, payload, qos=1, retain=retain)
+        if info.rc in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
+            return info.mid  # NO_CONN: queued by paho, sent when the session is back
+        log.warning("publish to %s not queued: %s", topic, mqtt.error_string(info.rc))
+        return None
+
+    # -- paho callbacks (network thread) ---------------------------------------
+    def _connected(self, client: mqtt.Client, _u: object, _flags: object, reason: mqtt.ReasonCode,
+                   _props: object) -> None:
+        if reason.is_failure:
+            self._next_delay()
+            self.on_connection(False, f"broker refused the connection: {reason}")
+            return
+        self.connected = True
+        self._attempt = 0
+        self._next_delay()
+        client.subscribe(wire.topic(self.clinic_id, "config"), qos=1)
+        birth = wire.Status(v=1, clinic=self.clinic_id, state="online", boot=self.boot, agent=__version__)
+        client.publish(wire.topic(self.clinic_id, "status"), wire.encode(birth), qos=1, retain=True)
+        self.on_connection(True, "connected")
+
+    def _connect_failed(self, _client: mqtt.Client, _u: object) -> None:
+        self._next_delay()
+        self.on_connection(False, "cannot reach the broker")
+
+    def _disconnected(self, _client: mqtt.Client, _u: object, _flags: object, reason: mqtt.ReasonCode,
+                      _props: object) -> None:
+        self.connected = False
+        self._next_delay()
+        cause = "keepalive timeout or link lost" if reason.value in (7, 0x8D, 0x80) else str(reason)
+        self.on_connection(False, cause)
+
+    def _published(self, _client: mqtt.Client, _u: object, mid: int, reason: mqtt.ReasonCode,
+                   _props: Properties | None) -> None:
+        self.on_acked(mid, not reason.is_failure, str(reason))
+
+    def _message(self, _client: mqtt.Client, _u: object, message: mqtt.MQTTMessage) -> None:
+        self.on_config(message.topic, message.payload)
+
+    def _next_delay(self) -> None:
+        delay = backoff_delay(self._attempt, self.config.reconnect_min_s, self.config.reconnect_max_s, self.rng)
+        self._attempt += 1
+        # paho waits min_delay first after a reset; setting both ends makes that the jittered value.
+        self.client.reconnect_delay_set(delay, delay)
