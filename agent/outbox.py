@@ -6,11 +6,13 @@ power cut, not only a process kill. Records leave oldest first, events before
 samples. Sequence numbers are assigned in the same transaction that stores the
 record, so a crash can never leave a gap in a boot's sequence.
 
-When full (`max_bytes` of records), the outbox thins the oldest half of its
-samples, dropping every other one, rather than refusing the newest: after a long
-outage the operator still gets the whole period, at lower resolution, and the
-latest state in full. Events (outages, reboots, power) are never thinned. What was
-thinned is counted (`thinned_total`), so the gaps are explained, not silent.
+When full (`max_bytes` of records), the outbox thins old samples rather than
+refusing new ones: outside the newest quarter, it drops every other sample among
+those thinned least so far and marks the survivors one level thinner. Old data
+thus loses resolution evenly (1 in 2, then 1 in 4, ...) while the newest quarter
+stays whole, so after a long outage the operator still sees the whole period and
+the latest state in full. Events (outages, reboots, power) are never thinned.
+What was thinned is counted (`thinned_total`), so the gaps are explained.
 
 One thread uses an Outbox (the agent's event loop); it is not shared.
 """
@@ -39,6 +41,7 @@ CREATE TABLE IF NOT EXISTS records (
     sync  TEXT    NOT NULL,
     body  TEXT    NOT NULL,            -- the rest of the record, JSON
     size  INTEGER NOT NULL,
+    lvl   INTEGER NOT NULL DEFAULT 0,  -- times thinned around it: 1 in 2**lvl of its period is left
     UNIQUE (boot, seq)
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -109,13 +112,26 @@ class Outbox:
         return seqs
 
     def _thin(self) -> None:
-        """Drop every other sample of the oldest half until the outbox fits (caller holds a transaction)."""
+        """Halve the least-thinned old samples until the outbox fits (caller holds a transaction)."""
         while self._bytes > self.max_bytes:
-            ids = [r[0] for r in self.db.execute("SELECT id FROM records WHERE kind = 'sample' ORDER BY id")]
-            victims = ids[: len(ids) // 2][1::2]
+            count = self.db.execute("SELECT COUNT(*) FROM records WHERE kind = 'sample'").fetchone()[0]
+            old = f"kind = 'sample' AND id IN (SELECT id FROM records WHERE kind = 'sample' ORDER BY id LIMIT {count - count // 4})"
+            level = self.db.execute(f"SELECT MIN(lvl) FROM records WHERE {old}").fetchone()[0]
+            if level is None:
+                break  # only events and the newest samples left: keep them, over the limit if need be
+            ids = [r[0] for r in self.db.execute(f"SELECT id FROM records WHERE {old} AND lvl = ? ORDER BY id",
+                                                 (level,))]
+            victims, survivors = ids[1::2], ids[0::2]
             if not victims:
-                break  # only events or a single sample left: keep them, over the limit if need be
+                if len(ids) == 1:  # a lone sample at this level: promote it so the next pass moves on
+                    self.db.execute("UPDATE records SET lvl = lvl + 1 WHERE id = ?", (ids[0],))
+                    continue
+                break
             self._remove(victims)
+            for start in range(0, len(survivors), 500):
+                chunk = survivors[start:start + 500]
+                self.db.execute(f"UPDATE records SET lvl = lvl + 1 WHERE id IN ({','.join('?' * len(chunk))})",
+                                chunk)
             self._add_meta("thinned_total", len(victims))
 
     # -- sending -------------------------------------------------------------

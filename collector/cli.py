@@ -29,6 +29,12 @@ def build_parser() -> argparse.ArgumentParser:
                                             "store) against the wire contract and say why it is rejected.")
     check.add_argument("--topic", required=True, help="the topic it was published on")
     check.add_argument("payload", type=Path, help="file holding the raw payload bytes")
+    broker = commands.add_parser("broker-config", help="write Mosquitto's password and ACL files from the registry",
+                                 description="Write `passwd` (hashed with mosquitto_passwd), `acl` and "
+                                             "`credentials/<clinic>.password` (kept between runs) into --out. "
+                                             "Each clinic may publish only under its own topics.")
+    broker.add_argument("--registry", type=Path, required=True, help="the clinic registry (YAML)")
+    broker.add_argument("--out", type=Path, required=True, help="directory for the files")
     return parser
 
 
@@ -45,6 +51,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"rejected: {exc.reason}: {exc.detail}")
             return 1
         print(f"valid {type(message).__name__.lower()} message from clinic {message.clinic}")
+        return 0
+    if args.command == "broker-config":
+        from collector.brokerconfig import write_broker_config
+        from collector.registry import RegistryError, load_registry
+
+        try:
+            paths = write_broker_config(load_registry(args.registry), args.out)
+        except (RegistryError, RuntimeError) as exc:
+            print(f"clinicwatch-collector: {exc}", file=sys.stderr)
+            return 2
+        print(f"wrote {paths['passwd']}, {paths['acl']} and passwords in {paths['credentials']}/")
         return 0
     parser.print_help()
     return 2
