@@ -32,11 +32,12 @@ from agent.probes import ProbeContext, ProbeSpec, run_one
 from agent.transport import Session
 
 log = logging.getLogger("clinicwatch.agent")
-CLOCK_CHECK_S = 10
 FLUSH_TIMEOUT_S = 10
 
 
 class Agent:
+    clock_check_s = 10.0  # how often to look whether the clock became trustworthy
+
     def __init__(self, config: AgentConfig, clock: Clock | None = None, rng: random.Random | None = None) -> None:
         if config.mqtt is None:
             raise ConfigError("the configuration has no `mqtt` section: `run` needs to know where to report")
@@ -54,7 +55,7 @@ class Agent:
         self.remote_rev = 0
         self._load_remote()
         self.inflight: dict[int, list[int]] = {}  # mid -> outbox ids awaiting PUBACK
-        self.refused: set[int] = set()  # outbox ids the broker refused; retried after the next reconnect
+        self.refused: set[int] = set()  # outbox ids the broker refused; retried at reconnect and self-metrics time
         self.counters = {"published_records": 0, "publish_refused": 0, "last_ack_ms": 0}
         self.outbox_depth_at_close: dict[str, int] = {}
         self.stopping = False
@@ -70,7 +71,7 @@ class Agent:
         self.loop = asyncio.get_running_loop()
         self.scheduler = AsyncIOScheduler(event_loop=self.loop)
         self._schedule()
-        self.scheduler.add_job(self._check_clock, IntervalTrigger(seconds=CLOCK_CHECK_S), id="clock",
+        self.scheduler.add_job(self._check_clock, IntervalTrigger(seconds=self.clock_check_s), id="clock",
                                max_instances=1, coalesce=True)
         self.scheduler.start()
         if not self.outbox.meta("outage"):
@@ -93,8 +94,8 @@ class Agent:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline and self.session.connected:
             depth = self.outbox.depth()
-            if depth["samples"] + depth["events"] == 0:
-                break
+            if depth["samples"] + depth["events"] <= len(self.refused):
+                break  # all sent, or all that is left is refused by the broker: it stays for the next run
             self.wake.set()
             await asyncio.sleep(0.05)
         self.outbox_depth_at_close = self.outbox.depth()
@@ -133,6 +134,9 @@ class Agent:
             self._event("route_change", {"target": spec.name, "detail": result.detail[:256]})
 
     async def _self_metrics_job(self) -> None:
+        if self.refused:  # the broker's ACL may have been fixed since: try the refused records again
+            self.refused.clear()
+            self.wake.set()
         depth = self.outbox.depth()
         now = self.clock.wall_ms()
         oldest = self.outbox.oldest_t()

@@ -160,17 +160,22 @@ class Mosquitto(Server):
     name = "mosquitto"
 
     def __init__(self, host: str = "127.0.0.1", password_file: Path | None = None, acl_file: Path | None = None,
-                 extra_config: str = "", **kw: object) -> None:
+                 extra_config: str = "", tls: tuple[Path, Path, Path] | None = None, **kw: object) -> None:
+        """`tls`: (CA file, certificate, key) to serve MQTT over TLS on the listener."""
         super().__init__(host, **kw)  # type: ignore[arg-type]
         self.password_file, self.acl_file, self.extra_config = password_file, acl_file, extra_config
+        self.tls = tls
 
     def command(self) -> list[str]:
         if not self.port:
             self.port = free_port(host=self.host)
         persistence = self.dir / "data"
         persistence.mkdir(exist_ok=True)
-        lines = [
-            f"listener {self.port} {self.host}",
+        lines = [f"listener {self.port} {self.host}"]
+        if self.tls:
+            ca, cert, key = self.tls
+            lines += [f"cafile {ca}", f"certfile {cert}", f"keyfile {key}", "tls_version tlsv1.2"]
+        lines += [
             "persistence true",
             f"persistence_location {persistence}/",
             "autosave_interval 1",

@@ -27,14 +27,17 @@ REPO = Path(__file__).resolve().parent.parent
 
 class Watcher:
     def __init__(self, host: str, port: int, username: str | None = None, password: str | None = None,
-                 topic: str = "clinicwatch/v1/#") -> None:
+                 topic: str = "clinicwatch/v1/#", tls_ca: Path | None = None) -> None:
         self.messages: list[tuple[str, Any]] = []  # (kind, decoded message) in arrival order
+        self.received_ms: dict[int, int] = {}  # id(decoded message) -> when it arrived
         self.rejected: list[tuple[str, str]] = []
         self.lock = threading.Lock()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"watcher-{os.getpid()}-{id(self)}",
                                   protocol=mqtt.MQTTv5)
         if username:
             self.client.username_pw_set(username, password)
+        if tls_ca:
+            self.client.tls_set(ca_certs=str(tls_ca))
         self.client.on_message = self._message
         self.client.on_connect = lambda c, *_: c.subscribe(topic, qos=1)
         self.client.reconnect_delay_set(0.2, 1)
@@ -44,14 +47,16 @@ class Watcher:
         self.client.loop_start()
 
     def _message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+        now_ms = int(time.time() * 1000)
         try:
-            decoded = wire.decode(msg.topic, msg.payload, int(time.time() * 1000))
+            decoded = wire.decode(msg.topic, msg.payload, now_ms)
         except wire.Rejected as exc:
             with self.lock:
                 self.rejected.append((msg.topic, str(exc)))
             return
         with self.lock:
             self.messages.append((msg.topic.rsplit("/", 1)[1], decoded))
+            self.received_ms[id(decoded)] = now_ms
 
     def records(self, kind: str = "telemetry") -> list[tuple[str, Any, Any]]:
         """(boot, record, batch) for every sample (or event) in arrival order, duplicates included."""
