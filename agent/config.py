@@ -48,6 +48,8 @@ class MqttConfig(_Section):
     reconnect_min_s: float = Field(default=1, gt=0)
     reconnect_max_s: float = Field(default=300, gt=0, description="backoff cap; each wait is random below it")
     batch_max_records: int = Field(default=500, ge=1, le=5000)
+    flush_interval_s: float = Field(default=30, ge=0, le=3600, description=(
+        "samples wait up to this long to go out together (fewer, compressed messages); events never wait"))
     inflight_batches: int = Field(default=4, ge=1, le=100, description="batches awaiting PUBACK at once")
 
     @model_validator(mode="after")

@@ -59,6 +59,7 @@ class Agent:
         self.counters = {"published_records": 0, "publish_refused": 0, "last_ack_ms": 0}
         self.outbox_depth_at_close: dict[str, int] = {}
         self.stopping = False
+        self.stopping_flush = False  # at shutdown nothing waits for its batch to fill
         self.started_mono = self.clock.mono_ms()
         self.wake = asyncio.Event()
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -91,6 +92,7 @@ class Agent:
         log.info("agent stopped", extra={"fields": {"unsent": self.outbox_depth_at_close}})
 
     async def _flush(self, timeout_s: float) -> None:
+        self.stopping_flush = True
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline and self.session.connected:
             depth = self.outbox.depth()
@@ -190,17 +192,26 @@ class Agent:
 
     # -- sending ------------------------------------------------------------------
     async def _pump(self) -> None:
+        flush_s = self.config.mqtt.flush_interval_s  # type: ignore[union-attr]
         while True:
-            await self.wake.wait()
+            try:
+                await asyncio.wait_for(self.wake.wait(), timeout=max(flush_s, 0.05))
+            except TimeoutError:
+                pass
             self.wake.clear()
             if self.session.connected:
-                self._send_some()
+                self._send_some(flush_s)
 
-    def _send_some(self) -> None:
+    def _send_some(self, flush_s: float = 0.0) -> None:
         busy = {i for ids in self.inflight.values() for i in ids} | self.refused
+        limit = self.config.mqtt.batch_max_records  # type: ignore[union-attr]
         while len(self.inflight) < self.config.mqtt.inflight_batches:  # type: ignore[union-attr]
-            batch = self.outbox.next_batch(busy, self.config.mqtt.batch_max_records)  # type: ignore[union-attr]
+            batch = self.outbox.next_batch(busy, limit)
             if not batch:
+                return
+            # Samples wait to go out together unless the batch is full or its oldest has waited long enough.
+            waited_s = (self.clock.mono_ms() - batch[0].mono) / 1000 if batch[0].kboot == self.kboot else flush_s
+            if batch[0].kind == "sample" and len(batch) < limit and waited_s < flush_s and not self.stopping_flush:
                 return
             mid = self.session.publish(*self._message(batch))
             if mid is None:

@@ -80,40 +80,20 @@ def main() -> int:
 
     import yaml
 
-    from lab.certs import CertificateAuthority
+    from bench.site import sample_site
     from lab.links import EmulatedLink, privileged_reason
-    from lab.servers import Dnsmasq
-    from lab.webserver import WebServer
 
     if privileged_reason():
         print(f"bench.probe_round {privileged_reason()}", file=sys.stderr)
         return 2
-    sample = yaml.safe_load((REPO / "firmware_configs" / "agent.yaml").read_text())
     with tempfile.TemporaryDirectory() as tmp, EmulatedLink("fibre") as link:
-        ca = CertificateAuthority(Path(tmp))
-        cert = ca.issue("records", [link.central_ip], days_valid=90)
-        with Dnsmasq({"records.salud.example": link.central_ip}, host=link.central_ip) as dns, \
-                WebServer(link.central_ip, cert=cert) as web:
-            # The sample config, pointed at this link's central side.
-            probes = []
-            for spec in sample["probes"]:
-                spec = dict(spec)
-                for key in ("host", "server"):
-                    if key in spec:
-                        spec[key] = link.central_ip
-                if spec["kind"] == "dns":
-                    spec["port"] = dns.port
-                if spec["kind"] == "http":
-                    spec["url"], spec["ca_file"] = web.url("/status/200"), str(ca.ca_file)
-                if spec["kind"] == "tcp":
-                    spec["port"] = web.port
-                probes.append(spec)
-            state = Path(tmp) / "state"
-            state.mkdir()
+        with sample_site(Path(tmp), link) as site:
+            probes = [p for p in site["probes"] if p["kind"] != "throughput"]
             config = Path(tmp) / "agent.yaml"
-            config.write_text(yaml.safe_dump({"clinic_id": sample["clinic_id"], "state_dir": str(state),
-                                              "probes": probes}))
-            echoes = sum(p.get("count", 10) for p in probes if p["kind"] == "icmp")
+            config.write_text(yaml.safe_dump({**site, "probes": probes}))
+            from agent.probes.icmp import IcmpSpec
+
+            echoes = sum(p.get("count", IcmpSpec.model_fields["count"].default) for p in probes if p["kind"] == "icmp")
 
             # Reference 1: iputils ping sending the same number of echoes.
             cpu0 = _children_cpu()
@@ -149,7 +129,7 @@ def main() -> int:
     wall = sorted(r["wall_s"] for r in rounds)[len(rounds) // 2]
     up = sorted(b["up"] for b in wire_bytes[1:] or wire_bytes)[len(rounds) // 2]
     down = sorted(b["down"] for b in wire_bytes[1:] or wire_bytes)[len(rounds) // 2]
-    print(f"probe round at the default configuration ({len(probes) - 1} probes, {echoes} echoes), "
+    print(f"probe round at the default configuration ({len(probes)} probes, {echoes} echoes), "
           f"{args.rounds} rounds on an emulated fibre link; medians after the first round")
     print(f"  CPU per round         {cpu * 1000:8.1f} ms   (iputils ping, same {echoes} echoes: "
           f"{ping_cpu * 1000:.1f} ms; ratio {cpu / max(ping_cpu, 1e-6):.1f}x)")

@@ -86,6 +86,7 @@ def agent_config(directory: Path, host: str, port: int, probes: list[dict[str, A
         "clinic_id": extra.pop("clinic_id", "es-ib-0042"),
         "state_dir": str(directory / "state"),
         "mqtt": {"host": host, "port": port, "keepalive_s": 5, "reconnect_min_s": 0.2, "reconnect_max_s": 2,
+                 "flush_interval_s": 0.5,
                  **extra.pop("mqtt", {})},
         "clock": {"sync_check": "assume"},
         "self_metrics_interval_s": 5,

@@ -57,7 +57,8 @@ def test_samples_taken_before_the_clock_was_right_get_corrected_timestamps(start
     port = broker.command() and broker.port  # choose the port now; start the broker later
     config = parse_config({
         "clinic_id": "es-ib-0042", "state_dir": str(tmp_path / "state"),
-        "mqtt": {"host": "127.0.0.1", "port": port, "keepalive_s": 5, "reconnect_min_s": 0.2, "reconnect_max_s": 0.5},
+        "mqtt": {"host": "127.0.0.1", "port": port, "keepalive_s": 5, "reconnect_min_s": 0.2, "reconnect_max_s": 0.5,
+                 "flush_interval_s": 0.5},
         "self_metrics_interval_s": 60,
         "probes": [{"kind": "tcp", "name": "svc", "host": "127.0.0.1", "port": 9, "interval_s": 1}],
     }, "test")

@@ -1,0 +1,169 @@
+"""Benchmark: the running agent at the default schedule, and its outbox drain after a long outage.
+
+    sudo .venv/bin/python -m bench.agent_month [--speed 20] [--minutes 3] [--backlog 50000]
+
+1. The sample clinic config (probes, self-metrics, 30 s batching) runs against a real
+   Mosquitto over an emulated fibre link, with every interval divided by `--speed`,
+   so `--minutes` of wall time cover speed x minutes of schedule. Reported per hour
+   and per month of the real schedule: agent CPU, resident memory, and bytes on the
+   wire (both directions, IP, counted by the link relay: probes and reporting).
+   Reference in the same run: the bytes the same samples would take sent one per
+   message as plain JSON (what batching and compression save).
+2. Drain: `--backlog` samples are put in the outbox (a long outage), the agent starts
+   and the time until a subscriber has them all gives samples/s. Reference in the
+   same run: a bare paho client publishing the same number of QoS 1 messages, one
+   sample each, to the same broker on loopback.
+CPU per hour is extrapolated from compressed time: idle costs (timers, keepalive) do
+not scale with speed, so the figure is slightly pessimistic for probing and
+optimistic for idling.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import yaml
+
+from agent.outbox import NewRecord, Outbox
+from bench.site import REPO, sample_site
+from lab.links import EmulatedLink, privileged_reason
+from lab.servers import Mosquitto
+from tests.agent_harness import Watcher, start_agent, stop_agent
+
+MONTH_S = 30 * 86400
+
+
+def _proc(pid: int) -> tuple[float, int, int]:
+    """(cpu seconds, VmRSS KiB, VmHWM KiB) of a process."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = 100  # os.sysconf("SC_CLK_TCK") on Linux
+    cpu = (int(fields[11]) + int(fields[12])) / ticks
+    status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    return cpu, int(status["VmRSS"].split()[0]), int(status["VmHWM"].split()[0])
+
+
+def _agent_pid(launcher_pid: int) -> int:
+    """`ip netns exec` execs the agent in place: same pid."""
+    return launcher_pid
+
+
+def schedule_phase(tmp: Path, link: EmulatedLink, speed: float, minutes: float) -> dict:
+    with Mosquitto(host=link.central_ip) as broker, sample_site(tmp, link, speed) as site:
+        watcher = Watcher(broker.host, broker.port)
+        config = {**site, "mqtt": {"host": broker.host, "port": broker.port, "flush_interval_s": 30 / speed},
+                  "clock": {"sync_check": "assume"}, "self_metrics_interval_s": 300 / speed}
+        path = tmp / "agent.yaml"
+        path.write_text(yaml.safe_dump(config))
+        agent = start_agent(path, netns=link.netns)
+        try:
+            time.sleep(20)  # imports, first runs, first connection
+            pid = _agent_pid(agent.pid)
+            cpu0, _, _ = _proc(pid)
+            before, received0 = link.stats(), len(watcher.records())
+            time.sleep(minutes * 60)
+            cpu1, rss, hwm = _proc(pid)
+            after, records = link.stats(), watcher.records()[received0:]
+        finally:
+            stop_agent(agent)
+            watcher.close()
+    wall = minutes * 60
+    schedule_s = wall * speed
+    moved = sum(after[d]["bytes"] - before[d]["bytes"] for d in ("up", "down"))
+    import wire
+
+    single = sum(len(wire.encode(wire.Telemetry(v=1, clinic=batch.clinic, boot=batch.boot, samples=[record]),
+                                 compress=False)) + 2 + 2 + len(wire.topic(batch.clinic, "telemetry")) + 2 * 40 + 4
+                 for _, record, batch in records)  # + MQTT fixed header, topic, TCP/IP both ways, PUBACK
+    messages = len({id(batch) for _, _, batch in records})
+    return {"samples": len(records), "messages": messages, "schedule_hours": schedule_s / 3600,
+            "cpu_per_hour_s": (cpu1 - cpu0) / (schedule_s / 3600), "rss_mib": rss / 1024, "hwm_mib": hwm / 1024,
+            "bytes_per_month": moved * MONTH_S / schedule_s, "single_json_bytes_per_month": single * MONTH_S / schedule_s}
+
+
+def drain_phase(tmp: Path, backlog: int) -> dict:
+    body = {"m": "icmp", "tags": {"target": "records"},
+            "f": {"success": True, "reason": "", "duration_ms": 812.4, "sent": 5, "received": 5, "loss_pct": 0.0,
+                  "duplicates": 0, "late": 0, "loss_max_burst": 0, "rtt_min_ms": 58.2, "rtt_avg_ms": 61.9,
+                  "rtt_max_ms": 70.1, "rtt_stddev_ms": 4.2, "jitter_ms": 5.5}}
+    with Mosquitto() as broker:
+        # Reference: a bare paho publisher, one QoS 1 message per sample, window of 1000 in flight.
+        watcher = Watcher(broker.host, broker.port, topic="bench/#")
+        payload = json.dumps(body).encode()
+        publisher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bare", protocol=mqtt.MQTTv5)
+        publisher.max_inflight_messages_set(1000)
+        acked = threading.Semaphore(1000)
+        publisher.on_publish = lambda *_: acked.release()
+        publisher.connect(broker.host, broker.port)
+        publisher.loop_start()
+        start = time.perf_counter()
+        for _ in range(backlog):
+            acked.acquire()
+            publisher.publish("bench/x", payload, qos=1)
+        watcher.wait_for(lambda: len(watcher.messages) + len(watcher.rejected) >= backlog, timeout=600,
+                         what="the bare publisher's messages")
+        bare_s = time.perf_counter() - start
+        publisher.loop_stop()
+        publisher.disconnect()
+        watcher.close()
+
+        state = tmp / "drain-state"
+        outbox = Outbox(state / "outbox.sqlite3", boot=uuid.uuid4().hex[:16], kboot="earlier", synchronous="normal")
+        now = int(time.time() * 1000)
+        for start_index in range(0, backlog, 5000):
+            outbox.put([NewRecord("sample", now - (backlog - i) * 1000, i, "ntp", body)
+                        for i in range(start_index, min(backlog, start_index + 5000))])
+        outbox.close()
+        watcher = Watcher(broker.host, broker.port)
+        config = tmp / "drain.yaml"
+        config.write_text(yaml.safe_dump({"clinic_id": "es-ib-0042", "state_dir": str(state), "probes": [],
+                                          "clock": {"sync_check": "assume"}, "self_metrics_interval_s": 3600,
+                                          "mqtt": {"host": broker.host, "port": broker.port}}))
+        start = time.perf_counter()
+        agent = start_agent(config)
+        try:
+            watcher.wait_for(lambda: len(watcher.records()) >= backlog, timeout=900, what="the backlog")
+            agent_s = time.perf_counter() - start
+        finally:
+            stop_agent(agent)
+            watcher.close()
+    return {"backlog": backlog, "agent_s": agent_s, "bare_s": bare_s}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--speed", type=float, default=20)
+    parser.add_argument("--minutes", type=float, default=3)
+    parser.add_argument("--backlog", type=int, default=50_000)
+    args = parser.parse_args()
+    if privileged_reason():
+        print(f"bench.agent_month {privileged_reason()}", file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory() as tmp_name, EmulatedLink("fibre") as link:
+        tmp = Path(tmp_name)
+        schedule = schedule_phase(tmp, link, args.speed, args.minutes)
+        drain = drain_phase(tmp, args.backlog)
+    print(f"agent at the default schedule, {args.minutes:g} min at {args.speed:g}x = "
+          f"{schedule['schedule_hours']:.1f} h of schedule; {schedule['samples']} samples in "
+          f"{schedule['messages']} messages")
+    print(f"  CPU per hour            {schedule['cpu_per_hour_s']:8.1f} s   ({schedule['cpu_per_hour_s'] / 36:.2f} % of one core)")
+    print(f"  resident memory         {schedule['rss_mib']:8.1f} MiB (peak {schedule['hwm_mib']:.1f} MiB)")
+    print(f"  bytes per month         {schedule['bytes_per_month'] / 1e6:8.1f} MB  (probes and reporting, both ways)")
+    print(f"  reference: the same samples one per message, plain JSON: "
+          f"{schedule['single_json_bytes_per_month'] / 1e6:.1f} MB/month for the reporting alone")
+    agent_rate, bare_rate = drain["backlog"] / drain["agent_s"], drain["backlog"] / drain["bare_s"]
+    print(f"outbox drain after an outage ({drain['backlog']} samples), loopback broker")
+    print(f"  agent                   {agent_rate:8.0f} samples/s ({drain['agent_s']:.1f} s)")
+    print(f"  bare paho, 1 sample per QoS 1 message: {bare_rate:.0f} samples/s; ratio {agent_rate / bare_rate:.1f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
