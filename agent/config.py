@@ -13,7 +13,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
-from agent.probes import AnyProbeSpec
+from agent.probes import PROBES, AnyProbeSpec
+from wire.codec import error_path
 from wire.schema import CLINIC_ID_PATTERN
 
 
@@ -131,18 +132,6 @@ class AgentConfig(BaseModel):
         return self
 
 
-def _key_path(loc: tuple) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif part in ("icmp", "tcp", "dns", "http", "traceroute", "throughput") and out.endswith("]"):
-            continue  # the discriminated union's branch name
-        else:
-            out += f".{part}" if out else str(part)
-    return out or "(top level)"
-
-
 def _fix(error: dict) -> str:
     kind = error["type"]
     if kind == "extra_forbidden":
@@ -152,14 +141,15 @@ def _fix(error: dict) -> str:
     if kind == "union_tag_invalid":
         return f"use one of: {error['ctx']['expected_tags']}"
     if kind == "union_tag_not_found":
-        return "add `kind:` (icmp, tcp, dns, http, traceroute, throughput)"
+        return f"add `kind:` ({', '.join(PROBES)})"
     return "correct the value"
 
 
 def format_errors(source: str, exc: ValidationError) -> str:
     lines = [f"{source}: {exc.error_count()} problem(s) in the configuration:"]
     for error in exc.errors():
-        lines.append(f"  {source}: {_key_path(error['loc'])}: {error['msg']} ({_fix(error)})")
+        where = error_path(error["loc"], set(PROBES), top="(top level)")
+        lines.append(f"  {source}: {where}: {error['msg']} ({_fix(error)})")
     return "\n".join(lines)
 
 

@@ -137,8 +137,8 @@ def _reason_for(error: dict) -> Reason:
 def _most_telling(errors: list[dict]) -> dict:
     """The first error; for a union field (one error per branch), the branch whose type fitted."""
     first = errors[0]
-    place = _where(first["loc"])
-    same_place = [e for e in errors if _where(e["loc"]) == place]
+    place = error_path(first["loc"])
+    same_place = [e for e in errors if error_path(e["loc"]) == place]
     if len(same_place) > 1:
         fitted = [e for e in same_place if not e["type"].endswith("_type")]
         if fitted:
@@ -148,16 +148,22 @@ def _most_telling(errors: list[dict]) -> dict:
     return first
 
 
-def _where(loc: tuple) -> str:
+VALUE_BRANCHES = frozenset({"bool", "int", "float", "str", "constrained-int", "constrained-str"})
+
+
+def error_path(loc: tuple, branches: frozenset[str] | set[str] = VALUE_BRANCHES, top: str = "message") -> str:
+    """A pydantic error location as a reader writes it: `samples[3].f.rtt_ms`.
+
+    Union branch names (`branches`; for a tagged union, its tags) say nothing to the reader and are left out."""
     out = ""
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in ("bool", "int", "float", "str", "constrained-int", "constrained-str") or "[" in str(part):
-            continue  # union branch names say nothing to the reader
+        elif part in branches or "[" in str(part):
+            continue
         else:
             out += f".{part}" if out else str(part)
-    return out or "message"
+    return out or top
 
 
 def decode(topic_name: str, payload: bytes, now_ms: int) -> Message:
@@ -179,7 +185,7 @@ def decode(topic_name: str, payload: bytes, now_ms: int) -> Message:
         message = MODELS[kind].model_validate(document)
     except ValidationError as exc:
         error = _most_telling(exc.errors())
-        raise Rejected(_reason_for(error), f"{_where(error['loc'])}: {error['msg']}") from None
+        raise Rejected(_reason_for(error), f"{error_path(error['loc'])}: {error['msg']}") from None
     if message.clinic != clinic_id:
         raise Rejected(Reason.CLINIC_MISMATCH, f"payload clinic {message.clinic!r} published on {clinic_id!r}'s topic")
     if isinstance(message, (Telemetry, Events)):
