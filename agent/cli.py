@@ -58,7 +58,7 @@ def _table(results: list) -> str:
 def _run(args: argparse.Namespace) -> int:
     import signal
 
-    from agent import logs
+    from wire import logs
     from agent.config import ConfigError, load_config
     from agent.runtime import Agent
 

@@ -29,6 +29,11 @@ def build_parser() -> argparse.ArgumentParser:
                                             "store) against the wire contract and say why it is rejected.")
     check.add_argument("--topic", required=True, help="the topic it was published on")
     check.add_argument("payload", type=Path, help="file holding the raw payload bytes")
+    run = commands.add_parser("run", help="run the collector until SIGTERM", description="Subscribe, validate, "
+                              "store; JSON-lines logs on stderr; Prometheus metrics on metrics_port.")
+    run.add_argument("--config", type=Path, required=True)
+    check_config = commands.add_parser("check-config", help="validate the configuration and the registry")
+    check_config.add_argument("--config", type=Path, required=True)
     broker = commands.add_parser("broker-config", help="write Mosquitto's password and ACL files from the registry",
                                  description="Write `passwd` (hashed with mosquitto_passwd), `acl` and "
                                              "`credentials/<clinic>.password` (kept between runs) into --out. "
@@ -36,6 +41,36 @@ def build_parser() -> argparse.ArgumentParser:
     broker.add_argument("--registry", type=Path, required=True, help="the clinic registry (YAML)")
     broker.add_argument("--out", type=Path, required=True, help="directory for the files")
     return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from wire import logs
+    from collector.config import ConfigError, load_collector_config
+    from collector.registry import RegistryError, load_registry
+
+    try:
+        config = load_collector_config(args.config)
+        registry = load_registry(config.registry)
+    except (ConfigError, RegistryError) as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    if args.command == "check-config":
+        print(f"{args.config}: valid; store {config.store.kind}, {len(registry.clinics)} clinics in {config.registry}")
+        return 0
+    from collector.service import Collector
+
+    logs.setup()
+    service = Collector(config)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    service.start()
+    stop.wait()
+    service.stop()
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print(f"valid {type(message).__name__.lower()} message from clinic {message.clinic}")
         return 0
+    if args.command in ("run", "check-config"):
+        return _run(args)
     if args.command == "broker-config":
         from collector.brokerconfig import write_broker_config
         from collector.registry import RegistryError, load_registry

@@ -1,60 +1,81 @@
-"""Intake: every MQTT message is validated by the wire contract, then stored or dead-lettered.
-
-A rejected message never stops intake: it is counted by reason and kept, raw,
-with its reason, in the dead-letter file for inspection
-(`clinicwatch-collector validate --topic T FILE` re-checks one).
+"""MQTT intake (paho-mqtt 2, MQTT v5): a persistent session, optionally in a shared-subscription
+group, with manual acknowledgement: a message is acknowledged only once its points are in the
+store or the spool, so a collector killed at any moment loses nothing (the broker redelivers).
 """
 
 from __future__ import annotations
 
-import base64
-import json
+import logging
 import threading
-import time
-from collections import Counter
-from collections.abc import Callable
-from pathlib import Path
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 import wire
-from collector.lineproto import telemetry_lines
+from collector.config import IntakeConfig
+from collector.pipeline import Pipeline
+from collector.validate import Validator
 
-Store = Callable[[list[str]], None]
-
-
-class DeadLetters:
-    """Append-only JSON-lines file of rejected messages: topic, reason, detail, raw payload."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._lock = threading.Lock()
-
-    def keep(self, topic: str, payload: bytes, rejected: wire.Rejected, received_ms: int) -> None:
-        record = {"received_ms": received_ms, "topic": topic, "reason": str(rejected.reason),
-                  "detail": rejected.detail, "payload_b64": base64.b64encode(payload).decode()}
-        with self._lock, open(self.path, "a") as out:
-            out.write(json.dumps(record) + "\n")
+log = logging.getLogger("clinicwatch.collector")
 
 
 class Intake:
-    def __init__(self, store: Store, dead_letters: DeadLetters, clock: Callable[[], float] = time.time) -> None:
-        self.store = store
-        self.dead_letters = dead_letters
-        self.clock = clock
-        self.rejected: Counter[str] = Counter()
-        self.accepted: Counter[str] = Counter()
-        self.points = 0
+    def __init__(self, config: IntakeConfig, validator: Validator) -> None:
+        self.config, self.validator = config, validator
+        self.pipeline: Pipeline | None = None  # set by the owner before start()
+        self.connected = threading.Event()
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=config.client_id, protocol=mqtt.MQTTv5,
+                             manual_ack=True)
+        if config.username:
+            client.username_pw_set(config.username, config.password())
+        if config.ca_file:
+            client.tls_set(ca_certs=str(config.ca_file))
+        client.on_connect = self._connected
+        client.on_disconnect = self._disconnected
+        client.on_message = self._message
+        client.reconnect_delay_set(1, 30)
+        self.client = client
 
-    def handle(self, topic: str, payload: bytes) -> wire.Message | None:
-        received_ms = int(self.clock() * 1000)
-        try:
-            message = wire.decode(topic, payload, received_ms)
-        except wire.Rejected as rejected:
-            self.rejected[str(rejected.reason)] += 1
-            self.dead_letters.keep(topic, payload, rejected, received_ms)
-            return None
-        if isinstance(message, wire.Telemetry):
-            lines = list(telemetry_lines(message, received_ms))
-            self.store(lines)
-            self.points += len(lines)
-        self.accepted[type(message).__name__.lower()] += 1
-        return message
+    def start(self) -> None:
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = self.config.session_expiry_s
+        self.client.connect_async(self.config.host, self.config.port, keepalive=self.config.keepalive_s,
+                                  clean_start=False, properties=props)
+        self.client.loop_start()
+
+    def stop(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def ack(self, mids: list[int]) -> None:
+        for mid in mids:
+            if mid >= 0:
+                self.client.ack(mid, 1)
+
+    def _connected(self, client: mqtt.Client, _u: object, _flags: object, reason: mqtt.ReasonCode,
+                   _props: object) -> None:
+        if reason.is_failure:
+            log.error("broker refused the collector", extra={"fields": {"reason": str(reason)}})
+            return
+        topics = [(wire.subscription(kind, self.config.share_group), 1) for kind in ("telemetry", "event", "status")]
+        client.subscribe(topics)
+        self.connected.set()
+        log.info("subscribed", extra={"fields": {"topics": [t for t, _ in topics]}})
+
+    def _disconnected(self, _client: mqtt.Client, _u: object, _flags: object, reason: mqtt.ReasonCode,
+                      _props: object) -> None:
+        self.connected.clear()
+        log.warning("disconnected from the broker", extra={"fields": {"reason": str(reason)}})
+
+    def _message(self, client: mqtt.Client, _u: object, message: mqtt.MQTTMessage) -> None:
+        assert self.pipeline is not None
+        lines = self.validator.lines(message.topic, message.payload)
+        if message.qos == 0:
+            if lines:
+                self.pipeline.submit(-1, lines)
+            return
+        if lines is None:
+            client.ack(message.mid, message.qos)  # rejected, and already kept in the dead letters
+            return
+        self.pipeline.submit(message.mid, lines)

@@ -26,11 +26,16 @@ def _field(value: object) -> str:
     return f'"{text}"'
 
 
+def record_line(measurement: str, clinic_id: str, time_ms: int, tags: Mapping[str, str],
+                fields: Mapping[str, object]) -> str:
+    all_tags = {"clinic": clinic_id, **tags}
+    tag_text = "".join(f",{k.translate(_TAG)}={v.translate(_TAG)}" for k, v in sorted(all_tags.items()) if v != "")
+    field_text = ",".join(f"{k}={_field(v)}" for k, v in fields.items())
+    return f"{measurement.translate(_MEASUREMENT)}{tag_text} {field_text} {time_ms}"
+
+
 def sample_line(sample: wire.Sample, clinic_id: str, time_ms: int, extra_tags: Mapping[str, str] = {}) -> str:
-    tags = {"clinic": clinic_id, **extra_tags, **sample.tags}
-    tag_text = "".join(f",{k.translate(_TAG)}={v.translate(_TAG)}" for k, v in sorted(tags.items()) if v != "")
-    fields = ",".join(f"{k}={_field(v)}" for k, v in sample.f.items())
-    return f"{sample.m.translate(_MEASUREMENT)}{tag_text} {fields} {time_ms}"
+    return record_line(sample.m, clinic_id, time_ms, {**extra_tags, **sample.tags}, sample.f)
 
 
 def telemetry_lines(message: wire.Telemetry, received_ms: int,

@@ -26,8 +26,9 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 
 import wire
-from collector.intake import DeadLetters, Intake
+from collector.registry import Clinic, Registry
 from collector.store import InfluxV1Writer
+from collector.validate import DeadLetters, Validator
 from lab.linkmodel import PROFILES, LinkModel
 from lab.servers import InfluxDB, Mosquitto
 
@@ -71,21 +72,30 @@ class SimulatedClinic:
 def run(clinics: int, hours: float, serve: bool, data_dir: Path) -> int:
     with Mosquitto(workdir=data_dir / "mosquitto") as broker, InfluxDB(workdir=data_dir / "influxdb") as influx:
         influx.create_database(DATABASE)
-        intake = Intake(InfluxV1Writer(influx.url, DATABASE), DeadLetters(data_dir / "dead-letters.jsonl"))
+        names = list(PROFILES)
+        fleet = [SimulatedClinic(f"demo-{i:04d}", names[i % len(names)], seed=i) for i in range(clinics)]
+        registry = Registry(clinics=[Clinic(id=c.clinic_id, name=f"Demo clinic {c.clinic_id[-4:]}", region="Demo",
+                                            link={"geo_satellite": "satellite", "dying": "lte"}.get(c.profile,
+                                                                                                    c.profile))
+                                     for c in fleet])
+        validator = Validator(registry, DeadLetters(data_dir / "dead-letters.jsonl"))
+        store = InfluxV1Writer(influx.url, DATABASE)
+        stored = {"points": 0}
         lock = threading.Lock()
         collector = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="demo-collector")
 
         def on_message(_c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
             with lock:
-                intake.handle(msg.topic, msg.payload)
+                lines = validator.lines(msg.topic, msg.payload)
+                if lines:
+                    store(lines)
+                    stored["points"] += len(lines)
 
         collector.on_message = on_message
         collector.connect(broker.host, broker.port)
         collector.subscribe(wire.subscription(), qos=1)
         collector.loop_start()
 
-        names = list(PROFILES)
-        fleet = [SimulatedClinic(f"demo-{i:04d}", names[i % len(names)], seed=i) for i in range(clinics)]
         publisher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="demo-fleet")
         publisher.connect(broker.host, broker.port)
         publisher.loop_start()
@@ -103,12 +113,12 @@ def run(clinics: int, hours: float, serve: bool, data_dir: Path) -> int:
         publisher.publish(wire.topic(fleet[1].clinic_id, "telemetry"),
                           rogue.batch([rogue.icmp_sample(now_ms)], clinic_field=rogue.clinic_id), qos=1)
         deadline = time.monotonic() + 60
-        while intake.points < expected and time.monotonic() < deadline:
+        while stored['points'] < expected and time.monotonic() < deadline:
             time.sleep(0.1)
         time.sleep(0.5)
         print(f"broker {broker.host}:{broker.port}  InfluxDB {influx.url} (database {DATABASE!r})")
-        print(f"stored {intake.points} points from {sum(intake.accepted.values())} messages; "
-              f"rejected {dict(intake.rejected)}; dead letters in {data_dir / 'dead-letters.jsonl'}\n")
+        print(f"stored {stored['points']} points from {sum(validator.accepted.values())} messages; "
+              f"rejected {dict(validator.rejected)}; dead letters in {data_dir / 'dead-letters.jsonl'}\n")
         result = influx.query("SELECT count(rtt_avg_ms), mean(rtt_avg_ms), mean(jitter_ms), mean(loss_pct) "
                               "FROM icmp GROUP BY clinic", db=DATABASE)
         print(f"{'clinic':<11} {'link':<14} {'samples':>7} {'rtt ms':>8} {'jitter ms':>9} {'loss %':>7}")
@@ -130,7 +140,7 @@ def run(clinics: int, hours: float, serve: bool, data_dir: Path) -> int:
                 pass
         publisher.loop_stop()
         collector.loop_stop()
-        return 0 if intake.points >= expected else 1
+        return 0 if stored['points'] >= expected else 1
 
 
 def main(argv: list[str] | None = None) -> int:

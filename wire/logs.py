@@ -1,4 +1,4 @@
-"""Structured logs: one JSON object per line on stderr, with the event's fields as keys.
+"""Structured logs for both sides: one JSON object per line on stderr, with the event's fields as keys.
 
 Call sites pass their fields as `extra={"fields": {...}}`; messages never carry secrets
 (passwords come from files and are never formatted into a message or a field).

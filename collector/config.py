@@ -1,0 +1,94 @@
+"""The collector's configuration: one YAML file validated into a typed model (errors name file, key, fix)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from wire.codec import error_path
+
+
+class ConfigError(ValueError):
+    pass
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _read_secret(path: Path | None, key: str) -> str | None:
+    if path is None:
+        return None
+    try:
+        return path.read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"{key} {path}: {exc.strerror}") from None
+
+
+class IntakeConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=1883, ge=1, le=65535)
+    username: str | None = Field(default="clinicwatch-collector")
+    password_file: Path | None = None
+    ca_file: Path | None = Field(default=None, description="TLS to the broker when set")
+    client_id: str = Field(default="clinicwatch-collector-1", description="unique per collector process")
+    share_group: str | None = Field(default=None, description="several collectors split the load: $share/<group>/")
+    session_expiry_s: int = Field(default=86_400, ge=0, description="the broker keeps messages this long for us")
+    keepalive_s: int = Field(default=30, ge=5)
+
+    def password(self) -> str | None:
+        return _read_secret(self.password_file, "intake.password_file")
+
+
+class StoreConfig(_Section):
+    kind: Literal["influx_v1", "influx_v2"] = Field(description="influx_v1: /write (InfluxDB 1.x); influx_v2: "
+                                                                "influxdb-client (InfluxDB 2.x/3.x, 1.8+)")
+    url: str = Field(pattern=r"^https?://")
+    database: str | None = Field(default=None, description="influx_v1")
+    bucket: str | None = Field(default=None, description="influx_v2")
+    org: str = Field(default="clinicwatch", description="influx_v2")
+    token_file: Path | None = Field(default=None, description="influx_v2 token")
+    batch_points: int = Field(default=5000, ge=1, le=100_000)
+    flush_interval_s: float = Field(default=1.0, gt=0, le=60)
+    timeout_s: float = Field(default=10, gt=0)
+
+    @model_validator(mode="after")
+    def _target(self) -> "StoreConfig":
+        if self.kind == "influx_v1" and not self.database:
+            raise ValueError("influx_v1 needs `database`")
+        if self.kind == "influx_v2" and not self.bucket:
+            raise ValueError("influx_v2 needs `bucket`")
+        return self
+
+    def token(self) -> str | None:
+        return _read_secret(self.token_file, "store.token_file")
+
+
+class CollectorConfig(_Section):
+    intake: IntakeConfig = Field(default_factory=IntakeConfig)
+    store: StoreConfig
+    registry: Path = Field(description="the clinic registry (YAML)")
+    data_dir: Path = Field(default=Path("/var/lib/clinicwatch-collector"), description="dead letters and spool")
+    spool_max_mb: float = Field(default=2048, gt=0, description="past this, stop acknowledging: the broker holds")
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(default=9465, ge=0, le=65535, description="Prometheus /metrics; 0 turns it off")
+
+
+def load_collector_config(path: Path) -> CollectorConfig:
+    try:
+        document = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the configuration: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    try:
+        config = CollectorConfig.model_validate(document)
+    except ValidationError as exc:
+        lines = [f"{path}: {error_path(e['loc'], top='(top level)')}: {e['msg']}" for e in exc.errors()]
+        raise ConfigError("\n".join(lines)) from None
+    if not config.registry.is_absolute():
+        config = config.model_copy(update={"registry": path.parent / config.registry})
+    return config

@@ -1,0 +1,160 @@
+"""The write pipeline: batches points, writes them, and only then acknowledges their messages.
+
+Messages arrive from the intake with their MQTT packet id and their lines. A batch
+is written when it holds `batch_points` points or its oldest has waited
+`flush_interval_s`. Written: every message in it is acknowledged. The database down
+or slow: a few quick retries, then the batch goes to the disk spool (fsynced) and is
+acknowledged from there; the spool is replayed, oldest first, once writes succeed
+again. Spool full: no more acknowledgements, so the broker keeps the messages.
+Points the database refuses outright (a field whose type changed, say) are kept
+with the error in `refused-points.jsonl` and acknowledged: retrying cannot help.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from collector.spool import Spool
+from collector.store import StoreError, Writer
+
+log = logging.getLogger("clinicwatch.collector")
+QUICK_RETRIES = 2
+MAX_BACKOFF_S = 30.0
+
+
+@dataclass
+class PipelineStats:
+    points_written: int = 0
+    points_spooled: int = 0
+    points_replayed: int = 0
+    points_refused: int = 0
+    write_errors: int = 0
+    messages_acked: int = 0
+    write_seconds_total: float = 0.0
+    writes: int = 0
+    last_error: str = ""
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+class Pipeline:
+    def __init__(self, writer: Writer, spool: Spool, ack: Callable[[list[int]], None], refused_path: Path,
+                 batch_points: int = 5000, flush_interval_s: float = 1.0) -> None:
+        self.writer, self.spool, self.ack = writer, spool, ack
+        self.refused_path = refused_path
+        self.batch_points, self.flush_interval_s = batch_points, flush_interval_s
+        self.inbox: queue.Queue[tuple[int, list[str]] | None] = queue.Queue()
+        self.stats = PipelineStats()
+        self.healthy = True
+        self._next_probe = 0.0
+        self._thread = threading.Thread(target=self._run, name="pipeline", daemon=True)
+        self._stop = threading.Event()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, mid: int, lines: list[str]) -> None:
+        """Called by the intake for every accepted message (lines may be empty: it is acked in turn)."""
+        self.inbox.put((mid, lines))
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        self._stop.set()
+        self.inbox.put(None)
+        self._thread.join(timeout_s)
+
+    # -- worker thread ----------------------------------------------------------
+    def _run(self) -> None:
+        mids: list[int] = []
+        lines: list[str] = []
+        oldest = 0.0
+        while True:
+            timeout = max(0.0, oldest + self.flush_interval_s - time.monotonic()) if mids else self.flush_interval_s
+            try:
+                item = self.inbox.get(timeout=timeout)
+            except queue.Empty:
+                item = ()  # type: ignore[assignment]
+            if item is None:
+                if mids:
+                    self._write_batch(mids, lines)
+                return
+            if item:
+                mid, new_lines = item  # type: ignore[misc]
+                if not mids:
+                    oldest = time.monotonic()
+                mids.append(mid)
+                lines.extend(new_lines)
+            if mids and (len(lines) >= self.batch_points or time.monotonic() - oldest >= self.flush_interval_s):
+                self._write_batch(mids, lines)
+                mids, lines = [], []
+            # Replay the spool between batches once writes work, and probe the database now and then if not.
+            if not mids and (self.healthy or time.monotonic() >= self._next_probe):
+                self._next_probe = time.monotonic() + 2.0
+                self._replay_one()
+
+    def _write_batch(self, mids: list[int], lines: list[str]) -> None:
+        backoff = 0.2
+        attempt = 0
+        while True:
+            try:
+                self._write(lines)
+                self.stats.points_written += len(lines)
+                break
+            except StoreError as exc:
+                self.stats.write_errors += 1
+                self.stats.last_error = str(exc)
+                if not exc.retryable:
+                    self._refuse(lines, str(exc))
+                    break
+                self.healthy = False
+                attempt += 1
+                if attempt > QUICK_RETRIES and self.spool.has_room(lines):
+                    self.spool.put(lines)
+                    self.stats.points_spooled += len(lines)
+                    log.warning("database unavailable: batch spooled to disk", extra={"fields": {
+                        "points": len(lines), "error": str(exc)}})
+                    break
+                time.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_S)
+                if self._stop.is_set() and attempt > QUICK_RETRIES:
+                    return  # shutting down with a full spool: leave the messages unacknowledged at the broker
+        self.ack(mids)
+        self.stats.messages_acked += len(mids)
+
+    def _write(self, lines: list[str]) -> None:
+        start = time.perf_counter()
+        self.writer(lines)
+        self.stats.write_seconds_total += time.perf_counter() - start
+        self.stats.writes += 1
+        if not self.healthy:
+            log.info("database writes succeed again", extra={"fields": {"spooled_files": len(self.spool.files())}})
+        self.healthy = True
+
+    def _replay_one(self) -> None:
+        files = self.spool.files()
+        if not files:
+            return
+        lines = self.spool.read(files[0])
+        try:
+            self._write(lines)
+        except StoreError as exc:
+            if not exc.retryable:
+                self._refuse(lines, str(exc))
+                files[0].unlink()
+            else:
+                self.healthy = False
+            return
+        files[0].unlink()
+        self.stats.points_replayed += len(lines)
+
+    def _refuse(self, lines: list[str], error: str) -> None:
+        self.stats.points_refused += len(lines)
+        log.error("database refused points; kept in refused-points.jsonl", extra={"fields": {
+            "points": len(lines), "error": error[:300]}})
+        with open(self.refused_path, "a") as out:
+            out.write(json.dumps({"error": error, "lines": lines}) + "\n")

@@ -1,0 +1,80 @@
+"""Validation: every message is checked against the wire contract and the clinic registry, then
+turned into line protocol, or rejected: counted by reason and kept, raw, in the dead letters.
+
+A rejected message never stops intake. `clinicwatch-collector validate --topic T FILE`
+re-checks one kept payload.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import wire
+from collector.lineproto import record_line, telemetry_lines
+from collector.registry import Registry
+
+UNKNOWN_CLINIC = "unknown_clinic"  # a collector-level reason, beside the contract's own
+
+
+class DeadLetters:
+    """Append-only JSON-lines file of rejected messages: topic, reason, detail, raw payload (base64)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+
+    def keep(self, topic: str, payload: bytes, reason: str, detail: str, received_ms: int) -> None:
+        record = {"received_ms": received_ms, "topic": topic, "reason": reason, "detail": detail,
+                  "payload_b64": base64.b64encode(payload).decode()}
+        with self._lock, open(self.path, "a") as out:
+            out.write(json.dumps(record) + "\n")
+
+
+class Validator:
+    def __init__(self, registry: Registry, dead_letters: DeadLetters, clock: Callable[[], float] = time.time) -> None:
+        self.dead_letters = dead_letters
+        self.clock = clock
+        self.rejected: Counter[str] = Counter()
+        self.accepted: Counter[str] = Counter()
+        self.last_seen_ms: dict[str, int] = {}
+        self.set_registry(registry)
+
+    def set_registry(self, registry: Registry) -> None:
+        self.tags = {c.id: {k: v for k, v in (("region", c.region), ("isp", c.isp), ("link", c.link)) if v}
+                     for c in registry.clinics}
+
+    def lines(self, topic: str, payload: bytes) -> list[str] | None:
+        """Line protocol for a valid message (possibly none, e.g. for a config echo); None if rejected."""
+        received_ms = int(self.clock() * 1000)
+        try:
+            message = wire.decode(topic, payload, received_ms)
+        except wire.Rejected as rejected:
+            return self._reject(topic, payload, str(rejected.reason), rejected.detail, received_ms)
+        tags = self.tags.get(message.clinic)
+        if tags is None:
+            return self._reject(topic, payload, UNKNOWN_CLINIC,
+                                f"clinic {message.clinic!r} is not in the registry", received_ms)
+        self.accepted[type(message).__name__.lower()] += 1
+        self.last_seen_ms[message.clinic] = received_ms
+        if isinstance(message, wire.Telemetry):
+            return list(telemetry_lines(message, received_ms, tags))
+        if isinstance(message, wire.Events):
+            return [record_line("agent_event", message.clinic, wire.effective_time(e, message.mono_now, received_ms),
+                                {**tags, "kind": e.kind}, {**e.detail, "seq": e.seq}) for e in message.events]
+        if isinstance(message, wire.Status):
+            fields = {"state": message.state, "boot": message.boot, "agent": message.agent,
+                      "reason": message.reason or ""}
+            return [record_line("agent_status", message.clinic, received_ms, tags, fields)]
+        return []  # config messages: the collector's own, echoed back
+
+    def _reject(self, topic: str, payload: bytes, reason: str, detail: str, received_ms: int) -> None:
+        self.rejected[reason] += 1
+        self.dead_letters.keep(topic, payload, reason, detail, received_ms)
+        return None
