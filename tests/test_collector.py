@@ -1,0 +1,196 @@
+"""The collector against the real Mosquitto, InfluxDB 1.6.7 (v1) and VictoriaMetrics (v2), with faults."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from collector.config import load_collector_config
+from collector.service import Collector
+from lab.servers import Mosquitto
+from tests.agent_harness import agent_config, start_agent, stop_agent
+from tests.collector_harness import (LoadPublisher, collector_config, count_points, scrape, start_collector,
+                                     wait_points)
+
+CLINICS = [f"es-ib-{i:04d}" for i in range(1, 21)]
+
+
+def _service(tmp_path, broker, store, **kw) -> Collector:
+    service = Collector(load_collector_config(collector_config(tmp_path / "collector", broker.port, store, CLINICS,
+                                                               **kw)))
+    service.start()
+    assert service.intake.connected.wait(10)
+    return service
+
+
+def test_agent_samples_become_the_documented_points_in_influxdb(start_server, influxdb, tmp_path) -> None:
+    influx, db = influxdb
+    broker = start_server(Mosquitto())
+    service = _service(tmp_path, broker, {"kind": "influx_v1", "url": influx.url, "database": db})
+    config = agent_config(tmp_path, broker.host, broker.port,
+                          [{"kind": "tcp", "name": "broker", "host": "127.0.0.1", "port": broker.port,
+                            "interval_s": 1}], clinic_id="es-ib-0007")
+    agent = start_agent(config)
+    try:
+        assert wait_points(influx, db, 3, measurement="tcp", field="duration_ms") >= 3
+    finally:
+        stop_agent(agent)
+        time.sleep(1)
+        service.stop()
+    series = influx.query('SELECT * FROM "tcp" GROUP BY *', db=db)["results"][0]["series"]
+    assert len(series) == 1
+    assert series[0]["tags"] == {"clinic": "es-ib-0007", "target": "broker", "region": "Illes Balears",
+                                 "isp": "Movistar", "link": "lte"}
+    row = dict(zip(series[0]["columns"], series[0]["values"][0]))
+    assert row["success"] is True and row["reason"] == "" and row["connect_ms"] < 50
+    statuses = influx.query('SELECT "state", "boot" FROM "agent_status"', db=db)["results"][0]["series"][0]
+    assert [v[1] for v in statuses["values"]][-1] == "offline"
+    events = influx.query('SELECT * FROM "agent_event" GROUP BY "kind"', db=db)["results"][0]["series"]
+    assert "outage" in {s["tags"]["kind"] for s in events}  # from the agent's start, before it connected
+
+
+def test_v2_write_path_into_victoriametrics(start_server, victoria, tmp_path) -> None:
+    broker = start_server(Mosquitto())
+    service = _service(tmp_path, broker, {"kind": "influx_v2", "url": victoria.url, "bucket": "clinicwatch"})
+    load = LoadPublisher(broker.host, broker.port, CLINICS[:2], per_message=5)
+    try:
+        load.publish(8)
+        load.wait_acked()
+        deadline = time.monotonic() + 30
+        exported: list = []
+        while time.monotonic() < deadline and sum(len(s["values"]) for s in exported) < 40:
+            exported = victoria.export('{__name__="load_v"}')
+            time.sleep(0.3)
+    finally:
+        load.close()
+        service.stop()
+    assert sum(len(s["values"]) for s in exported) == 40
+    assert {s["metric"]["clinic"] for s in exported} == set(CLINICS[:2])
+    assert all(s["metric"]["region"] == "Illes Balears" for s in exported)
+
+
+def test_influxdb_down_under_load_loses_nothing(start_server, influxdb, tmp_path) -> None:
+    influx, db = influxdb
+    broker = start_server(Mosquitto())
+    service = _service(tmp_path, broker, {"kind": "influx_v1", "url": influx.url, "database": db})
+    load = LoadPublisher(broker.host, broker.port, CLINICS, per_message=20)
+    try:
+        sent = load.publish(100, pause_s=0.005)
+        influx.stop()
+        sent += load.publish(200, pause_s=0.005)  # stored while the database is away: spooled
+        load.wait_acked()
+        time.sleep(2)
+        spooled = service.pipeline.stats.points_spooled
+        influx.start()
+        assert wait_points(influx, db, sent) == sent
+    finally:
+        load.close()
+        service.stop()
+    assert spooled > 0, "the outage went through the disk spool"
+    assert service.pipeline.stats.points_replayed == spooled
+    assert service.spool.files() == []
+
+
+def test_collector_killed_under_load_loses_nothing(start_server, influxdb, tmp_path) -> None:
+    influx, db = influxdb
+    broker = start_server(Mosquitto())
+    config = collector_config(tmp_path / "c", broker.port, {"kind": "influx_v1", "url": influx.url, "database": db},
+                              CLINICS)
+    collector = start_collector(config)
+    load = LoadPublisher(broker.host, broker.port, CLINICS, per_message=20)
+    try:
+        time.sleep(2)  # subscribed, with a persistent session
+        sent = load.publish(150, pause_s=0.01)
+        collector.kill()
+        collector.wait()
+        sent += load.publish(150, pause_s=0.002)  # held by the broker for the collector's session
+        load.wait_acked()
+        collector = start_collector(config)
+        assert wait_points(influx, db, sent) == sent
+    finally:
+        load.close()
+        collector.terminate()
+        collector.wait(20)
+
+
+def test_broker_restart_under_load_loses_nothing(start_server, influxdb, tmp_path) -> None:
+    influx, db = influxdb
+    broker = start_server(Mosquitto())
+    service = _service(tmp_path, broker, {"kind": "influx_v1", "url": influx.url, "database": db})
+    try:
+        load = LoadPublisher(broker.host, broker.port, CLINICS, per_message=20)
+        sent = load.publish(100)
+        load.wait_acked()
+        load.close()
+        broker.restart()
+        load = LoadPublisher(broker.host, broker.port, CLINICS, per_message=20)
+        load.next_seq = {c: 1000 for c in CLINICS}
+        sent += load.publish(100)
+        load.wait_acked()
+        load.close()
+        assert wait_points(influx, db, sent) == sent
+    finally:
+        service.stop()
+
+
+def test_three_collectors_in_one_share_group_store_each_message_once(start_server, influxdb, tmp_path) -> None:
+    from lab.servers import free_port
+
+    influx, db = influxdb
+    broker = start_server(Mosquitto())
+    ports = [free_port() for _ in range(3)]
+    collectors = [start_collector(collector_config(tmp_path / f"c{i}", broker.port,
+                                                   {"kind": "influx_v1", "url": influx.url, "database": db}, CLINICS,
+                                                   client_id=f"collector-{i}", share_group="collectors",
+                                                   metrics_port=ports[i])) for i in range(3)]
+    load = LoadPublisher(broker.host, broker.port, CLINICS, per_message=1)
+    try:
+        time.sleep(3)
+        sent = load.publish(3000)
+        load.wait_acked()
+        assert wait_points(influx, db, sent) == sent
+        time.sleep(0.5)
+        accepted = [scrape(p).get('clinicwatch_messages_accepted_total{kind="telemetry"}', 0) for p in ports]
+    finally:
+        load.close()
+        for proc in collectors:
+            proc.terminate()
+            proc.wait(20)
+    assert sum(accepted) == 3000, f"each message delivered to exactly one collector: {accepted}"
+    assert all(share > 300 for share in accepted), f"the load is spread: {accepted}"
+
+
+def test_registry_is_reloaded_without_restart_and_a_bad_one_is_refused(start_server, influxdb, tmp_path) -> None:
+    influx, db = influxdb
+    broker = start_server(Mosquitto())
+    service = _service(tmp_path, broker, {"kind": "influx_v1", "url": influx.url, "database": db})
+    newcomer = "es-ib-9999"
+    load = LoadPublisher(broker.host, broker.port, [newcomer], per_message=1)
+    try:
+        load.publish(1)
+        load.wait_acked()
+        time.sleep(1)
+        assert service.validator.rejected["unknown_clinic"] == 1
+        registry = service.config.registry
+        registry.write_text(registry.read_text() + f"- id: {newcomer}\n  name: New clinic\n  region: Menorca\n")
+        assert service.reload_registry() is True
+        load.publish(1)
+        load.wait_acked()
+        assert wait_points(influx, db, 1) == 1
+        registry.write_text("clinics: [{id: BAD ID}]\n")
+        time.sleep(0.01)
+        import os
+
+        os.utime(registry, (time.time() + 5, time.time() + 5))
+        assert service.reload_registry() is False
+        load.publish(1)
+        load.wait_acked()
+        assert wait_points(influx, db, 2) == 2, "the previous registry stays in force"
+    finally:
+        load.close()
+        service.stop()
+    letters = [json.loads(line) for line in (tmp_path / "collector" / "data" / "dead-letters.jsonl").open()]
+    assert [(d["reason"], d["detail"]) for d in letters] == [
+        ("unknown_clinic", f"clinic {newcomer!r} is not in the registry")]
