@@ -38,6 +38,9 @@ class IntakeConfig(_Section):
     share_group: str | None = Field(default=None, description="several collectors split the load: $share/<group>/")
     session_expiry_s: int = Field(default=86_400, ge=0, description="the broker keeps messages this long for us")
     keepalive_s: int = Field(default=30, ge=5)
+    receive_maximum: int = Field(default=5000, ge=1, le=65535, description=(
+        "unacknowledged messages the broker may send at once; acks wait for the store, so a small window "
+        "throttles intake, and this times the message size bounds the collector's memory"))
 
     def password(self) -> str | None:
         return _read_secret(self.password_file, "intake.password_file")

@@ -16,22 +16,26 @@ _TAG = str.maketrans({",": r"\,", " ": r"\ ", "=": r"\=", "\n": r"\n"})
 
 
 def _field(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return f"{value}i"
-    if isinstance(value, float):
+    kind = type(value)
+    if kind is float:
         return repr(value)
+    if kind is bool:
+        return "true" if value else "false"
+    if kind is int:
+        return f"{value}i"
     text = str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
     return f'"{text}"'
 
 
+def _tags(clinic_id: str, tags: Mapping[str, str]) -> str:
+    all_tags = {"clinic": clinic_id, **tags}
+    return "".join(f",{k.translate(_TAG)}={v.translate(_TAG)}" for k, v in sorted(all_tags.items()) if v != "")
+
+
 def record_line(measurement: str, clinic_id: str, time_ms: int, tags: Mapping[str, str],
                 fields: Mapping[str, object]) -> str:
-    all_tags = {"clinic": clinic_id, **tags}
-    tag_text = "".join(f",{k.translate(_TAG)}={v.translate(_TAG)}" for k, v in sorted(all_tags.items()) if v != "")
-    field_text = ",".join(f"{k}={_field(v)}" for k, v in fields.items())
-    return f"{measurement.translate(_MEASUREMENT)}{tag_text} {field_text} {time_ms}"
+    field_text = ",".join([f"{k}={_field(v)}" for k, v in fields.items()])
+    return f"{measurement.translate(_MEASUREMENT)}{_tags(clinic_id, tags)} {field_text} {time_ms}"
 
 
 def sample_line(sample: wire.Sample, clinic_id: str, time_ms: int, extra_tags: Mapping[str, str] = {}) -> str:
@@ -40,6 +44,12 @@ def sample_line(sample: wire.Sample, clinic_id: str, time_ms: int, extra_tags: M
 
 def telemetry_lines(message: wire.Telemetry, received_ms: int,
                     extra_tags: Mapping[str, str] = {}) -> Iterable[str]:
+    prefixes: dict[tuple, str] = {}  # a batch repeats the same few series: build each head once
     for sample in message.samples:
+        key = (sample.m, tuple(sample.tags.items()))
+        head = prefixes.get(key)
+        if head is None:
+            head = prefixes[key] = sample.m.translate(_MEASUREMENT) + _tags(message.clinic, {**extra_tags,
+                                                                                              **sample.tags})
         when = wire.effective_time(sample, message.mono_now, received_ms)
-        yield sample_line(sample, message.clinic, when, extra_tags)
+        yield f"{head} {','.join([f'{k}={_field(v)}' for k, v in sample.f.items()])} {when}"

@@ -57,3 +57,10 @@ def test_probe_docs_are_rendered_from_the_registry() -> None:
     from agent.probes.docs import render
 
     assert (REPO / "docs" / "probes.md").read_text() == render(), "run: python -m agent.probes.docs > docs/probes.md"
+
+
+def test_the_collector_sample_config_and_registry_are_valid(capsys: pytest.CaptureFixture[str]) -> None:
+    from collector.cli import main as collector_main
+
+    assert collector_main(["check-config", "--config", str(REPO / "collector" / "collector.sample.yaml")]) == 0
+    assert "valid; store influx_v2, 2 clinics" in capsys.readouterr().out

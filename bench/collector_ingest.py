@@ -1,0 +1,176 @@
+"""Benchmark: broker -> collector -> InfluxDB, against a bare paho subscriber; and a backfill storm.
+
+    .venv/bin/python -m bench.collector_ingest [--messages 30000] [--storm-clinics 1000]
+
+Both consumers get the same messages, queued by the broker for their persistent
+sessions before they start, so each is timed draining alone:
+  1. Steady state: messages as clinics send them every 30 s (2 ICMP samples each).
+     The collector's rate counts until every point is in InfluxDB (1.6.7, v1 /write);
+     the bare subscriber's until every message has arrived (the ceiling: no
+     validation, no storage).
+  2. Backfill storm: `--storm-clinics` clinics return with a day of samples at 30 s
+     (2,880 each) in the agent's batches of 500; time until all are in InfluxDB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import zlib
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from lab.servers import InfluxDB, Mosquitto
+from tests.collector_harness import collector_config, count_points, start_collector
+
+FIELDS = {"success": True, "reason": "", "duration_ms": 812.4, "sent": 5, "received": 5, "loss_pct": 0.0,
+          "rtt_min_ms": 58.2, "rtt_avg_ms": 61.9, "rtt_max_ms": 70.1, "rtt_stddev_ms": 4.2, "jitter_ms": 5.5}
+
+
+def payloads(clinics: int, per_clinic: int, per_message: int, base_ms: int) -> list[tuple[str, bytes]]:
+    out = []
+    for c in range(clinics):
+        clinic = f"bench-{c:05d}"
+        for first in range(0, per_clinic, per_message):
+            samples = [{"seq": s, "t": base_ms + s * 30_000, "mono": s * 30_000, "sync": "ntp", "m": "load",
+                        "tags": {"target": "records"}, "f": {**FIELDS, "v": float(s)}}
+                       for s in range(first, min(per_clinic, first + per_message))]
+            raw = json.dumps({"v": 1, "clinic": clinic, "boot": "0123456789abcdef", "samples": samples},
+                             separators=(",", ":")).encode()
+            packed = zlib.compress(raw, 6)
+            out.append((f"clinicwatch/v1/{clinic}/telemetry", packed if len(packed) < len(raw) else raw))
+    return out
+
+
+def _session(broker: Mosquitto, client_id: str, topic: str) -> mqtt.Client:
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = 3600
+    client.connect(broker.host, broker.port, clean_start=False, properties=props)
+    return client
+
+
+def publish_all(broker: Mosquitto, messages: list[tuple[str, bytes]]) -> None:
+    window = threading.Semaphore(1000)
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-publisher", protocol=mqtt.MQTTv5)
+    client.max_inflight_messages_set(1000)
+    client.on_publish = lambda *_: window.release()
+    client.connect(broker.host, broker.port)
+    client.loop_start()
+    for topic, payload in messages:
+        window.acquire()
+        client.publish(topic, payload, qos=1)
+    for _ in range(1000):
+        window.acquire()
+    client.loop_stop()
+    client.disconnect()
+
+
+def bare_drain(broker: Mosquitto, expected: int) -> float:
+    done, got = threading.Event(), [0]
+
+    def on_message(*_: object) -> None:
+        got[0] += 1
+        if got[0] >= expected:
+            done.set()
+
+    client = _session(broker, "bench-bare", "")
+    client.on_message = on_message
+    start = time.perf_counter()
+    client.loop_start()
+    done.wait(900)
+    elapsed = time.perf_counter() - start
+    client.loop_stop()
+    client.disconnect()
+    return elapsed
+
+
+def collector_drain(config: Path, influx: InfluxDB, db: str, points: int) -> tuple[float, float]:
+    """(seconds from process start, seconds from the first stored point) until every point is in."""
+    start = time.perf_counter()
+    proc = start_collector(config)
+    first = None
+    try:
+        while (count := count_points(influx, db)) < points:
+            if proc.poll() is not None:
+                raise RuntimeError(f"collector exited: {config.with_suffix('.log').read_text()[-2000:]}")
+            if count and first is None:
+                first = (time.perf_counter(), count)
+            time.sleep(0.1)
+        end = time.perf_counter()
+        if first is None:
+            first = (start, 0)
+        return end - start, (end - first[0]) * points / max(1, points - first[1])
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def run_case(tmp: Path, name: str, messages: list[tuple[str, bytes]], points: int, clinics: list[str]) -> dict:
+    with Mosquitto(workdir=tmp / f"{name}-broker") as broker, InfluxDB(workdir=tmp / f"{name}-influx") as influx:
+        db = "bench"
+        influx.create_database(db)
+        config = collector_config(tmp / f"{name}-collector", broker.port,
+                                  {"kind": "influx_v1", "url": influx.url, "database": db, "flush_interval_s": 1.0},
+                                  clinics)
+        # Register both persistent sessions, then queue every message for both.
+        bare = _session(broker, "bench-bare", "")
+        bare.subscribe("clinicwatch/v1/+/telemetry", qos=1)
+        bare.loop(1)
+        bare.disconnect()
+        proc = start_collector(config)
+        time.sleep(3)
+        proc.terminate()
+        proc.wait(30)
+        t0 = time.perf_counter()
+        publish_all(broker, messages)
+        publish_s = time.perf_counter() - t0
+        bare_s = bare_drain(broker, len(messages))
+        collector_s, drain_s = collector_drain(config, influx, db, points)
+    return {"messages": len(messages), "points": points, "publish_s": publish_s, "bare_s": bare_s,
+            "collector_s": collector_s, "drain_s": drain_s}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=30_000, help="steady-state messages")
+    parser.add_argument("--storm-clinics", type=int, default=1000)
+    args = parser.parse_args()
+    base = int(time.time() * 1000) - 86_400_000 - 60_000
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        clinics = max(1, args.messages // 10)
+        steady = payloads(clinics, 20, 2, base)[: args.messages]
+        steady_points = sum(2 for _ in steady)
+        a = run_case(tmp, "steady", steady, steady_points, [f"bench-{c:05d}" for c in range(clinics)])
+        storm = payloads(args.storm_clinics, 2880, 500, base)
+        b = run_case(tmp, "storm", storm, args.storm_clinics * 2880,
+                     [f"bench-{c:05d}" for c in range(args.storm_clinics)])
+    rate = a["points"] / a["drain_s"]
+    ceiling = a["points"] / a["bare_s"]
+    print(f"steady state: {a['messages']} messages of 2 samples, queued by the broker, then drained")
+    print(f"  bare paho subscriber      {a['messages'] / a['bare_s']:9.0f} messages/s = {ceiling:9.0f} samples/s (ceiling)")
+    print(f"  collector into InfluxDB   {a['messages'] / a['drain_s']:9.0f} messages/s = {rate:9.0f} samples/s"
+          f"  ({100 * rate / ceiling:.0f} % of the ceiling; from the first point stored)")
+    print(f"  collector, from process start: {a['collector_s']:.1f} s for what the bare subscriber took "
+          f"{a['bare_s']:.1f} s")
+    print(f"  (at 10,000 clinics every 30 s the fleet sends {10_000 / 30:.0f} messages/s)")
+    storm_rate = b["points"] / b["collector_s"]
+    print(f"backfill storm: {args.storm_clinics} clinics x 2,880 samples = {b['points']} samples in {b['messages']} "
+          f"messages")
+    print(f"  bare paho subscriber      {b['bare_s']:8.1f} s ({b['points'] / b['bare_s']:.0f} samples/s)")
+    print(f"  collector into InfluxDB   {b['collector_s']:8.1f} s from process start ({storm_rate:.0f} samples/s; "
+          f"target under 300 s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
