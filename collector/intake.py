@@ -25,6 +25,7 @@ class Intake:
         self.config, self.validator = config, validator
         self.pipeline: Pipeline | None = None  # set by the owner before start()
         self.connected = threading.Event()
+        self.stopping = False
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=config.client_id, protocol=mqtt.MQTTv5,
                              manual_ack=True)
         if config.username:
@@ -46,6 +47,7 @@ class Intake:
         self.client.loop_start()
 
     def stop(self) -> None:
+        self.stopping = True
         self.client.disconnect()
         self.client.loop_stop()
 
@@ -67,7 +69,8 @@ class Intake:
     def _disconnected(self, _client: mqtt.Client, _u: object, _flags: object, reason: mqtt.ReasonCode,
                       _props: object) -> None:
         self.connected.clear()
-        log.warning("disconnected from the broker", extra={"fields": {"reason": str(reason)}})
+        if not self.stopping:
+            log.warning("disconnected from the broker", extra={"fields": {"reason": str(reason)}})
 
     def _message(self, client: mqtt.Client, _u: object, message: mqtt.MQTTMessage) -> None:
         assert self.pipeline is not None

@@ -2,8 +2,9 @@
 
     python -m lab.demo --clinics 20 --hours 1
 
-Starts Mosquitto and InfluxDB (Debian packages) on free loopback ports, subscribes
-the collector's intake, and has each simulated clinic publish an hour of ICMP
+Starts Mosquitto and InfluxDB (Debian packages) on free loopback ports, runs the
+collector service (manual-ack intake, validation against the contract and a
+generated registry, batched writes with its spool), and has each simulated clinic publish an hour of ICMP
 samples as wire-contract telemetry. Each clinic's link is one of the named link
 profiles: its pings go through the same link model as the test relay, so the
 stored figures are what that kind of link looks like. One misconfigured clinic
@@ -19,16 +20,16 @@ import random
 import secrets
 import statistics
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
 import wire
-from collector.registry import Clinic, Registry
-from collector.store import InfluxV1Writer
-from collector.validate import DeadLetters, Validator
+import yaml
+
+from collector.config import CollectorConfig
+from collector.service import Collector
 from lab.linkmodel import PROFILES, LinkModel
 from lab.servers import InfluxDB, Mosquitto
 
@@ -74,27 +75,18 @@ def run(clinics: int, hours: float, serve: bool, data_dir: Path) -> int:
         influx.create_database(DATABASE)
         names = list(PROFILES)
         fleet = [SimulatedClinic(f"demo-{i:04d}", names[i % len(names)], seed=i) for i in range(clinics)]
-        registry = Registry(clinics=[Clinic(id=c.clinic_id, name=f"Demo clinic {c.clinic_id[-4:]}", region="Demo",
-                                            link={"geo_satellite": "satellite", "dying": "lte"}.get(c.profile,
-                                                                                                    c.profile))
-                                     for c in fleet])
-        validator = Validator(registry, DeadLetters(data_dir / "dead-letters.jsonl"))
-        store = InfluxV1Writer(influx.url, DATABASE)
-        stored = {"points": 0}
-        lock = threading.Lock()
-        collector = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="demo-collector")
-
-        def on_message(_c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
-            with lock:
-                lines = validator.lines(msg.topic, msg.payload)
-                if lines:
-                    store(lines)
-                    stored["points"] += len(lines)
-
-        collector.on_message = on_message
-        collector.connect(broker.host, broker.port)
-        collector.subscribe(wire.subscription(), qos=1)
-        collector.loop_start()
+        registry = data_dir / "clinics.yaml"
+        links = {"geo_satellite": "satellite", "dying": "lte"}
+        registry.write_text(yaml.safe_dump({"clinics": [
+            {"id": c.clinic_id, "name": f"Demo clinic {c.clinic_id[-4:]}", "region": "Demo",
+             "link": links.get(c.profile, c.profile)} for c in fleet]}))
+        service = Collector(CollectorConfig.model_validate({
+            "intake": {"host": broker.host, "port": broker.port, "username": None, "client_id": "demo-collector"},
+            "store": {"kind": "influx_v1", "url": influx.url, "database": DATABASE, "flush_interval_s": 0.5},
+            "registry": str(registry), "data_dir": str(data_dir / "collector"), "metrics_port": 0}))
+        service.start()
+        service.intake.connected.wait(10)
+        validator, stats = service.validator, service.pipeline.stats
 
         publisher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="demo-fleet")
         publisher.connect(broker.host, broker.port)
@@ -113,12 +105,12 @@ def run(clinics: int, hours: float, serve: bool, data_dir: Path) -> int:
         publisher.publish(wire.topic(fleet[1].clinic_id, "telemetry"),
                           rogue.batch([rogue.icmp_sample(now_ms)], clinic_field=rogue.clinic_id), qos=1)
         deadline = time.monotonic() + 60
-        while stored['points'] < expected and time.monotonic() < deadline:
+        while stats.points_written < expected and time.monotonic() < deadline:
             time.sleep(0.1)
         time.sleep(0.5)
         print(f"broker {broker.host}:{broker.port}  InfluxDB {influx.url} (database {DATABASE!r})")
-        print(f"stored {stored['points']} points from {sum(validator.accepted.values())} messages; "
-              f"rejected {dict(validator.rejected)}; dead letters in {data_dir / 'dead-letters.jsonl'}\n")
+        print(f"stored {stats.points_written} points from {sum(validator.accepted.values())} messages; "
+              f"rejected {dict(validator.rejected)}; dead letters in {data_dir / 'collector' / 'dead-letters.jsonl'}\n")
         result = influx.query("SELECT count(rtt_avg_ms), mean(rtt_avg_ms), mean(jitter_ms), mean(loss_pct) "
                               "FROM icmp GROUP BY clinic", db=DATABASE)
         print(f"{'clinic':<11} {'link':<14} {'samples':>7} {'rtt ms':>8} {'jitter ms':>9} {'loss %':>7}")
@@ -139,8 +131,8 @@ def run(clinics: int, hours: float, serve: bool, data_dir: Path) -> int:
             except KeyboardInterrupt:
                 pass
         publisher.loop_stop()
-        collector.loop_stop()
-        return 0 if stored['points'] >= expected else 1
+        service.stop()
+        return 0 if stats.points_written >= expected else 1
 
 
 def main(argv: list[str] | None = None) -> int:
