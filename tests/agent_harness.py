@@ -40,11 +40,15 @@ class Watcher:
             self.client.tls_set(ca_certs=str(tls_ca))
         self.client.on_message = self._message
         self.client.on_connect = lambda c, *_: c.subscribe(topic, qos=1)
+        subscribed = threading.Event()
+        self.client.on_subscribe = lambda *_: subscribed.set()
         self.client.reconnect_delay_set(0.2, 1)
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = 3600  # keep the session (and what is queued for it) across a broker restart
         self.client.connect(host, port, clean_start=False, properties=props)
         self.client.loop_start()
+        if not subscribed.wait(10):  # nothing published before this point can be missed
+            raise AssertionError(f"watcher: no SUBACK from {host}:{port} within 10 s")
 
     def _message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
         now_ms = int(time.time() * 1000)

@@ -72,6 +72,8 @@ MALFORMED = {
     "json array": (TOPIC, b"[1, 2]", Reason.NOT_AN_OBJECT, "list"),
     "corrupt zlib": (TOPIC, b"\x78\x9c garbage", Reason.BAD_ENCODING, "corrupt"),
     "truncated zlib": (TOPIC, zlib.compress(raw(batch()))[:-6], Reason.BAD_ENCODING, "truncated"),
+    "unknown zlib dictionary": (TOPIC, (lambda d: d.compress(raw(batch())) + d.flush())(
+        zlib.compressobj(9, zdict=b"some other dictionary")), Reason.BAD_ENCODING, "needs dictionary"),
     "missing version": (TOPIC, raw({k: v for k, v in batch().items() if k != "v"}), Reason.MISSING_FIELD, "v:"),
     "wrong version": (TOPIC, raw(batch(v=2)), Reason.UNSUPPORTED_VERSION, "v=2"),
     "version as string": (TOPIC, raw(batch(v="1")), Reason.UNSUPPORTED_VERSION, "'1'"),
@@ -134,7 +136,26 @@ def test_topics_are_built_and_parsed_by_the_same_rules() -> None:
         wire.topic("Clinic/1", "telemetry")
 
 
-def test_encode_leaves_small_messages_plain_json() -> None:
+def test_encode_compresses_only_when_that_saves_bytes() -> None:
     status = wire.Status(v=1, clinic=CLINIC, state="online", boot="9f2c4e1a", agent="0.1.0")
-    assert json.loads(wire.encode(status)) == {"v": 1, "clinic": CLINIC, "state": "online", "boot": "9f2c4e1a",
-                                                "agent": "0.1.0"}
+    plain = wire.encode(status, compress=False)
+    assert json.loads(plain) == {"v": 1, "clinic": CLINIC, "state": "online", "boot": "9f2c4e1a", "agent": "0.1.0"}
+    chosen = wire.encode(status)
+    assert len(chosen) <= len(plain)
+    assert wire.decode(f"clinicwatch/v1/{CLINIC}/status", chosen, NOW) == status
+    tiny = wire.Config(v=1, clinic="c", rev=1, config={})
+    assert wire.encode(tiny) == wire.encode(tiny, compress=False), "under 64 bytes: never worth it"
+
+
+def test_small_reports_compress_with_the_frozen_dictionary() -> None:
+    from wire.zdict import DICTIONARY_V1, DICTIONARY_V1_ID
+
+    # Agents in the field depend on these exact bytes: a change must be a new dictionary, not an edit.
+    assert zlib.adler32(DICTIONARY_V1) == DICTIONARY_V1_ID == 0xC2899188
+    message = wire.Telemetry.model_validate(batch(samples=[sample(1), sample(2)]))
+    plain = message.model_dump_json(exclude_none=True).encode()
+    payload = wire.encode(message)
+    assert payload[1] & 0x20, "the stream names its dictionary"
+    assert len(payload) < len(zlib.compress(plain, 9)) * 0.7
+    assert wire.decode(TOPIC, payload, NOW) == message
+    assert wire.decode(TOPIC, zlib.compress(plain), NOW) == message, "plain zlib is still read"

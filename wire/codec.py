@@ -15,6 +15,7 @@ from enum import StrEnum
 import pydantic_core
 from pydantic import ValidationError
 
+from wire.zdict import DICTIONARIES, DICTIONARY_V1
 from wire.schema import (
     CLINIC_ID_PATTERN,
     MAX_DECODED_BYTES,
@@ -94,11 +95,13 @@ def parse_topic(name: str) -> tuple[str, str]:
 
 
 def encode(message: Message, compress: bool | None = None) -> bytes:
-    """Serialise compactly; compress with zlib when asked, or (None) when it saves bytes."""
+    """Serialise compactly; compress (zlib with the contract's preset dictionary) when asked,
+    or (None) when that saves bytes."""
     raw = message.model_dump_json(exclude_none=True).encode()
-    if compress is False or (compress is None and len(raw) < 256):
+    if compress is False or (compress is None and len(raw) < 64):
         return raw
-    packed = zlib.compress(raw, 9)
+    deflater = zlib.compressobj(9, zdict=DICTIONARY_V1)
+    packed = deflater.compress(raw) + deflater.flush()
     return packed if compress or len(packed) < len(raw) else raw
 
 
@@ -107,7 +110,14 @@ def _unpack(payload: bytes) -> bytes:
         raise Rejected(Reason.OVERSIZE, f"{len(payload)} bytes on the wire, limit {MAX_PAYLOAD_BYTES}")
     if not payload or payload[0] != ZLIB_MAGIC:
         return payload
-    inflater = zlib.decompressobj()
+    dictionary = b""
+    if len(payload) >= 6 and payload[1] & 0x20:  # FDICT: the stream names its preset dictionary
+        dict_id = int.from_bytes(payload[2:6], "big")
+        if dict_id not in DICTIONARIES:
+            raise Rejected(Reason.BAD_ENCODING, f"zlib stream needs dictionary {dict_id:#010x}, not one of this "
+                                                f"contract's ({', '.join(f'{d:#010x}' for d in DICTIONARIES)})")
+        dictionary = DICTIONARIES[dict_id]
+    inflater = zlib.decompressobj(zdict=dictionary) if dictionary else zlib.decompressobj()
     try:
         raw = inflater.decompress(payload, MAX_DECODED_BYTES + 1)
     except zlib.error as exc:
