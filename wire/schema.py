@@ -79,8 +79,8 @@ class _Envelope(_Strict):
 
 class Telemetry(_Envelope):
     boot: BootId
-    # Agent's monotonic clock when the batch was sent; present only when `boot`
-    # is the running boot, so that unsynchronised samples can be corrected.
+    # Agent's monotonic clock when the batch was sent; present only when the samples' `mono`
+    # comes from that same clock (no reboot since), so unsynchronised samples can be corrected.
     mono_now: Millis | None = None
     samples: list[Sample] = Field(min_length=1, max_length=MAX_SAMPLES)
 
