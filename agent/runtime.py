@@ -30,6 +30,7 @@ from agent.config import AgentConfig, ConfigError, RemoteSettings, parse_remote
 from agent.outbox import NewRecord, Outbox, Stored
 from agent.probes import ProbeContext, ProbeSpec, run_one
 from agent.transport import Session
+from wire.codec import peek
 
 log = logging.getLogger("clinicwatch.agent")
 FLUSH_TIMEOUT_S = 10
@@ -307,11 +308,8 @@ class Agent:
 
 
 def _peek_rev(payload: bytes) -> int:
-    try:
-        rev = json.loads(payload).get("rev", 0)
-        return rev if isinstance(rev, int) else 0
-    except (ValueError, AttributeError):
-        return 0
+    rev = (peek(payload) or {}).get("rev", 0)
+    return rev if isinstance(rev, int) and not isinstance(rev, bool) else 0
 
 
 def _wire_fields(fields: dict[str, Any]) -> dict[str, Any]:

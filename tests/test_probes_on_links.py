@@ -53,8 +53,10 @@ def test_icmp_reads_the_link_as_well_as_iputils_ping(emulated_link, tmp_path, pr
     # Against iputils ping on the same link (same seed, so the same delays and drops): no worse.
     assert abs(f["rtt_avg_ms"] - expected) <= abs(ping_avg - expected) + 0.5, (f["rtt_avg_ms"], ping_avg)
     assert abs(f["loss_pct"] - configured.loss_pct) <= abs(ping_loss - configured.loss_pct) + 0.5, (f, ping_loss)
-    # Without jitter the spread is scheduling noise on this 2-core machine, hence the 1 ms floor.
-    assert f["rtt_stddev_ms"] == pytest.approx(ping_mdev, abs=0.1 * ping_mdev + 1.0)
+    if configured.jitter_ms:  # the spread is the link's: both must read it
+        assert f["rtt_stddev_ms"] == pytest.approx(ping_mdev, abs=0.1 * ping_mdev + 1.0)
+    else:  # the spread is scheduling noise on this shared 2-core machine: no more of it than ping sees, + 1 ms
+        assert f["rtt_stddev_ms"] <= ping_mdev + 1.0
 
 
 def test_icmp_cut_mid_burst_says_so(emulated_link, tmp_path) -> None:

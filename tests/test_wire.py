@@ -159,3 +159,9 @@ def test_small_reports_compress_with_the_frozen_dictionary() -> None:
     assert len(payload) < len(zlib.compress(plain, 9)) * 0.7
     assert wire.decode(TOPIC, payload, NOW) == message
     assert wire.decode(TOPIC, zlib.compress(plain), NOW) == message, "plain zlib is still read"
+
+
+def test_peek_reads_a_compressed_payload_without_validating_it() -> None:
+    config = wire.Config(v=1, clinic=CLINIC, rev=7, config={"probes": [{"kind": "tcp", "port": 70000}]})
+    assert wire.codec.peek(wire.encode(config, compress=True))["rev"] == 7
+    assert wire.codec.peek(b"\x78\x9c not zlib") is None and wire.codec.peek(b"[1]") is None

@@ -129,6 +129,15 @@ def _unpack(payload: bytes) -> bytes:
     return raw
 
 
+def peek(payload: bytes) -> dict | None:
+    """The payload's JSON object, unvalidated (to name a rejected message's rev or seq), or None."""
+    try:
+        document = pydantic_core.from_json(_unpack(payload))
+    except (Rejected, ValueError):
+        return None
+    return document if isinstance(document, dict) else None
+
+
 _ERROR_REASONS = {
     "missing": Reason.MISSING_FIELD,
     "extra_forbidden": Reason.UNKNOWN_FIELD,
