@@ -119,9 +119,6 @@ class AgentConfig(BaseModel):
     self_metrics_interval_s: float = Field(default=300, ge=5)
     probes: list[AnyProbeSpec] = Field(default_factory=list)
 
-    def remote(self) -> RemoteSettings:
-        return RemoteSettings(probes=self.probes, self_metrics_interval_s=self.self_metrics_interval_s)
-
     def with_remote(self, settings: RemoteSettings) -> "AgentConfig":
         return self.model_copy(update={"probes": settings.probes,
                                        "self_metrics_interval_s": settings.self_metrics_interval_s})

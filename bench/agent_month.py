@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import threading
@@ -44,15 +45,9 @@ MONTH_S = 30 * 86400
 def _proc(pid: int) -> tuple[float, int, int]:
     """(cpu seconds, VmRSS KiB, VmHWM KiB) of a process."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    ticks = 100  # os.sysconf("SC_CLK_TCK") on Linux
-    cpu = (int(fields[11]) + int(fields[12])) / ticks
+    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
     return cpu, int(status["VmRSS"].split()[0]), int(status["VmHWM"].split()[0])
-
-
-def _agent_pid(launcher_pid: int) -> int:
-    """`ip netns exec` execs the agent in place: same pid."""
-    return launcher_pid
 
 
 def schedule_phase(tmp: Path, link: EmulatedLink, speed: float, minutes: float) -> dict:
@@ -65,7 +60,7 @@ def schedule_phase(tmp: Path, link: EmulatedLink, speed: float, minutes: float) 
         agent = start_agent(path, netns=link.netns)
         try:
             time.sleep(20)  # imports, first runs, first connection
-            pid = _agent_pid(agent.pid)
+            pid = agent.pid  # `ip netns exec` execs the agent in place: same pid
             cpu0, _, _ = _proc(pid)
             before, received0 = link.stats(), len(watcher.records())
             time.sleep(minutes * 60)

@@ -32,10 +32,13 @@ def _tags(clinic_id: str, tags: Mapping[str, str]) -> str:
     return "".join(f",{k.translate(_TAG)}={v.translate(_TAG)}" for k, v in sorted(all_tags.items()) if v != "")
 
 
+def _fields(fields: Mapping[str, object]) -> str:
+    return ",".join([f"{k}={_field(v)}" for k, v in fields.items()])
+
+
 def record_line(measurement: str, clinic_id: str, time_ms: int, tags: Mapping[str, str],
                 fields: Mapping[str, object]) -> str:
-    field_text = ",".join([f"{k}={_field(v)}" for k, v in fields.items()])
-    return f"{measurement.translate(_MEASUREMENT)}{_tags(clinic_id, tags)} {field_text} {time_ms}"
+    return f"{measurement.translate(_MEASUREMENT)}{_tags(clinic_id, tags)} {_fields(fields)} {time_ms}"
 
 
 def sample_line(sample: wire.Sample, clinic_id: str, time_ms: int, extra_tags: Mapping[str, str] = {}) -> str:
@@ -52,4 +55,4 @@ def telemetry_lines(message: wire.Telemetry, received_ms: int,
             head = prefixes[key] = sample.m.translate(_MEASUREMENT) + _tags(message.clinic, {**extra_tags,
                                                                                               **sample.tags})
         when = wire.effective_time(sample, message.mono_now, received_ms)
-        yield f"{head} {','.join([f'{k}={_field(v)}' for k, v in sample.f.items()])} {when}"
+        yield f"{head} {_fields(sample.f)} {when}"

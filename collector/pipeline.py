@@ -18,7 +18,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from collector.spool import Spool
@@ -39,8 +39,6 @@ class PipelineStats:
     messages_acked: int = 0
     write_seconds_total: float = 0.0
     writes: int = 0
-    last_error: str = ""
-    extra: dict[str, float] = field(default_factory=dict)
 
 
 class Pipeline:
@@ -107,7 +105,6 @@ class Pipeline:
                 break
             except StoreError as exc:
                 self.stats.write_errors += 1
-                self.stats.last_error = str(exc)
                 if not exc.retryable:
                     self._refuse(lines, str(exc))
                     break

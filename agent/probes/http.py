@@ -84,7 +84,6 @@ async def probe(spec: HttpSpec, ctx: ProbeContext) -> Measured:
     def span(start: str, end: str) -> float | None:
         return round((marks[end] - marks[start]) * 1000, 3) if start in marks and end in marks else None
 
-    fields: dict[str, Any] = {}
     headers = {"User-Agent": f"clinicwatch-agent/{__version__}"}
     async with httpx.AsyncClient(verify=_ssl_context(spec), trust_env=False, timeout=spec.timeout_s,
                                  headers=headers) as client:
@@ -94,9 +93,8 @@ async def probe(spec: HttpSpec, ctx: ProbeContext) -> Measured:
                 ssl_object = stream.get_extra_info("ssl_object") if stream is not None else None
                 peer_cert = ssl_object.getpeercert() if ssl_object is not None else None
         except httpx.HTTPError as exc:
-            fields = {k: v for k, v in (("connect_ms", span("connection.connect_tcp.started",
-                                                             "connection.connect_tcp.complete")),) if v is not None}
-            raise _failure_of(exc, spec, fields) from None
+            connect_ms = span("connection.connect_tcp.started", "connection.connect_tcp.complete")
+            raise _failure_of(exc, spec, {} if connect_ms is None else {"connect_ms": connect_ms}) from None
     fields = {
         "status": response.status_code,
         "connect_ms": span("connection.connect_tcp.started", "connection.connect_tcp.complete"),
