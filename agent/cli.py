@@ -40,7 +40,61 @@ def build_parser() -> argparse.ArgumentParser:
     once.add_argument("--config", type=Path, required=True)
     once.add_argument("--json", action="store_true", help="one JSON object per result instead of a table")
     once.add_argument("--only", action="append", metavar="KIND", help="run only probes of this kind (repeatable)")
+    snmp = commands.add_parser("snmp-once", help="poll every configured SNMP device and print what it said",
+                               description="Poll each configured SNMP device (twice, `--interval` apart, so that "
+                                           "counters give rates) and print its status, samples and events: what "
+                                           "an installer runs to check credentials and profiles.")
+    snmp.add_argument("--config", type=Path, required=True)
+    snmp.add_argument("--device", action="append", metavar="NAME", help="only this device (repeatable)")
+    snmp.add_argument("--interval", type=float, default=5.0, help="seconds between the two polls (0: poll once)")
+    snmp.add_argument("--json", action="store_true", help="JSON lines instead of text")
     return parser
+
+
+def _snmp_once(args: argparse.Namespace) -> int:
+    from pysnmp.hlapi.v3arch.asyncio import SnmpEngine
+
+    from agent.config import ConfigError, load_config
+    from agent.snmp import DevicePoller
+
+    try:
+        config = load_config(args.config)
+        profiles = config.profiles(str(args.config))
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    devices = [d for d in config.devices if not args.device or d.name in args.device]
+    if not devices:
+        print(f"{args.config}: no SNMP devices{' by those names' if args.device else ''} configured", file=sys.stderr)
+        return 2
+
+    async def poll_all() -> list:
+        engine = SnmpEngine()
+        pollers = [DevicePoller(d, engine, profiles) for d in devices]
+        polls = await asyncio.gather(*(p.poll() for p in pollers))
+        if args.interval > 0:
+            await asyncio.sleep(args.interval)
+            polls = await asyncio.gather(*(p.poll() for p in pollers))
+        engine.close_dispatcher()
+        return list(polls)
+
+    polls = asyncio.run(poll_all())
+    for poll in polls:
+        if args.json:
+            print(json.dumps({"device": poll.device, "status": poll.status, "detail": poll.detail,
+                              "profile": poll.profile, "requests": poll.requests,
+                              "duration_ms": round(poll.duration_ms, 1), "readings": poll.readings,
+                              "samples": [{"m": m, "tags": t, "f": f} for m, t, f in poll.samples],
+                              "events": [{"kind": k, "detail": d} for k, d in poll.events]}))
+            continue
+        print(f"{poll.device}: {poll.status}{' - ' + poll.detail if poll.detail else ''} "
+              f"(profile {poll.profile or '-'}, {poll.requests} requests, {poll.duration_ms:.0f} ms)")
+        for measurement, tags, fields in poll.samples[1:]:
+            label = " ".join(f"{k}={v}" for k, v in tags.items() if k != "device")
+            print(f"  {measurement:<14} {label:<22} " + " ".join(f"{k}={v}" for k, v in fields.items()))
+        for kind, detail in poll.events:
+            print(f"  event {kind}: " + " ".join(f"{k}={v}" for k, v in detail.items() if k != "device"))
+    return 0 if all(p.status in ("ok", "partial") for p in polls) else 1
 
 
 def _table(results: list) -> str:
@@ -121,10 +175,13 @@ def main(argv: list[str] | None = None) -> int:
         except ConfigError as exc:
             print(exc, file=sys.stderr)
             return 2
-        print(f"{args.config}: valid; clinic {config.clinic_id}, {len(config.probes)} probe(s)")
+        print(f"{args.config}: valid; clinic {config.clinic_id}, {len(config.probes)} probe(s), "
+              f"{len(config.devices)} SNMP device(s)")
         return 0
     if args.command == "probe-once":
         return _probe_once(args)
+    if args.command == "snmp-once":
+        return _snmp_once(args)
     if args.command == "run":
         return _run(args)
     parser.print_help()

@@ -9,13 +9,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from agent.probes import PROBES, AnyProbeSpec
+from agent.snmp.config import DeviceSpec
 from wire.codec import error_path
 from wire.schema import CLINIC_ID_PATTERN
+
+
+if TYPE_CHECKING:
+    from agent.snmp.profiles import Profiles
 
 
 class ConfigError(ValueError):
@@ -118,6 +123,9 @@ class AgentConfig(BaseModel):
     clock: ClockConfig = Field(default_factory=ClockConfig)
     self_metrics_interval_s: float = Field(default=300, ge=5)
     probes: list[AnyProbeSpec] = Field(default_factory=list)
+    devices: list[DeviceSpec] = Field(default_factory=list, description="SNMP devices at the clinic (docs/snmp.md)")
+    snmp_profile_dirs: list[Path] = Field(default_factory=lambda: [Path("/etc/clinicwatch/snmp-profiles")],
+                                          description="operator's SNMP device profiles (YAML), added to built-ins")
 
     def with_remote(self, settings: RemoteSettings) -> "AgentConfig":
         return self.model_copy(update={"probes": settings.probes,
@@ -126,7 +134,25 @@ class AgentConfig(BaseModel):
     @model_validator(mode="after")
     def _unique_probe_names(self) -> "AgentConfig":
         _check_unique(self.probes)
+        names = [device.name for device in self.devices]
+        for name in names:
+            if names.count(name) > 1:
+                raise ValueError(f"two devices are named {name!r}; give each its own name")
         return self
+
+    def profiles(self, source: str = "the configuration") -> "Profiles":
+        """The SNMP device profiles (built-in and the operator's); checks every device's `profile`."""
+        from agent.snmp.profiles import ProfileError, Profiles
+
+        try:
+            profiles = Profiles(self.snmp_profile_dirs)
+        except ProfileError as exc:
+            raise ConfigError(str(exc)) from None
+        for number, device in enumerate(self.devices):
+            if device.profile != "auto" and device.profile not in profiles.by_name:
+                raise ConfigError(f"{source}: devices[{number}].profile: no SNMP profile named {device.profile!r} "
+                                  f"(use `auto` or one of: {', '.join(sorted(profiles.by_name))})")
+        return profiles
 
 
 def _fix(error: dict) -> str:
@@ -177,4 +203,7 @@ def load_config(path: Path) -> AgentConfig:
         raise ConfigError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
     if not isinstance(document, dict):
         raise ConfigError(f"{path}: the configuration must be a mapping of keys (clinic_id, probes, ...)")
-    return parse_config(document, str(path))
+    config = parse_config(document, str(path))
+    if config.devices:
+        config.profiles(str(path))
+    return config

@@ -53,6 +53,9 @@ class Agent:
                              max_bytes=int(config.outbox.max_mb * 1024 * 1024),
                              synchronous=config.outbox.synchronous)
         self.probe_ctx = ProbeContext(state_dir=config.state_dir)
+        self.profiles = config.profiles() if config.devices else None
+        self.snmp_engine: Any = None  # one pysnmp engine for every device, made when the first is polled
+        self.pollers: dict[str, Any] = {}
         self.remote_rev = 0
         self._load_remote()
         self.inflight: dict[int, list[int]] = {}  # mid -> outbox ids awaiting PUBACK
@@ -89,6 +92,8 @@ class Agent:
         pump.cancel()
         self.stopping = True  # a deliberate disconnect is not an outage; the outbox is about to close
         self.session.stop()
+        if self.snmp_engine is not None:
+            self.snmp_engine.close_dispatcher()
         self.outbox.close()
         log.info("agent stopped", extra={"fields": {"unsent": self.outbox_depth_at_close}})
 
@@ -113,10 +118,12 @@ class Agent:
     def _schedule(self) -> None:
         assert self.scheduler is not None
         for job in self.scheduler.get_jobs():
-            if job.id.startswith(("probe:", "self")):
+            if job.id.startswith(("probe:", "self", "snmp:")):
                 job.remove()
         for spec in self.config.probes:
             self._add_job(f"probe:{spec.kind}:{spec.name}", self._probe_job, spec.interval_s, [spec])
+        for device in self.config.devices:
+            self._add_job(f"snmp:{device.name}", self._snmp_job, device.interval_s, [device])
         self._add_job("self", self._self_metrics_job, self.config.self_metrics_interval_s, [])
 
     def _add_job(self, job_id: str, func: Any, interval_s: float, args: list[Any]) -> None:
@@ -135,6 +142,32 @@ class Agent:
                                                          "f": _wire_fields(result.as_fields())})])
         if result.reason == "route_changed":
             self._event("route_change", {"target": spec.name, "detail": result.detail[:256]})
+
+    async def _snmp_job(self, device: Any) -> None:
+        from agent.snmp import DevicePoller
+
+        if self.snmp_engine is None:
+            from pysnmp.hlapi.v3arch.asyncio import SnmpEngine
+
+            self.snmp_engine = SnmpEngine()
+        poller = self.pollers.get(device.name)
+        if poller is None or poller.spec != device:
+            poller = self.pollers[device.name] = DevicePoller(device, self.snmp_engine, self.profiles,
+                                                              self.probe_ctx)
+        t, mono, sync = self.clock.wall_ms(), self.clock.mono_ms(), self.clock_watch.sync_label()
+        try:
+            result = await asyncio.wait_for(poller.poll(), timeout=device.budget_s())
+        except TimeoutError:
+            result = None
+        if result is None:  # every request's retries ran out the budget: the device is as good as unreachable
+            fields = {"status": "unreachable", "reachable": False, "detail": f"poll exceeded {device.budget_s():g} s"}
+            self._store([NewRecord("sample", t, mono, sync, {"m": "snmp_device", "tags": {"device": device.name},
+                                                             "f": fields})])
+            return
+        self._store([NewRecord("sample", t, mono, sync, {"m": m, "tags": tags, "f": _wire_fields(f)})
+                     for m, tags, f in result.samples])
+        for kind, detail in result.events:
+            self._event(kind, detail)
 
     async def _self_metrics_job(self) -> None:
         if self.refused:  # the broker's ACL may have been fixed since: try the refused records again

@@ -304,9 +304,10 @@ class Snmpd(Server):
     name = "snmpd"
 
     def __init__(self, config: str = "rocommunity public 127.0.0.1\n", host: str = "127.0.0.1",
-                 **kw: object) -> None:
+                 exclude_modules: tuple[str, ...] = (), **kw: object) -> None:
         super().__init__(host, **kw)  # type: ignore[arg-type]
         self.config = config
+        self.exclude_modules = exclude_modules  # built-in MIB modules to leave out (a pass program serves them)
 
     def command(self) -> list[str]:
         if not self.port:
@@ -315,8 +316,8 @@ class Snmpd(Server):
         conf = self.dir / "snmpd.conf"
         conf.write_text(self.config)
         # -C: only our config; -I -smux: no SMUX listener on TCP 199; the address only on the command line.
-        return [_binary("snmpd"), "-f", "-Lo", "-C", "-c", str(conf), "-I", "-smux", "-p", str(self.dir / "pid"),
-                f"udp:{self.host}:{self.port}"]
+        return [_binary("snmpd"), "-f", "-Lo", "-C", "-c", str(conf), "-I", ",".join(["-smux", *self.exclude_modules]),
+                "-p", str(self.dir / "pid"), f"udp:{self.host}:{self.port}"]
 
     def environment(self) -> dict[str, str]:
         return {**os.environ, "SNMP_PERSISTENT_DIR": str(self.dir / "state"), "MIBS": ""}

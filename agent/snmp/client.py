@@ -1,0 +1,198 @@
+"""A thin SNMP client over pysnmp 7's asyncio API: GET and multi-column GETBULK walks.
+
+MIB lookups are off (numeric OIDs in, plain Python values out); every reply is
+typed (`Reading`), so a caller can refuse a value of the wrong kind instead of
+guessing. Failures are `SnmpError(status, detail)` with a status a dashboard can
+group by and a detail a person can act on.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from pyasn1.type import univ
+from pysnmp.hlapi.v3arch.asyncio import (
+    CommunityData, ContextData, ObjectIdentity, ObjectType, SnmpEngine, UdpTransportTarget, UsmUserData, bulk_cmd,
+    get_cmd)
+from pysnmp.hlapi.v3arch.asyncio import auth as usm
+from pysnmp.proto import errind, rfc1902, rfc1905
+
+from agent.snmp.config import DeviceSpec
+
+Oid = tuple[int, ...]
+
+AUTH = {"md5": usm.USM_AUTH_HMAC96_MD5, "sha": usm.USM_AUTH_HMAC96_SHA, "sha224": usm.USM_AUTH_HMAC128_SHA224,
+        "sha256": usm.USM_AUTH_HMAC192_SHA256, "sha384": usm.USM_AUTH_HMAC256_SHA384,
+        "sha512": usm.USM_AUTH_HMAC384_SHA512}
+PRIV = {"des": usm.USM_PRIV_CBC56_DES, "aes": usm.USM_PRIV_CFB128_AES,
+        "aes192": usm.USM_PRIV_CFB192_AES_BLUMENTHAL, "aes256": usm.USM_PRIV_CFB256_AES_BLUMENTHAL,
+        "aes192c": usm.USM_PRIV_CFB192_AES, "aes256c": usm.USM_PRIV_CFB256_AES}
+MAX_WALK_REQUESTS = 500  # a table larger than this many pages is a device bug, not a clinic router
+
+
+class SnmpError(Exception):
+    """The device could not be read. status: timeout, auth_failed, unknown_user, refused, error."""
+
+    def __init__(self, status: str, detail: str) -> None:
+        super().__init__(f"{status}: {detail}")
+        self.status, self.detail = status, detail
+
+
+@dataclass(frozen=True)
+class Reading:
+    """One value as the device sent it: `kind` is its SNMP type, `value` a plain int or str."""
+
+    kind: str  # integer, counter32, counter64, gauge32, timeticks, string, oid, ipaddress, opaque
+    value: int | str
+    at: float  # agent's monotonic clock, seconds: midway between the request and its reply
+
+
+def parse_oid(text: str) -> Oid:
+    return tuple(int(part) for part in text.strip().strip(".").split("."))
+
+
+def format_oid(oid: Oid) -> str:
+    return ".".join(map(str, oid))
+
+
+# Order matters: Counter32, Gauge32, TimeTicks and Unsigned32 are all subclasses of Integer.
+_KINDS: list[tuple[type, str]] = [
+    (rfc1902.Counter64, "counter64"), (rfc1902.Counter32, "counter32"), (rfc1902.TimeTicks, "timeticks"),
+    (rfc1902.Gauge32, "gauge32"), (rfc1902.Unsigned32, "gauge32"), (rfc1902.IpAddress, "ipaddress"),
+    (rfc1902.Opaque, "opaque"), (univ.Integer, "integer"), (univ.OctetString, "string"),
+    (univ.ObjectIdentifier, "oid"),
+]
+
+
+def convert(value: Any, at: float) -> Reading | None:
+    """A pysnmp value as a Reading; None for noSuchObject, noSuchInstance and endOfMibView."""
+    if isinstance(value, (rfc1905.NoSuchObject, rfc1905.NoSuchInstance, rfc1905.EndOfMibView, univ.Null)):
+        return None
+    for cls, kind in _KINDS:
+        if isinstance(value, cls):
+            if kind == "ipaddress":
+                return Reading(kind, ".".join(str(b) for b in bytes(value.asOctets())), at)
+            if kind in ("string", "opaque"):
+                raw = bytes(value.asOctets())
+                text = raw.decode("utf-8", "replace").rstrip("\x00")
+                return Reading(kind, text if text.isprintable() else raw.hex(":"), at)
+            if kind == "oid":
+                return Reading(kind, str(value), at)
+            return Reading(kind, int(value), at)
+    return Reading("unknown", str(value), at)
+
+
+def _status(indication: Any) -> SnmpError:
+    text = str(indication)
+    if isinstance(indication, errind.RequestTimedOut):
+        return SnmpError("timeout", "no response to the request (device off, wrong address/port, firewall, "
+                                    "wrong v2c community, or a v3 privacy key that does not match)")
+    if isinstance(indication, (errind.WrongDigest, errind.AuthenticationFailure, errind.AuthenticationError)):
+        return SnmpError("auth_failed", "the device refused our SNMPv3 authentication (wrong auth_key or "
+                                        f"auth_protocol): {text}")
+    if isinstance(indication, errind.UnknownUserName):
+        return SnmpError("unknown_user", f"the device does not know this SNMPv3 user: {text}")
+    if isinstance(indication, (errind.DecryptionError, errind.UnsupportedPrivProtocol, errind.NoEncryption)):
+        return SnmpError("auth_failed", f"SNMPv3 privacy failed (priv_key or priv_protocol): {text}")
+    if isinstance(indication, errind.UnsupportedSecurityLevel):
+        return SnmpError("auth_failed", f"the device does not allow this SNMPv3 level for the user: {text}")
+    if isinstance(indication, errind.NotInTimeWindow):
+        return SnmpError("error", f"SNMPv3 time window mismatch (device rebooted mid-request?): {text}")
+    return SnmpError("error", text)
+
+
+class Client:
+    """One device's SNMP session on a shared engine."""
+
+    def __init__(self, engine: SnmpEngine, spec: DeviceSpec) -> None:
+        self.engine, self.spec = engine, spec
+        self.target: UdpTransportTarget | None = None
+        self.requests = 0
+        if spec.version == "2c":
+            self.auth: Any = CommunityData(spec.community_string(), mpModel=1)
+            self.context = ContextData()
+        else:
+            assert spec.v3 is not None
+            auth_key, priv_key = spec.v3.keys()
+            self.auth = UsmUserData(spec.v3.user, authKey=auth_key, privKey=priv_key,
+                                    authProtocol=AUTH[spec.v3.auth_protocol] if auth_key else usm.USM_AUTH_NONE,
+                                    privProtocol=PRIV[spec.v3.priv_protocol] if priv_key else usm.USM_PRIV_NONE)
+            self.context = ContextData(contextName=spec.v3.context)
+
+    async def _target(self) -> UdpTransportTarget:
+        if self.target is None:
+            try:
+                self.target = await UdpTransportTarget.create((self.spec.host, self.spec.port),
+                                                              timeout=self.spec.timeout_s, retries=self.spec.retries)
+            except Exception as exc:  # pysnmp raises its own error for unresolvable names
+                raise SnmpError("unreachable", f"cannot resolve {self.spec.host!r}: {exc}") from None
+        return self.target
+
+    async def get(self, oids: list[Oid]) -> dict[Oid, Reading | None]:
+        """The values at `oids` (None where the device has no such object)."""
+        target = await self._target()
+        self.requests += 1
+        sent = time.monotonic()
+        indication, status, index, binds = await get_cmd(
+            self.engine, self.auth, target, self.context, *[ObjectType(ObjectIdentity(format_oid(o))) for o in oids],
+            lookupMib=False)
+        at = (sent + time.monotonic()) / 2  # the device read its values somewhere in between
+        if indication:
+            raise _status(indication)
+        if status:
+            raise SnmpError("error", f"device answered {status.prettyPrint()} at "
+                                     f"{format_oid(oids[int(index) - 1]) if index else '?'}")
+        return {tuple(oid): convert(value, at) for oid, value in binds}
+
+    async def walk(self, columns: list[Oid], max_repetitions: int | None = None,
+                   ) -> tuple[dict[Oid, dict[Oid, Reading]], str]:
+        """Every row of each column (GETBULK, all columns in each request): {column: {index: Reading}}.
+
+        Returns what was read and, if the walk stopped early (a timeout halfway, an
+        agent that loops), why; a caller keeps the rows it got and says the rest is missing.
+        """
+        target = await self._target()
+        rows: dict[Oid, dict[Oid, Reading]] = {c: {} for c in columns}
+        last = {c: c for c in columns}
+        for _ in range(MAX_WALK_REQUESTS):
+            if not last:
+                return rows, ""
+            asked = list(last)
+            self.requests += 1
+            sent = time.monotonic()
+            try:
+                indication, status, _index, binds = await bulk_cmd(
+                    self.engine, self.auth, target, self.context, 0, max_repetitions or self.spec.max_repetitions,
+                    *[ObjectType(ObjectIdentity(format_oid(last[c]))) for c in asked], lookupMib=False)
+            except Exception as exc:  # noqa: BLE001 - a malformed reply must not end the poll
+                indication, status, binds = errind.OtherError(str(exc)), 0, []
+            at = (sent + time.monotonic()) / 2
+            if indication or status:
+                if not any(rows.values()):
+                    if indication:
+                        raise _status(indication)
+                    raise SnmpError("error", f"device answered {status.prettyPrint()}")
+                problem = _status(indication) if indication else SnmpError("error", status.prettyPrint())
+                return rows, f"walk stopped after {sum(map(len, rows.values()))} values: {problem}"
+            finished: set[Oid] = set()
+            for position, (oid, value) in enumerate(binds):
+                column = asked[position % len(asked)]
+                if column in finished or column not in last:
+                    continue
+                oid = tuple(oid)
+                reading = convert(value, at)
+                if reading is None or oid[:len(column)] != column:
+                    finished.add(column)
+                    continue
+                if oid <= last[column]:
+                    finished.add(column)
+                    return rows, f"device returned OIDs out of order at {format_oid(oid)}"
+                rows[column][oid[len(column):]] = reading
+                last[column] = oid
+            if not binds:
+                finished.update(asked)
+            for column in finished:
+                last.pop(column, None)
+        return rows, f"walk abandoned after {MAX_WALK_REQUESTS} requests"

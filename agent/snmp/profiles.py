@@ -1,0 +1,211 @@
+"""Device profiles: which sections to read and where a vendor keeps what no standard MIB has.
+
+A profile is a YAML file (built-in ones in agent/snmp/profiles/, an operator's own
+in `snmp.profile_dirs`, which override a built-in of the same name). Standard MIBs
+(system, IF-MIB, HOST-RESOURCES, UPS-MIB) are read by code; a profile adds vendor
+tables such as a modem's signal, as data:
+
+    name: teltonika-rutos
+    match: {sys_object_id: ["1.3.6.1.4.1.48690"]}
+    sections: [system, interfaces, host, storage, cellular]
+    collect:
+      - section: cellular            # stored as measurement snmp_cellular
+        table: 1.3.6.1.4.1.48690.2.2.1   # conceptual row; one sample per row index
+        index_tag: modem
+        fields:
+          rssi_dbm: {column: 12, valid: [-130, -1]}
+          operator: {column: 13, type: text}
+
+A profile that fails to load names its file, the key and the fix; the agent then
+refuses to start rather than silently polling the wrong OIDs.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from agent.snmp.client import Oid, Reading, parse_oid
+from wire.codec import error_path
+
+BUILTIN_DIR = Path(__file__).with_name("profiles")
+STANDARD_SECTIONS = ("system", "interfaces", "host", "storage", "ups")
+NAME = r"^[a-z][a-z0-9_]{0,40}$"
+OID_TEXT = r"^\.?[0-9]+(\.[0-9]+)+$"
+
+
+class ProfileError(ValueError):
+    pass
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FieldSpec(_Strict):
+    column: int | None = Field(default=None, ge=0, description="column number under the table's row OID")
+    oid: str | None = Field(default=None, pattern=OID_TEXT, description="a scalar's full OID (with .0)")
+    type: Literal["number", "integer", "text"] = "number"
+    scale: float = Field(default=1.0, description="multiply the device's number by this (e.g. 0.1)")
+    map: dict[int, str] | None = Field(default=None, description="enumeration: device integer -> text")
+    valid: tuple[float, float] | None = Field(default=None, description="[min, max]; outside is 'no value'")
+
+    @model_validator(mode="after")
+    def _where(self) -> "FieldSpec":
+        if (self.column is None) == (self.oid is None):
+            raise ValueError("give exactly one of `column` (in a table) or `oid` (a scalar)")
+        return self
+
+    def value(self, reading: Reading) -> tuple[float | int | str | None, str]:
+        """The field's value from a reading, or (None, why) when the device's answer is unusable."""
+        raw = reading.value
+        if self.map is not None:
+            if isinstance(raw, int):
+                return self.map.get(raw, str(raw)), ""
+            return None, f"expected an enumeration integer, got {reading.kind} {raw!r}"
+        if self.type == "text":
+            return str(raw)[:256], ""
+        if isinstance(raw, str):  # some vendors send numbers as text ("-67", "-10.5 dB")
+            match = re.match(r"^\s*(-?\d+(?:\.\d+)?)", raw)
+            if match is None:
+                return None, f"expected a number, got {reading.kind} {raw!r}"
+            number: float = float(match.group(1))
+        else:
+            number = float(raw)
+        number *= self.scale
+        if self.valid is not None and not self.valid[0] <= number <= self.valid[1]:
+            return None, ""  # the device's way of saying "no value" (0, -1, 255...): not an error, not a value
+        if self.type == "integer":
+            return int(round(number)), ""
+        return round(number, 3), ""
+
+
+class Collect(_Strict):
+    section: str = Field(pattern=NAME, description="a name; results go to measurement snmp_<section>")
+    table: str | None = Field(default=None, pattern=OID_TEXT, description="the table's row (Entry) OID")
+    index_tag: str = Field(default="index", pattern=NAME, description="tag naming each row")
+    label: int | None = Field(default=None, description="column whose text names the row instead of its index")
+    fields: dict[str, FieldSpec] = Field(min_length=1, max_length=48)
+
+    @field_validator("fields")
+    @classmethod
+    def _names(cls, fields: dict[str, FieldSpec]) -> dict[str, FieldSpec]:
+        for name in fields:
+            if not re.match(NAME, name):
+                raise ValueError(f"field name {name!r}: use lower case letters, digits and _ (e.g. rssi_dbm)")
+        return fields
+
+    @model_validator(mode="after")
+    def _shape(self) -> "Collect":
+        for name, spec in self.fields.items():
+            if self.table is None and spec.column is not None:
+                raise ValueError(f"field {name} has `column` but the entry has no `table`: give `oid` instead")
+            if self.table is not None and spec.oid is not None:
+                raise ValueError(f"field {name} has `oid` inside a table: give its `column` number instead")
+        return self
+
+    def columns(self) -> dict[str, Oid]:
+        assert self.table is not None
+        base = parse_oid(self.table)
+        wanted = {name: base + (spec.column,) for name, spec in self.fields.items() if spec.column is not None}
+        if self.label is not None:
+            wanted["__label"] = base + (self.label,)
+        return wanted
+
+
+class Match(_Strict):
+    sys_object_id: list[str] = Field(default_factory=list, description="sysObjectID prefixes")
+    sys_descr: list[str] = Field(default_factory=list, description="regular expressions searched in sysDescr")
+
+    @field_validator("sys_descr")
+    @classmethod
+    def _regexes(cls, patterns: list[str]) -> list[str]:
+        for pattern in patterns:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"{pattern!r} is not a regular expression: {exc}") from None
+        return patterns
+
+
+class Profile(_Strict):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+    description: str = ""
+    match: Match = Field(default_factory=Match)
+    sections: list[str] = Field(default_factory=lambda: list(STANDARD_SECTIONS))
+    collect: list[Collect] = Field(default_factory=list)
+    source: str = Field(default="", exclude=True)
+
+    @model_validator(mode="after")
+    def _known_sections(self) -> "Profile":
+        known = set(STANDARD_SECTIONS) | {c.section for c in self.collect}
+        for section in self.sections:
+            if section not in known:
+                raise ValueError(f"section {section!r} is neither standard ({', '.join(STANDARD_SECTIONS)}) "
+                                 "nor defined under `collect`")
+        return self
+
+    def score(self, sys_object_id: str, sys_descr: str) -> int:
+        """How well this profile matches a device: the matched sysObjectID prefix length, or 1 for
+        a sysDescr match; 0 for no match."""
+        best = 0
+        oid = sys_object_id.strip(".")
+        for prefix in self.match.sys_object_id:
+            prefix = prefix.strip(".")
+            if oid == prefix or oid.startswith(prefix + "."):
+                best = max(best, 1 + prefix.count(".") + 1)
+        if best == 0 and any(re.search(p, sys_descr) for p in self.match.sys_descr):
+            best = 1
+        return best
+
+
+def load_profile(path: Path) -> Profile:
+    try:
+        document = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ProfileError(f"{path}: cannot read the profile: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ProfileError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(document, dict):
+        raise ProfileError(f"{path}: a profile is a mapping with name, match, sections, collect")
+    try:
+        return Profile.model_validate({**document, "source": str(path)})
+    except ValidationError as exc:
+        lines = [f"{path}: {exc.error_count()} problem(s) in the SNMP profile:"]
+        for error in exc.errors():
+            fix = "remove it or check its spelling" if error["type"] == "extra_forbidden" else (
+                "add it" if error["type"] == "missing" else "correct the value")
+            lines.append(f"  {path}: {error_path(error['loc'], set(), top='(top level)')}: {error['msg']} ({fix})")
+        raise ProfileError("\n".join(lines)) from None
+
+
+class Profiles:
+    """Built-in profiles plus an operator's, by name; `pick` chooses one for a device."""
+
+    def __init__(self, extra_dirs: list[Path] = ()) -> None:  # type: ignore[assignment]
+        self.by_name: dict[str, Profile] = {}
+        for directory in [BUILTIN_DIR, *extra_dirs]:
+            if not directory.is_dir():
+                continue
+            for path in sorted(directory.glob("*.yaml")):
+                profile = load_profile(path)
+                self.by_name[profile.name] = profile
+        if "generic" not in self.by_name:
+            raise ProfileError(f"{BUILTIN_DIR}: the built-in `generic` profile is missing (broken install)")
+
+    def get(self, name: str) -> Profile:
+        try:
+            return self.by_name[name]
+        except KeyError:
+            raise ProfileError(f"no SNMP profile named {name!r} (have: {', '.join(sorted(self.by_name))})") from None
+
+    def pick(self, sys_object_id: str, sys_descr: str) -> Profile:
+        scored = [(p.score(sys_object_id, sys_descr), p.name != "generic", p.name) for p in self.by_name.values()]
+        best = max(scored)
+        return self.by_name[best[2]] if best[0] > 0 else self.by_name["generic"]

@@ -1,0 +1,481 @@
+"""SNMP polling against a real net-snmp snmpd.
+
+Most devices here are simulated: snmpd answers SNMP itself (v2c and v3, its own
+encoding and USM) while the values under the device's subtrees come from
+lab/snmpdevice.py as its pass_persist program, so the test controls them: counters
+with a rate that wrap on their own, an uptime that resets, an interface that goes
+down, a UPS that goes on battery. One test polls snmpd's own view of this machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from pysnmp.hlapi.v3arch.asyncio import SnmpEngine
+
+from agent.snmp import DevicePoller, DeviceSpec, Poll, Profiles
+from lab.servers import Snmpd, free_port
+from lab.snmpdevice import IF, IFX, SIMULATED_MODULES, Port, SimulatedDevice, port_entries, router
+
+V3_USERS = """\
+createUser alice SHA "alice-auth-2026" AES "alice-priv-2026"
+createUser bob SHA "bob-auth-2026"
+createUser carol
+rouser alice priv
+rouser bob auth
+rouser carol noauth
+"""
+UPS = "1.3.6.1.2.1.33.1."
+
+
+@pytest.fixture
+def device(start_server, tmp_path: Path):
+    """make(ports, **router options) -> (SimulatedDevice, Snmpd) serving it over v2c `public` and v3 users."""
+
+    def make(ports: list[Port] | None = None, **options: Any) -> tuple[SimulatedDevice, Snmpd]:
+        simulated = SimulatedDevice(tmp_path / f"device-{len(list(tmp_path.glob('device-*.json')))}.json")
+        router(simulated, ports if ports is not None else [Port("wan", 125_000, 12_500), Port("lan", 1000, 2000)],
+               **options)
+        snmpd = start_server(Snmpd(simulated.snmpd_config("public", extra=V3_USERS),
+                                   exclude_modules=SIMULATED_MODULES))
+        return simulated, snmpd
+    return make
+
+
+class Polling:
+    """A poller on its own engine, driven from synchronous test code."""
+
+    def __init__(self, snmpd: Snmpd, profiles: Profiles | None = None, memory: Any = None, **spec: Any) -> None:
+        spec = {"name": "rtr", "host": snmpd.host, "port": snmpd.port, "community": "public", **spec}
+        if spec.get("version") == "3":
+            spec.pop("community")
+        self.loop = asyncio.new_event_loop()
+        self.engine = self.loop.run_until_complete(self._engine())
+        self.poller = DevicePoller(DeviceSpec(**spec), self.engine, profiles or Profiles(), memory)
+
+    @staticmethod
+    async def _engine() -> SnmpEngine:
+        return SnmpEngine()
+
+    def poll(self) -> Poll:
+        return self.loop.run_until_complete(self.poller.poll())
+
+    def close(self) -> None:
+        self.engine.close_dispatcher()
+        pending = asyncio.all_tasks(self.loop)
+        for task in pending:
+            task.cancel()
+        self.loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        self.loop.close()
+
+
+@pytest.fixture
+def polling():
+    made: list[Polling] = []
+
+    def make(snmpd: Snmpd, **kw: Any) -> Polling:
+        made.append(Polling(snmpd, **kw))
+        return made[-1]
+    yield make
+    for p in made:
+        p.close()
+
+
+def samples(poll: Poll, measurement: str) -> dict[str, dict[str, Any]]:
+    """{label: fields} for one measurement (label: the tag that is not `device`)."""
+    out = {}
+    for m, tags, fields in poll.samples:
+        if m == measurement:
+            label = next((v for k, v in tags.items() if k not in ("device", "profile")), "")
+            out[label] = fields
+    return out
+
+
+def events(poll: Poll, kind: str) -> list[dict[str, Any]]:
+    return [detail for k, detail in poll.events if k == kind]
+
+
+def snmpget(snmpd: Snmpd, *oids: str, args: tuple[str, ...] = ("-v2c", "-c", "public")) -> list[int]:
+    out = subprocess.run(["snmpget", *args, "-Oqv", f"{snmpd.host}:{snmpd.port}", *oids],
+                         capture_output=True, text=True, check=True).stdout
+    return [int(line.split()[0]) for line in out.splitlines()]
+
+
+def test_32bit_counter_wrap_gives_the_right_rate(device, polling) -> None:
+    # 10 Mbit/s into a counter 2 MB short of 2^32: it wraps 1.6 s after the first poll.
+    simulated, snmpd = device([Port("wan", in_rate=1_250_000, out_rate=50_000, in_octets=2**32 - 2_000_000,
+                                    in_errors_rate=20)],
+                              hc=False)
+    p = polling(snmpd)
+    first = p.poll()
+    time.sleep(2.5)
+    second = p.poll()
+    assert first.status == second.status == "ok", (first.detail, second.detail)
+    assert "in_bps" not in samples(first, "snmp_if")["wan"]  # one reading is not a rate
+    assert second.readings["if:wan"]["in_octets"] < first.readings["if:wan"]["in_octets"]  # it did wrap
+    wan = samples(second, "snmp_if")["wan"]
+    assert wan["counter_bits"] == 32
+    assert wan["in_bps"] == pytest.approx(10_000_000, rel=0.02)
+    assert wan["out_bps"] == pytest.approx(400_000, rel=0.02)
+    assert wan["in_errors_ps"] == pytest.approx(20, rel=0.05)
+
+
+@pytest.mark.parametrize("hc", [True, False], ids=["hc-64bit", "32bit-only"])
+def test_counters_agree_with_net_snmp_snmpget(device, polling, hc: bool) -> None:
+    start = 2**62 if hc else 3_000_000_000  # an HC counter far past what 32 bits can hold
+    simulated, snmpd = device([Port("wan", in_rate=600_000, out_rate=70_000, in_octets=start, out_octets=start // 3)],
+                              hc=hc)
+    in_oid, out_oid = (IFX + "6.1", IFX + "10.1") if hc else (IF + "10.1", IF + "16.1")
+    p = polling(snmpd)
+    before = snmpget(snmpd, in_oid, out_oid)
+    first = p.poll()
+    after = snmpget(snmpd, in_oid, out_oid)
+    raw = first.readings["if:wan"]
+    # What the agent read lies between what net-snmp's own client read just before and just after.
+    assert before[0] <= raw["in_octets"] <= after[0]
+    assert before[1] <= raw["out_octets"] <= after[1]
+    t0 = time.monotonic()
+    time.sleep(2.0)
+    second = p.poll()
+    reference = snmpget(snmpd, in_oid)
+    t1 = time.monotonic()
+    reference_bps = (reference[0] - after[0]) * 8 / (t1 - t0)
+    wan = samples(second, "snmp_if")["wan"]
+    assert wan["counter_bits"] == (64 if hc else 32)
+    assert wan["in_bps"] == pytest.approx(reference_bps, rel=0.03)
+    assert wan["in_bps"] == pytest.approx(4_800_000, rel=0.02)
+    assert wan["speed_bps"] == 100_000_000
+
+
+def test_device_reboot_gives_an_event_no_bogus_rate_and_rates_resume(device, polling, tmp_path: Path) -> None:
+    simulated, snmpd = device([Port("wan", in_rate=250_000, in_octets=3_000_000_000)], hc=False)
+    p = polling(snmpd)
+    p.poll()
+    time.sleep(1.5)
+    steady = p.poll()
+    assert samples(steady, "snmp_if")["wan"]["in_bps"] == pytest.approx(2_000_000, rel=0.03)
+    # The router reboots: uptime back to 4 s, counters back to near zero (which is "backwards" for 32 bits).
+    router(simulated, [Port("wan", in_rate=250_000, in_octets=1000)], uptime_s=4, hc=False)
+    rebooted = p.poll()
+    reboot = events(rebooted, "device_reboot")
+    assert len(reboot) == 1 and reboot[0]["uptime_s"] < 10 and reboot[0]["previous_uptime_s"] > 3600
+    assert "in_bps" not in samples(rebooted, "snmp_if")["wan"]  # neither negative nor a fake wrap of ~4 GB
+    assert rebooted.status == "ok"
+    time.sleep(1.5)
+    resumed = p.poll()
+    assert not resumed.events
+    assert samples(resumed, "snmp_if")["wan"]["in_bps"] == pytest.approx(2_000_000, rel=0.03)
+
+
+def test_uptime_rolling_over_after_497_days_is_not_a_reboot(device, polling) -> None:
+    # sysUpTime is 32-bit TimeTicks: it goes back to 0 after 497 days of uptime. 1.5 s before that:
+    simulated, snmpd = device([Port("wan", in_rate=100_000)], uptime_s=(2**32 - 150) / 100)
+    p = polling(snmpd)
+    p.poll()
+    time.sleep(2.5)
+    after = p.poll()
+    assert after.readings["system"]["uptime_ticks"] < 1000  # it did roll over
+    assert not events(after, "device_reboot")
+    assert samples(after, "snmp_if")["wan"]["in_bps"] == pytest.approx(800_000, rel=0.03)
+
+
+def test_snmp_agent_restart_is_told_from_a_reboot_by_host_uptime(device, polling) -> None:
+    simulated, snmpd = device(uptime_s=7200, host_uptime_s=86_400)
+    p = polling(snmpd)
+    p.poll()
+    simulated.set("1.3.6.1.2.1.1.3.0", "timeticks", 300, rate=100)  # snmpd restarted; the host did not
+    restarted = p.poll()
+    assert [k for k, _ in restarted.events] == ["snmp_agent_restart"]
+    simulated.update({"1.3.6.1.2.1.1.3.0": ("timeticks", 200, 100),  # now the host itself reboots
+                      "1.3.6.1.2.1.25.1.1.0": ("timeticks", 250, 100)})
+    rebooted = p.poll()
+    assert [k for k, _ in rebooted.events] == ["device_reboot"]
+
+
+def test_interface_going_down_and_up_gives_events(device, polling) -> None:
+    simulated, snmpd = device([Port("wan", 1000), Port("lan", 1000)])
+    p = polling(snmpd)
+    assert not p.poll().events
+    simulated.set(IF + "8.1", "integer", 2)  # wan: oper down (cable pulled, modem lost carrier)
+    down = p.poll()
+    assert [(k, d["interface"], d["status"], d["previous"]) for k, d in down.events] == [
+        ("interface_down", "wan", "down", "up")]
+    assert samples(down, "snmp_if")["wan"]["oper_up"] is False
+    assert samples(down, "snmp_if")["lan"]["oper_up"] is True
+    assert not p.poll().events  # still down: no repeat
+    simulated.set(IF + "8.1", "integer", 1)
+    up = p.poll()
+    assert [(k, d["interface"]) for k, d in up.events] == [("interface_up", "wan")]
+
+
+def test_interface_that_went_down_while_the_agent_was_stopped_is_reported(device, polling, tmp_path) -> None:
+    from agent.probes import ProbeContext
+
+    simulated, snmpd = device([Port("wan", 1000)])
+    polling(snmpd, memory=ProbeContext(state_dir=tmp_path)).poll()
+    simulated.set(IF + "8.1", "integer", 7)  # lowerLayerDown
+    restarted_agent = polling(snmpd, memory=ProbeContext(state_dir=tmp_path))
+    assert [(k, d["status"]) for k, d in restarted_agent.poll().events] == [("interface_down", "lower_layer_down")]
+
+
+def ups_entries(source: int, seconds_on_battery: int, charge: int, minutes: int, status: int = 2,
+                voltage: int = 230) -> dict[str, tuple]:
+    return {UPS + "2.1.0": ("integer", status), UPS + "2.2.0": ("integer", seconds_on_battery),
+            UPS + "2.3.0": ("integer", minutes), UPS + "2.4.0": ("integer", charge),
+            UPS + "4.1.0": ("integer", source), UPS + "3.3.1.3.1": ("integer", voltage),
+            UPS + "4.4.1.5.1": ("integer", 35)}
+
+
+def test_ups_on_battery_gives_the_power_event(device, polling) -> None:
+    simulated, snmpd = device([Port("wan", 1000)])
+    simulated.update(ups_entries(source=3, seconds_on_battery=0, charge=100, minutes=95))
+    p = polling(snmpd)
+    mains = p.poll()
+    ups = samples(mains, "snmp_ups")[""]
+    assert ups["on_battery"] is False and ups["output_source"] == "normal" and ups["input_voltage_v"] == 230
+    assert not mains.events
+    simulated.update(ups_entries(source=5, seconds_on_battery=42, charge=97, minutes=88, voltage=0))
+    cut = p.poll()
+    assert [(k, d["charge_pct"], d["minutes_remaining"]) for k, d in cut.events] == [("on_battery", 97, 88)]
+    ups = samples(cut, "snmp_ups")[""]
+    assert ups["on_battery"] is True and ups["seconds_on_battery"] == 42 and ups["input_voltage_v"] == 0
+    simulated.update(ups_entries(source=5, seconds_on_battery=900, charge=18, minutes=6, status=3, voltage=0))
+    assert [k for k, _ in p.poll().events] == ["battery_low"]
+    simulated.update(ups_entries(source=3, seconds_on_battery=0, charge=20, minutes=9))
+    assert [k for k, _ in p.poll().events] == ["power_restored"]
+
+
+def test_v3_authpriv_works_with_the_right_keys_and_fails_clearly_with_wrong_ones(device, polling) -> None:
+    simulated, snmpd = device([Port("wan", in_rate=50_000)])
+    v3 = {"user": "alice", "level": "authPriv", "auth_protocol": "sha", "auth_key": "alice-auth-2026",
+          "priv_protocol": "aes", "priv_key": "alice-priv-2026"}
+    good = polling(snmpd, version="3", v3=v3)
+    good.poll()
+    time.sleep(1.0)
+    polled = good.poll()
+    assert polled.status == "ok", polled.detail
+    assert samples(polled, "snmp_if")["wan"]["in_bps"] == pytest.approx(400_000, rel=0.05)
+
+    wrong_auth = polling(snmpd, version="3", v3={**v3, "auth_key": "not-alices-key"}, timeout_s=1, retries=0).poll()
+    assert wrong_auth.status == "auth_failed"
+    assert "auth_key" in wrong_auth.detail
+    assert [k for k, _ in wrong_auth.events] == ["device_unreachable"]
+
+    wrong_priv = polling(snmpd, version="3", v3={**v3, "priv_key": "not-alices-priv"}, timeout_s=1, retries=0).poll()
+    assert wrong_priv.status == "unreachable"  # the device cannot decrypt: it drops the request
+    assert "privacy key" in wrong_priv.detail
+
+    stranger = polling(snmpd, version="3", v3={**v3, "user": "mallory"}, timeout_s=1, retries=0).poll()
+    assert stranger.status == "unknown_user"
+    assert samples(stranger, "snmp_device")[""]["reachable"] is False
+    assert len(stranger.samples) == 1  # the device's status and nothing made up
+
+
+@pytest.mark.parametrize("level,user,keys", [("authNoPriv", "bob", {"auth_key": "bob-auth-2026"}),
+                                             ("noAuthNoPriv", "carol", {})])
+def test_v3_lower_security_levels_are_accepted(device, polling, level: str, user: str, keys: dict) -> None:
+    simulated, snmpd = device()
+    polled = polling(snmpd, version="3", v3={"user": user, "level": level, **keys}).poll()
+    assert polled.status == "ok", polled.detail
+    assert set(samples(polled, "snmp_if")) == {"wan", "lan"}
+
+
+def test_a_silent_device_is_unreachable_once_then_reachable_again(device, polling) -> None:
+    simulated, snmpd = device()
+    p = polling(snmpd, timeout_s=0.5, retries=1)
+    assert p.poll().status == "ok"
+    os.kill(snmpd.proc.pid, signal.SIGSTOP)  # hung: no answer, no ICMP error either
+    try:
+        silent = p.poll()
+        again = p.poll()
+    finally:
+        os.kill(snmpd.proc.pid, signal.SIGCONT)
+    assert silent.status == again.status == "unreachable"
+    assert "no response" in silent.detail
+    assert [k for k, _ in silent.events] == ["device_unreachable"] and not again.events
+    assert [m for m, _, _ in silent.samples] == ["snmp_device"]
+    back = p.poll()
+    assert back.status == "ok" and [k for k, _ in back.events] == ["device_reachable"]
+
+
+def test_nothing_listening_is_unreachable(polling) -> None:
+    nobody = SimpleNamespace(host="127.0.0.1", port=free_port(socket.SOCK_DGRAM))
+    polled = polling(nobody, timeout_s=0.3, retries=0).poll()
+    assert polled.status == "unreachable"
+    assert [k for k, _ in polled.events] == ["device_unreachable"]
+
+
+def test_a_device_that_answers_only_part_of_a_walk_gives_partial_status_and_no_made_up_values(device,
+                                                                                               polling) -> None:
+    ports = [Port(f"eth{i}", 1000 * i) for i in range(1, 5)]
+    simulated, snmpd = device(ports)
+    # Two rows per GETBULK; the device hangs when asked for eth3's counters (second page).
+    simulated.set(IF + "10.3", "counter", 5, stall_s=2.0)
+    polled = polling(snmpd, timeout_s=0.5, retries=0, max_repetitions=2).poll()
+    assert polled.status == "partial"
+    assert "interfaces: walk stopped after" in polled.detail and "timeout" in polled.detail
+    got = samples(polled, "snmp_if")
+    assert set(got) <= {"eth1", "eth2"} and "eth1" in got
+    assert all(name not in got for name in ("eth3", "eth4"))
+
+
+def test_wrong_types_and_missing_objects_are_named_not_guessed(device, polling) -> None:
+    simulated, snmpd = device([Port("wan", 1000), Port("lan", 1000)], hc=False)
+    simulated.set(IF + "10.2", "string", "garbage")  # lan's ifInOctets as text
+    p = polling(snmpd)
+    p.poll()
+    time.sleep(1)
+    polled = p.poll()
+    assert polled.status == "partial"
+    assert "in_octets.2 is string 'garbage', expected counter32" in polled.detail
+    lan = samples(polled, "snmp_if")["lan"]
+    assert "in_bps" not in lan and "out_bps" in lan
+    assert "in_bps" in samples(polled, "snmp_if")["wan"]
+    assert "snmp_ups" not in {m for m, _, _ in polled.samples}  # no UPS-MIB here: absent, not an error
+
+
+def test_cellular_signal_through_the_teltonika_and_mikrotik_profiles(device, polling) -> None:
+    teltonika, snmpd = device(sys_object_id="1.3.6.1.4.1.48690", descr="RUTX11")
+    row = "1.3.6.1.4.1.48690.2.2.1."
+    teltonika.update({row + "12.1": ("integer", -71), row + "13.1": ("string", "Movistar"),
+                      row + "16.1": ("string", "LTE"), row + "19.1": ("integer", 12),
+                      row + "20.1": ("integer", -98), row + "21.1": ("integer", -11),
+                      row + "11.1": ("string", "Registered, home")})
+    polled = polling(snmpd).poll()
+    assert polled.profile == "teltonika-rutos" and polled.status == "ok", polled.detail
+    assert samples(polled, "snmp_cellular") == {"1": {
+        "rssi_dbm": -71.0, "operator": "Movistar", "technology": "LTE", "sinr_db": 12.0, "rsrp_dbm": -98.0,
+        "rsrq_db": -11.0, "registration": "Registered, home"}}
+
+    mikrotik, snmpd = device(sys_object_id="1.3.6.1.4.1.14988.1", descr="RouterOS LtAP")
+    lte = "1.3.6.1.4.1.14988.1.1.16.1.1."
+    mikrotik.update({lte + "2.5": ("integer", -65), lte + "3.5": ("integer", -9), lte + "4.5": ("integer", -95),
+                     lte + "6.5": ("integer", 7), lte + "7.5": ("integer", 0)})
+    polled = polling(snmpd).poll()
+    assert polled.profile == "mikrotik-routeros"
+    assert samples(polled, "snmp_cellular")["5"] == {"rssi_dbm": -65.0, "rsrq_db": -9.0, "rsrp_dbm": -95.0,
+                                                     "technology": "lte", "sinr_db": 0.0}
+
+
+def test_an_operator_profile_is_plain_yaml(device, polling, tmp_path: Path) -> None:
+    profiles_dir = tmp_path / "profiles"
+    profiles_dir.mkdir()
+    (profiles_dir / "acme.yaml").write_text("""\
+name: acme-4g
+match: {sys_object_id: ["1.3.6.1.4.1.99999"]}
+sections: [system, interfaces, cellular]
+collect:
+  - section: cellular
+    fields:
+      rssi_dbm: {oid: 1.3.6.1.4.1.99999.1.1.0, scale: 0.1, valid: [-130, -1]}
+      technology: {oid: 1.3.6.1.4.1.99999.1.2.0, map: {4: lte, 5: nr5g}}
+""")
+    simulated, snmpd = device(sys_object_id="1.3.6.1.4.1.99999.3")
+    simulated.update({"1.3.6.1.4.1.99999.1.1.0": ("integer", -734), "1.3.6.1.4.1.99999.1.2.0": ("integer", 5)})
+    polled = polling(snmpd, profiles=Profiles([profiles_dir])).poll()
+    assert polled.profile == "acme-4g"
+    assert samples(polled, "snmp_cellular") == {"": {"rssi_dbm": -73.4, "technology": "nr5g"}}
+    assert "snmp_host" not in {m for m, _, _ in polled.samples}  # the profile did not ask for it
+
+
+def test_a_broken_profile_names_its_file_key_and_fix(tmp_path: Path) -> None:
+    from agent.snmp.profiles import ProfileError
+
+    (tmp_path / "bad.yaml").write_text("name: bad\nsections: [system, celular]\ncollect:\n  - section: cellular\n"
+                                       "    table: 1.3.6.1.4.1.1.1\n    fields:\n      rssi_dbm: {colum: 3}\n")
+    with pytest.raises(ProfileError) as caught:
+        Profiles([tmp_path])
+    text = str(caught.value)
+    assert str(tmp_path / "bad.yaml") in text
+    assert "collect[0].fields.rssi_dbm.colum" in text and "remove it or check its spelling" in text
+
+
+def test_a_real_snmpd_reports_this_machine(start_server, polling) -> None:
+    """net-snmp's own MIB modules, not a simulation: this machine's interfaces, CPUs and memory."""
+    snmpd = start_server(Snmpd("rocommunity public 127.0.0.1\n"))
+    polled = polling(snmpd, profile="auto").poll()
+    assert polled.status == "ok", polled.detail
+    assert polled.profile == "generic"
+    interfaces = samples(polled, "snmp_if")
+    assert "lo" not in interfaces and interfaces  # lo is excluded by default
+    host = samples(polled, "snmp_host")[""]
+    assert host["cpus"] == os.cpu_count()
+    assert 0 <= host.get("cpu_load_pct", 0) <= 100  # net-snmp gives a load after a minute of averaging
+    meminfo = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
+    assert host["mem_total_bytes"] == pytest.approx(int(meminfo["MemTotal"].split()[0]) * 1024, rel=0.01)
+    assert 0 < host["mem_used_pct"] < 100
+    name = next(iter(interfaces))
+    index = polled.readings[f"if:{name}"]["index"]
+    before = snmpget(snmpd, f"{IFX}6.{index}")[0]
+    assert polled.readings[f"if:{name}"]["in_octets"] <= before
+
+
+def test_device_config_errors_name_the_key_and_the_fix(tmp_path: Path) -> None:
+    from agent.config import ConfigError, parse_config
+
+    base = {"clinic_id": "es-ib-0042"}
+    with pytest.raises(ConfigError, match=r"devices\[0\]: Value error, version 2c needs community_file"):
+        parse_config({**base, "devices": [{"name": "rtr", "host": "192.168.1.1"}]}, "agent.yaml")
+    with pytest.raises(ConfigError, match=r"devices\[0\]\.v3: Value error, level authPriv needs priv_key_file"):
+        parse_config({**base, "devices": [{"name": "rtr", "host": "h", "version": "3",
+                                           "v3": {"user": "u", "auth_key": "12345678"}}]}, "agent.yaml")
+    with pytest.raises(ConfigError, match=r"devices\[0\]\.v3\.priv_protocol: Input should be 'des', 'aes'"):
+        parse_config({**base, "devices": [{"name": "rtr", "host": "h", "version": "3", "v3": {
+            "user": "u", "auth_key": "12345678", "priv_key": "12345678", "priv_protocol": "blowfish"}}]}, "a.yaml")
+    config = parse_config({**base, "devices": [{"name": "rtr", "host": "h", "community": "c", "profile": "cisco"}]},
+                          "agent.yaml")
+    with pytest.raises(ConfigError, match=r"agent.yaml: devices\[0\]\.profile: no SNMP profile named 'cisco' "
+                                          r"\(use `auto` or one of: generic, mikrotik-routeros"):
+        config.profiles("agent.yaml")
+
+
+def test_counter_and_uptime_arithmetic() -> None:
+    from agent.snmp.counters import counter_delta, rate, uptime_verdict
+
+    assert counter_delta(2**32 - 10, 5, 32) == 15  # one wrap
+    assert counter_delta(2**40, 7, 64) is None  # a 64-bit counter going back was reset
+    assert rate((100, 0.0), (1100, 2.0), 64) == (500.0, "")
+    assert rate((2**32 - 1000, 0.0), (2**31, 1.0), 32, ceiling_per_s=12_500_000)[0] is None  # "wrap" too fast
+    assert uptime_verdict(None, 500, None).state == "first"
+    assert uptime_verdict(100_000, 106_000, 60).state == "ok"
+    assert uptime_verdict(2**32 - 3000, 3000, 60).state == "wrapped"
+    assert uptime_verdict(100_000, 500, 60).state == "restarted"
+    # The agent was off for a day; the device now shows 2 h of uptime, more than before but not
+    # a day more: it restarted while nobody watched.
+    assert uptime_verdict(3600 * 100, 7200 * 100, 86_400).state == "restarted"
+
+
+def test_the_agent_reports_snmp_samples_and_events_to_the_broker(device, mosquitto, tmp_path: Path) -> None:
+    from tests.agent_harness import Watcher, agent_config, start_agent, stop_agent
+
+    simulated, snmpd = device([Port("wan", in_rate=100_000), Port("lan", 2_000)])
+    clinic = "es-ib-0077"
+    watcher = Watcher(mosquitto.host, mosquitto.port, topic=f"clinicwatch/v1/{clinic}/#")
+    config = agent_config(tmp_path, mosquitto.host, mosquitto.port, [], clinic_id=clinic, devices=[
+        {"name": "rtr", "host": snmpd.host, "port": snmpd.port, "community": "public", "interval_s": 5}])
+    agent = start_agent(config)
+    try:
+        def wan_rates() -> list[float]:
+            return [r.f["in_bps"] for _, r, _ in watcher.records()
+                    if r.m == "snmp_if" and r.tags.get("interface") == "wan" and "in_bps" in r.f]
+        watcher.wait_for(lambda: wan_rates(), timeout=30, what="a wan rate from the agent")
+        simulated.set(IF + "8.1", "integer", 2)
+        watcher.wait_for(lambda: any(r.kind == "interface_down" for _, r, _ in watcher.records("event")),
+                         timeout=30, what="the interface_down event")
+    finally:
+        stop_agent(agent)
+        watcher.close()
+    assert wan_rates()[0] == pytest.approx(800_000, rel=0.03)
+    down = [r for _, r, _ in watcher.records("event") if r.kind == "interface_down"]
+    assert down[0].detail["interface"] == "wan" and down[0].detail["device"] == "rtr"
+    statuses = [r.f["status"] for _, r, _ in watcher.records() if r.m == "snmp_device"]
+    assert statuses and set(statuses) == {"ok"}
