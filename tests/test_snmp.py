@@ -479,3 +479,25 @@ def test_the_agent_reports_snmp_samples_and_events_to_the_broker(device, mosquit
     assert down[0].detail["interface"] == "wan" and down[0].detail["device"] == "rtr"
     statuses = [r.f["status"] for _, r, _ in watcher.records() if r.m == "snmp_device"]
     assert statuses and set(statuses) == {"ok"}
+
+
+def test_the_edge_box_snmpd_config_serves_the_agent_over_v3_and_nothing_else(start_server, polling) -> None:
+    shipped = (Path(__file__).resolve().parent.parent / "firmware_configs" / "snmpd" / "edge-box-snmpd.conf")
+    # As installed, less the listening address (the test's own port is given on the command line)
+    # plus the user that net-snmp-create-v3-user would have made.
+    body = "\n".join(line for line in shipped.read_text().splitlines() if not line.startswith("agentAddress"))
+    snmpd = start_server(Snmpd(body + '\ncreateUser clinicwatch SHA "box-auth-2026" AES "box-priv-2026"\n'))
+    v3 = {"user": "clinicwatch", "auth_key": "box-auth-2026", "priv_key": "box-priv-2026"}
+    polled = polling(snmpd, version="3", v3=v3).poll()
+    assert polled.status == "ok", polled.detail
+    measured = {m for m, _, _ in polled.samples}
+    assert {"snmp_device", "snmp_system", "snmp_if", "snmp_host", "snmp_storage"} <= measured
+    assert "/" in samples(polled, "snmp_storage")
+    auth = ["-v3", "-l", "authPriv", "-u", "clinicwatch", "-a", "SHA", "-A", "box-auth-2026", "-x", "AES",
+            "-X", "box-priv-2026"]
+    outside = subprocess.run(["snmpget", *auth, "-Oqv", f"{snmpd.host}:{snmpd.port}", "1.3.6.1.2.1.4.1.0"],
+                             capture_output=True, text=True)
+    assert "No Such Object" in outside.stdout  # the IP MIB is outside the agent's view
+    v2c = subprocess.run(["snmpget", "-v2c", "-c", "public", "-t", "0.5", "-r", "0", f"{snmpd.host}:{snmpd.port}",
+                          "1.3.6.1.2.1.1.3.0"], capture_output=True, text=True)
+    assert v2c.returncode != 0  # no community at all
