@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, m
 
 from agent.probes import PROBES, AnyProbeSpec
 from agent.snmp.config import DeviceSpec
+from wire import yamlio
 from wire.codec import error_path
 from wire.schema import CLINIC_ID_PATTERN
 
@@ -196,7 +197,7 @@ def load_config(path: Path) -> AgentConfig:
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the configuration: {exc.strerror}") from None
     try:
-        document = yaml.safe_load(text)
+        document = yamlio.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

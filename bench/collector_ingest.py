@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -93,9 +94,18 @@ def bare_drain(broker: Mosquitto, expected: int) -> float:
     return elapsed
 
 
-def collector_drain(config: Path, influx: InfluxDB, db: str, points: int) -> tuple[float, float]:
-    """(seconds from process start, seconds from the first stored point) until every point is in."""
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def collector_drain(config: Path, influx: InfluxDB, db: str, points: int,
+                    cpu: dict[str, float] | None = None) -> tuple[float, float]:
+    """(seconds from process start, seconds from the first stored point) until every point is in;
+    `cpu` gets the CPU seconds the collector and InfluxDB spent meanwhile."""
     start = time.perf_counter()
+    influx_cpu = cpu_s(influx.proc.pid)  # type: ignore[union-attr]
     proc = start_collector(config)
     first = None
     try:
@@ -106,6 +116,8 @@ def collector_drain(config: Path, influx: InfluxDB, db: str, points: int) -> tup
                 first = (time.perf_counter(), count)
             time.sleep(0.1)
         end = time.perf_counter()
+        if cpu is not None:
+            cpu.update(collector=cpu_s(proc.pid), influxd=cpu_s(influx.proc.pid) - influx_cpu)  # type: ignore
         if first is None:
             first = (start, 0)
         return end - start, (end - first[0]) * points / max(1, points - first[1])
@@ -133,10 +145,14 @@ def run_case(tmp: Path, name: str, messages: list[tuple[str, bytes]], points: in
         t0 = time.perf_counter()
         publish_all(broker, messages)
         publish_s = time.perf_counter() - t0
+        bare_cpu = cpu_s(os.getpid())
         bare_s = bare_drain(broker, len(messages))
-        collector_s, drain_s = collector_drain(config, influx, db, points)
+        bare_cpu = cpu_s(os.getpid()) - bare_cpu
+        cpu: dict[str, float] = {}
+        collector_s, drain_s = collector_drain(config, influx, db, points, cpu)
     return {"messages": len(messages), "points": points, "publish_s": publish_s, "bare_s": bare_s,
-            "collector_s": collector_s, "drain_s": drain_s}
+            "collector_s": collector_s, "drain_s": drain_s, "bare_cpu_s": bare_cpu, **{f"{k}_cpu_s": v for k, v in
+                                                                                        cpu.items()}}
 
 
 def main() -> int:
@@ -162,6 +178,9 @@ def main() -> int:
           f"  ({100 * rate / ceiling:.0f} % of the ceiling; from the first point stored)")
     print(f"  collector, from process start: {a['collector_s']:.1f} s for what the bare subscriber took "
           f"{a['bare_s']:.1f} s")
+    print(f"  CPU per message: bare subscriber {1e6 * a['bare_cpu_s'] / a['messages']:.0f} us; collector process "
+          f"{1e6 * a['collector_cpu_s'] / a['messages']:.0f} us (start-up included) and InfluxDB "
+          f"{1e6 * a['influxd_cpu_s'] / a['messages']:.0f} us, on the same {os.cpu_count()} cores")
     print(f"  (at 10,000 clinics every 30 s the fleet sends {10_000 / 30:.0f} messages/s)")
     storm_rate = b["points"] / b["collector_s"]
     print(f"backfill storm: {args.storm_clinics} clinics x 2,880 samples = {b['points']} samples in {b['messages']} "

@@ -8,6 +8,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from wire import yamlio
 from wire.codec import error_path
 
 
@@ -82,7 +83,7 @@ class CollectorConfig(_Section):
 
 def load_collector_config(path: Path) -> CollectorConfig:
     try:
-        document = yaml.safe_load(path.read_text())
+        document = yamlio.safe_load(path.read_text())
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the configuration: {exc.strerror}") from None
     except yaml.YAMLError as exc:

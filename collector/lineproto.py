@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 import wire
+from wire.schema import TRUSTED_SYNC
 
 _MEASUREMENT = str.maketrans({",": r"\,", " ": r"\ ", "\n": r"\n"})
 _TAG = str.maketrans({",": r"\,", " ": r"\ ", "=": r"\=", "\n": r"\n"})
@@ -33,7 +34,8 @@ def _tags(clinic_id: str, tags: Mapping[str, str]) -> str:
 
 
 def _fields(fields: Mapping[str, object]) -> str:
-    return ",".join([f"{k}={_field(v)}" for k, v in fields.items()])
+    # Keys are contract names ([a-z][a-z0-9_]*): nothing to escape. Floats, the common case, inline.
+    return ",".join([f"{k}={v!r}" if type(v) is float else f"{k}={_field(v)}" for k, v in fields.items()])
 
 
 def record_line(measurement: str, clinic_id: str, time_ms: int, tags: Mapping[str, str],
@@ -45,14 +47,16 @@ def sample_line(sample: wire.Sample, clinic_id: str, time_ms: int, extra_tags: M
     return record_line(sample.m, clinic_id, time_ms, {**extra_tags, **sample.tags}, sample.f)
 
 
-def telemetry_lines(message: wire.Telemetry, received_ms: int,
-                    extra_tags: Mapping[str, str] = {}) -> Iterable[str]:
-    prefixes: dict[tuple, str] = {}  # a batch repeats the same few series: build each head once
+def telemetry_lines(message: wire.Telemetry, received_ms: int, extra_tags: Mapping[str, str] = {},
+                    heads: dict[tuple, str] | None = None) -> Iterable[str]:
+    """One line per sample. `heads` caches each series' escaped `measurement,tags` across calls
+    (a clinic sends the same few series every time); its owner empties it when tags change."""
+    prefixes: dict[tuple, str] = {} if heads is None else heads
+    clinic, mono_now = message.clinic, message.mono_now
     for sample in message.samples:
-        key = (sample.m, tuple(sample.tags.items()))
+        key = (clinic, sample.m, tuple(sample.tags.items()))
         head = prefixes.get(key)
         if head is None:
-            head = prefixes[key] = sample.m.translate(_MEASUREMENT) + _tags(message.clinic, {**extra_tags,
-                                                                                              **sample.tags})
-        when = wire.effective_time(sample, message.mono_now, received_ms)
+            head = prefixes[key] = sample.m.translate(_MEASUREMENT) + _tags(clinic, {**extra_tags, **sample.tags})
+        when = sample.t if sample.sync in TRUSTED_SYNC else wire.effective_time(sample, mono_now, received_ms)
         yield f"{head} {_fields(sample.f)} {when}"

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
-import queue
+import collections
 import threading
 import time
 from collections.abc import Callable
@@ -47,7 +47,11 @@ class Pipeline:
         self.writer, self.spool, self.ack = writer, spool, ack
         self.refused_path = refused_path
         self.batch_points, self.flush_interval_s = batch_points, flush_interval_s
-        self.inbox: queue.Queue[tuple[int, list[str]] | None] = queue.Queue()
+        # A deque and an event rather than queue.Queue: the intake's thread appends for every message,
+        # and a Queue's lock and condition cost it more than the append.
+        self.inbox: collections.deque[tuple[int, list[str]] | None] = collections.deque()
+        self._wake = threading.Event()
+        self._idle = False
         self.stats = PipelineStats()
         self.healthy = True
         self._next_probe = 0.0
@@ -59,11 +63,14 @@ class Pipeline:
 
     def submit(self, mid: int, lines: list[str]) -> None:
         """Called by the intake for every accepted message (lines may be empty: it is acked in turn)."""
-        self.inbox.put((mid, lines))
+        self.inbox.append((mid, lines))
+        if self._idle:
+            self._wake.set()
 
     def stop(self, timeout_s: float = 10.0) -> None:
         self._stop.set()
-        self.inbox.put(None)
+        self.inbox.append(None)
+        self._wake.set()
         self._thread.join(timeout_s)
 
     # -- worker thread ----------------------------------------------------------
@@ -73,10 +80,7 @@ class Pipeline:
         oldest = 0.0
         while True:
             timeout = max(0.0, oldest + self.flush_interval_s - time.monotonic()) if mids else self.flush_interval_s
-            try:
-                item = self.inbox.get(timeout=timeout)
-            except queue.Empty:
-                item = ()  # type: ignore[assignment]
+            item = self._next(timeout)
             if item is None:
                 if mids:
                     self._write_batch(mids, lines)
@@ -94,6 +98,23 @@ class Pipeline:
             if not mids and (self.healthy or time.monotonic() >= self._next_probe):
                 self._next_probe = time.monotonic() + 2.0
                 self._replay_one()
+
+    def _next(self, timeout: float) -> tuple[int, list[str]] | None | tuple[()]:
+        """The next submitted item; () if none came within `timeout`."""
+        try:
+            return self.inbox.popleft()
+        except IndexError:
+            pass
+        self._idle = True  # set before looking again, so a submit either is seen here or wakes us
+        try:
+            if not self.inbox:
+                self._wake.wait(timeout)
+            self._wake.clear()
+            return self.inbox.popleft()
+        except IndexError:
+            return ()
+        finally:
+            self._idle = False
 
     def _write_batch(self, mids: list[int], lines: list[str]) -> None:
         backoff = 0.2

@@ -19,6 +19,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from wire import yamlio
 from wire.schema import CLINIC_ID_PATTERN
 
 
@@ -65,7 +66,7 @@ class Registry(BaseModel):
 
 def load_registry(path: Path) -> Registry:
     try:
-        document = yaml.safe_load(path.read_text())
+        document = yamlio.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as exc:
         raise RegistryError(f"{path}: cannot read the clinic registry: {exc}") from None
     try:

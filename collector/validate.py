@@ -19,6 +19,7 @@ import wire
 from collector.lineproto import record_line, telemetry_lines
 from collector.registry import Registry
 
+MAX_CACHED_HEADS = 200_000  # series (clinic x measurement x tags); a national fleet has tens of thousands
 UNKNOWN_CLINIC = "unknown_clinic"  # a collector-level reason, beside the contract's own
 
 
@@ -47,6 +48,7 @@ class Validator:
         self.set_registry(registry)
 
     def set_registry(self, registry: Registry) -> None:
+        self.heads: dict[tuple, str] = {}  # series heads in line protocol; registry tags are in them
         self.tags = {c.id: {k: v for k, v in (("region", c.region), ("isp", c.isp), ("link", c.link)) if v}
                      for c in registry.clinics}
 
@@ -64,7 +66,9 @@ class Validator:
         self.accepted[type(message).__name__.lower()] += 1
         self.last_seen_ms[message.clinic] = received_ms
         if isinstance(message, wire.Telemetry):
-            return list(telemetry_lines(message, received_ms, tags))
+            if len(self.heads) > MAX_CACHED_HEADS:
+                self.heads = {}
+            return list(telemetry_lines(message, received_ms, tags, self.heads))
         if isinstance(message, wire.Events):
             return [record_line("agent_event", message.clinic, wire.effective_time(e, message.mono_now, received_ms),
                                 {**tags, "kind": e.kind}, {**e.detail, "seq": e.seq}) for e in message.events]

@@ -30,6 +30,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from agent.snmp.client import Oid, Reading, parse_oid
+from wire import yamlio
 from wire.codec import error_path
 
 BUILTIN_DIR = Path(__file__).with_name("profiles")
@@ -165,7 +166,7 @@ class Profile(_Strict):
 
 def load_profile(path: Path) -> Profile:
     try:
-        document = yaml.safe_load(path.read_text())
+        document = yamlio.safe_load(path.read_text())
     except OSError as exc:
         raise ProfileError(f"{path}: cannot read the profile: {exc.strerror}") from None
     except yaml.YAMLError as exc:
