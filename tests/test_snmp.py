@@ -501,3 +501,20 @@ def test_the_edge_box_snmpd_config_serves_the_agent_over_v3_and_nothing_else(sta
     v2c = subprocess.run(["snmpget", "-v2c", "-c", "public", "-t", "0.5", "-r", "0", f"{snmpd.host}:{snmpd.port}",
                           "1.3.6.1.2.1.1.3.0"], capture_output=True, text=True)
     assert v2c.returncode != 0  # no community at all
+
+
+def test_snmpv1_devices_are_walked_with_getnext_and_missing_objects_do_not_fail_the_poll(device, polling) -> None:
+    # Old UPS network cards speak only SNMPv1: no GETBULK, no 64-bit counters, and a GET that names
+    # one missing object fails whole (noSuchName).
+    simulated, snmpd = device([Port("wan", in_rate=20_000), Port("lan", 1000)], hc=False)
+    simulated.update(ups_entries(source=5, seconds_on_battery=30, charge=90, minutes=40))
+    simulated.remove(UPS + "2.3.0")  # this card does not estimate minutes remaining
+    p = polling(snmpd, version="1")
+    p.poll()
+    time.sleep(1.0)
+    polled = p.poll()
+    assert polled.status == "ok", polled.detail
+    assert samples(polled, "snmp_if")["wan"]["in_bps"] == pytest.approx(160_000, rel=0.05)
+    ups = samples(polled, "snmp_ups")[""]
+    assert ups["on_battery"] is True and ups["charge_pct"] == 90 and "minutes_remaining" not in ups
+    assert polled.requests > 3  # one GETNEXT per row

@@ -15,7 +15,7 @@ from typing import Any
 from pyasn1.type import univ
 from pysnmp.hlapi.v3arch.asyncio import (
     CommunityData, ContextData, ObjectIdentity, ObjectType, SnmpEngine, UdpTransportTarget, UsmUserData, bulk_cmd,
-    get_cmd)
+    get_cmd, next_cmd)
 from pysnmp.hlapi.v3arch.asyncio import auth as usm
 from pysnmp.proto import errind, rfc1902, rfc1905
 
@@ -30,6 +30,11 @@ PRIV = {"des": usm.USM_PRIV_CBC56_DES, "aes": usm.USM_PRIV_CFB128_AES,
         "aes192": usm.USM_PRIV_CFB192_AES_BLUMENTHAL, "aes256": usm.USM_PRIV_CFB256_AES_BLUMENTHAL,
         "aes192c": usm.USM_PRIV_CFB192_AES, "aes256c": usm.USM_PRIV_CFB256_AES}
 MAX_WALK_REQUESTS = 500  # a table larger than this many pages is a device bug, not a clinic router
+
+
+class _NoSuchName(Exception):
+    def __init__(self, index: int) -> None:
+        self.index = index
 
 
 class SnmpError(Exception):
@@ -110,8 +115,8 @@ class Client:
         self.engine, self.spec = engine, spec
         self.target: UdpTransportTarget | None = None
         self.requests = 0
-        if spec.version == "2c":
-            self.auth: Any = CommunityData(spec.community_string(), mpModel=1)
+        if spec.version in ("1", "2c"):
+            self.auth: Any = CommunityData(spec.community_string(), mpModel=0 if spec.version == "1" else 1)
             self.context = ContextData()
         else:
             assert spec.v3 is not None
@@ -132,6 +137,23 @@ class Client:
 
     async def get(self, oids: list[Oid]) -> dict[Oid, Reading | None]:
         """The values at `oids` (None where the device has no such object)."""
+        if self.spec.version == "1":
+            return await self._get_v1(oids)
+        return await self._get(oids)
+
+    async def _get_v1(self, oids: list[Oid]) -> dict[Oid, Reading | None]:
+        # SNMPv1 has no per-object "no such object": one missing OID fails the whole request with
+        # noSuchName at its index. Drop it and ask again for the rest.
+        missing: dict[Oid, Reading | None] = {}
+        wanted = list(oids)
+        while wanted:
+            try:
+                return {**missing, **await self._get(wanted)}
+            except _NoSuchName as gone:
+                missing[wanted.pop(gone.index)] = None
+        return missing
+
+    async def _get(self, oids: list[Oid]) -> dict[Oid, Reading | None]:
         target = await self._target()
         self.requests += 1
         sent = time.monotonic()
@@ -142,6 +164,8 @@ class Client:
         if indication:
             raise _status(indication)
         if status:
+            if self.spec.version == "1" and status.prettyPrint() == "noSuchName" and 0 < int(index) <= len(oids):
+                raise _NoSuchName(int(index) - 1)
             raise SnmpError("error", f"device answered {status.prettyPrint()} at "
                                      f"{format_oid(oids[int(index) - 1]) if index else '?'}")
         return {tuple(oid): convert(value, at) for oid, value in binds}
@@ -162,12 +186,21 @@ class Client:
             asked = list(last)
             self.requests += 1
             sent = time.monotonic()
+            request = [ObjectType(ObjectIdentity(format_oid(last[c]))) for c in asked]
             try:
-                indication, status, _index, binds = await bulk_cmd(
-                    self.engine, self.auth, target, self.context, 0, max_repetitions or self.spec.max_repetitions,
-                    *[ObjectType(ObjectIdentity(format_oid(last[c]))) for c in asked], lookupMib=False)
+                if self.spec.version == "1":  # no GETBULK in v1: one row of every column per GETNEXT
+                    indication, status, _index, binds = await next_cmd(
+                        self.engine, self.auth, target, self.context, *request, lookupMib=False)
+                else:
+                    indication, status, _index, binds = await bulk_cmd(
+                        self.engine, self.auth, target, self.context, 0,
+                        max_repetitions or self.spec.max_repetitions, *request, lookupMib=False)
             except Exception as exc:  # noqa: BLE001 - a malformed reply must not end the poll
-                indication, status, binds = errind.OtherError(str(exc)), 0, []
+                indication, status, _index, binds = errind.OtherError(str(exc)), 0, 0, []
+            if status and self.spec.version == "1" and status.prettyPrint() == "noSuchName":
+                # v1's way of saying that column ran past the end of the MIB: drop it, ask again for the rest.
+                last.pop(asked[int(_index) - 1] if 0 < int(_index) <= len(asked) else asked[0], None)
+                continue
             at = (sent + time.monotonic()) / 2
             if indication or status:
                 if not any(rows.values()):

@@ -72,7 +72,8 @@ class DeviceSpec(_Section):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$", description="tag `device` in results")
     host: str
     port: int = Field(default=161, ge=1, le=65535)
-    version: Literal["2c", "3"] = "2c"
+    version: Literal["1", "2c", "3"] = Field(default="2c", description="1 only for old UPS cards that speak "
+                                                                      "nothing newer (no 64-bit counters, no GETBULK)")
     community: SecretStr | None = Field(default=None, description="v2c community; prefer community_file")
     community_file: Path | None = None
     v3: V3Settings | None = None
@@ -87,13 +88,13 @@ class DeviceSpec(_Section):
 
     @model_validator(mode="after")
     def _credentials(self) -> "DeviceSpec":
-        if self.version == "2c":
+        if self.version in ("1", "2c"):
             if self.v3 is not None:
                 raise ValueError("a `v3` section needs version: \"3\"")
             if self.community is not None and self.community_file is not None:
                 raise ValueError("set community_file or community, not both")
             if self.community is None and self.community_file is None:
-                raise ValueError("version 2c needs community_file (or community)")
+                raise ValueError(f"version {self.version} needs community_file (or community)")
         elif self.v3 is None:
             raise ValueError("version 3 needs a `v3` section (user, level, keys)")
         return self

@@ -19,6 +19,7 @@ a counter that jumped back give no rate, and the next poll gives one again.
 from __future__ import annotations
 
 import fnmatch
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -60,6 +61,8 @@ UPS_OUTPUT_LOAD = parse_oid(UPS + "4.4.1.5")
 UPS_OUTPUT_SOURCE = {1: "other", 2: "none", 3: "normal", 4: "bypass", 5: "battery", 6: "booster", 7: "reducer"}
 UPS_BATTERY_STATUS = {1: "unknown", 2: "normal", 3: "low", 4: "depleted"}
 ABSENT_RECHECK_S = 3600.0
+SAVE_EVERY_S = 600.0
+_TICKING = ("uptime_ticks", "uptime_wall", "host_uptime_ticks")
 NUMERIC = ("integer", "counter32", "counter64", "gauge32", "timeticks")
 
 
@@ -114,6 +117,8 @@ class DevicePoller:
         self.key = f"snmp:{spec.name}"
         self._storage_rows: list[dict[str, Any]] | None = None
         self.state: dict[str, Any] | None = None  # what `memory` keeps, loaded at the first poll
+        self._saved: dict[str, Any] | None = None
+        self._saved_at = 0.0
 
     # -- persisted state ------------------------------------------------------------------
     def _recall(self) -> dict[str, Any]:
@@ -122,8 +127,15 @@ class DevicePoller:
         return self.state
 
     def _remember(self, state: dict[str, Any]) -> None:
-        if self.memory is not None:
-            self.memory.remember(self.key, state)
+        """Save when something other than the ticking uptimes changed, or every 10 minutes: a
+        router's flash should not be written every poll, and a 10-minute-old uptime still tells a
+        reboot from a long agent stop (both were saved together)."""
+        if self.memory is None:
+            return
+        changes = {k: v for k, v in state.items() if k not in _TICKING}
+        if changes != self._saved or time.monotonic() - self._saved_at >= SAVE_EVERY_S:
+            self.memory.remember(self.key, dict(state))
+            self._saved, self._saved_at = json.loads(json.dumps(changes)), time.monotonic()
 
     # -- the poll -----------------------------------------------------------------------
     async def poll(self) -> Poll:
