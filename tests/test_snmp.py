@@ -518,3 +518,14 @@ def test_snmpv1_devices_are_walked_with_getnext_and_missing_objects_do_not_fail_
     ups = samples(polled, "snmp_ups")[""]
     assert ups["on_battery"] is True and ups["charge_pct"] == 90 and "minutes_remaining" not in ups
     assert polled.requests > 3  # one GETNEXT per row
+
+
+def test_an_agent_without_devices_does_not_load_pysnmp() -> None:
+    import sys
+
+    probe = ("import sys; from agent.config import parse_config; "
+             "parse_config({'clinic_id': 'es-ib-0042', 'probes': [{'kind': 'tcp', 'name': 'x', 'host': 'h', "
+             "'port': 1}]}, 'x'); print('pysnmp' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parent.parent)
+    assert out.stdout.strip() == "False"  # ~25 MiB a small router without SNMP devices keeps

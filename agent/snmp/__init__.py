@@ -1,7 +1,20 @@
-"""SNMP polling of the devices at a clinic: router, LTE modem, UPS (docs/snmp.md)."""
+"""SNMP polling of the devices at a clinic: router, LTE modem, UPS (docs/snmp.md).
 
-from agent.snmp.config import DeviceSpec
-from agent.snmp.poller import DevicePoller, Poll
-from agent.snmp.profiles import ProfileError, Profiles
+Names are imported on first use, so a config without `devices:` never loads pysnmp
+(about 25 MiB of a small router's memory).
+"""
 
-__all__ = ["DeviceSpec", "DevicePoller", "Poll", "ProfileError", "Profiles"]
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+_WHERE = {"DeviceSpec": "agent.snmp.config", "DevicePoller": "agent.snmp.poller", "Poll": "agent.snmp.poller",
+          "ProfileError": "agent.snmp.profiles", "Profiles": "agent.snmp.profiles"}
+__all__ = list(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        return getattr(import_module(_WHERE[name]), name)
+    raise AttributeError(f"module 'agent.snmp' has no attribute {name!r}")
