@@ -98,12 +98,15 @@ def test_tcp_connect_time_is_one_round_trip(emulated_link, tmp_path) -> None:
     link = emulated_link("dsl", loss_pct=0)
     server = socket.create_server((link.central_ip, 0))
     try:
-        result = probe_in(link, tmp_path, [{"kind": "tcp", "name": "svc", "host": link.central_ip,
-                                            "port": server.getsockname()[1]}])["tcp:svc"]
+        # Three connects in one round: a busy 2-core machine can delay one, never speed one up, so
+        # the quickest is the link's round trip.
+        results = probe_in(link, tmp_path, [{"kind": "tcp", "name": f"svc{i}", "host": link.central_ip,
+                                             "port": server.getsockname()[1]} for i in range(3)])
     finally:
         server.close()
-    assert result["success"] is True
-    assert result["fields"]["connect_ms"] == pytest.approx(expected_rtt_ms("dsl", 60), abs=3)
+    assert len(results) == 3 and all(r["success"] for r in results.values())
+    quickest = min(r["fields"]["connect_ms"] for r in results.values())
+    assert quickest == pytest.approx(expected_rtt_ms("dsl", 60), abs=3)
 
 
 def test_dns_answer_server_down_and_cut_link(emulated_link, tmp_path, start_server) -> None:
