@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
@@ -143,10 +142,10 @@ class AgentConfig(BaseModel):
 
     def profiles(self, source: str = "the configuration") -> "Profiles":
         """The SNMP device profiles (built-in and the operator's); checks every device's `profile`."""
-        from agent.snmp.profiles import ProfileError, Profiles
+        from agent.snmp.profiles import ProfileError, load_profiles
 
         try:
-            profiles = Profiles(self.snmp_profile_dirs)
+            profiles = load_profiles(tuple(self.snmp_profile_dirs))
         except ProfileError as exc:
             raise ConfigError(str(exc)) from None
         for number, device in enumerate(self.devices):
@@ -169,8 +168,8 @@ def _fix(error: dict) -> str:
     return "correct the value"
 
 
-def format_errors(source: str, exc: ValidationError) -> str:
-    lines = [f"{source}: {exc.error_count()} problem(s) in the configuration:"]
+def format_errors(source: str, exc: ValidationError, what: str = "configuration") -> str:
+    lines = [f"{source}: {exc.error_count()} problem(s) in the {what}:"]
     for error in exc.errors():
         where = error_path(error["loc"], set(PROBES), top="(top level)")
         lines.append(f"  {source}: {where}: {error['msg']} ({_fix(error)})")
@@ -192,16 +191,7 @@ def parse_remote(document: object, source: str) -> RemoteSettings:
 
 
 def load_config(path: Path) -> AgentConfig:
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the configuration: {exc.strerror}") from None
-    try:
-        document = yamlio.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    document = yamlio.load_file(path, "configuration", ConfigError)
     if not isinstance(document, dict):
         raise ConfigError(f"{path}: the configuration must be a mapping of keys (clinic_id, probes, ...)")
     config = parse_config(document, str(path))

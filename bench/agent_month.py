@@ -34,7 +34,7 @@ import paho.mqtt.client as mqtt
 import yaml
 
 from agent.outbox import NewRecord, Outbox
-from bench.site import REPO, sample_site
+from bench.site import sample_site
 from lab.links import EmulatedLink, privileged_reason
 from lab.servers import Mosquitto
 from tests.agent_harness import Watcher, start_agent, stop_agent

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from wire import yamlio
@@ -82,12 +81,7 @@ class CollectorConfig(_Section):
 
 
 def load_collector_config(path: Path) -> CollectorConfig:
-    try:
-        document = yamlio.safe_load(path.read_text())
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the configuration: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    document = yamlio.load_file(path, "configuration", ConfigError)
     try:
         config = CollectorConfig.model_validate(document)
     except ValidationError as exc:

@@ -16,7 +16,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from wire import yamlio
@@ -65,10 +64,7 @@ class Registry(BaseModel):
 
 
 def load_registry(path: Path) -> Registry:
-    try:
-        document = yamlio.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise RegistryError(f"{path}: cannot read the clinic registry: {exc}") from None
+    document = yamlio.load_file(path, "clinic registry", RegistryError)
     try:
         return Registry.model_validate(document)
     except ValidationError as exc:

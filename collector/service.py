@@ -47,7 +47,7 @@ class Collector:
             start_http_server(self.config.metrics_port, self.config.metrics_host, registry=self.metrics)
         threading.Thread(target=self._watch_registry, name="registry", daemon=True).start()
         log.info("collector running", extra={"fields": {"store": self.config.store.kind,
-                                                        "clinics": len(self.validator.tags)}})
+                                                        "clinics": len(self.validator.series[0])}})
 
     def stop(self) -> None:
         self._stop.set()

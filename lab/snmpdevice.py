@@ -50,36 +50,19 @@ class SimulatedDevice:
         """Serve `value` at `oid` (types as pass_persist spells them: integer, gauge, counter, counter64,
         timeticks, string, objectid, ipaddress); with `rate`, an integer value grows by `rate` per second
         from now, wrapping at `modulus` (2**32 for counter/timeticks, 2**64 for counter64 by default)."""
-        if modulus is None:
-            modulus = {"counter": 2**32, "timeticks": 2**32, "counter64": 2**64}.get(kind, 2**63)
-        self.values[oid.strip(".")] = {"type": kind, "value": value, "rate": rate, "at": time.time(),
-                                       "modulus": modulus, "stall_s": stall_s}
-        self.save()
+        self.update({oid: (kind, value, rate, modulus, stall_s)})
 
     def update(self, entries: dict[str, tuple]) -> None:
-        """Several `set`s written at once (one file write, so the program never sees half of them)."""
-        saved, self.save = self.save, lambda: None  # type: ignore[method-assign]
-        try:
-            for oid, args in entries.items():
-                self.set(oid, *args)
-        finally:
-            self.save = saved  # type: ignore[method-assign]
+        """Several values (each as `set`'s arguments after the OID) written at once: one file write,
+        so the program never sees half of them."""
+        for oid, args in entries.items():
+            self.values[oid.strip(".")] = _entry(*args)
         self.save()
 
     def remove(self, *oids: str) -> None:
         for oid in oids:
             self.values.pop(oid.strip("."), None)
         self.save()
-
-    def remove_subtree(self, prefix: str) -> None:
-        prefix = prefix.strip(".")
-        for oid in [o for o in self.values if o == prefix or o.startswith(prefix + ".")]:
-            del self.values[oid]
-        self.save()
-
-    def value(self, oid: str) -> int | str:
-        """What the device answers now for `oid` (what a poller should read)."""
-        return current(self.values[oid.strip(".")], time.time())
 
     def save(self) -> None:
         tmp = self.path.with_suffix(".tmp")
@@ -146,6 +129,13 @@ def port_entries(number: int, port: Port, hc: bool = True) -> dict[str, tuple]:
             IFX + "15." + i: ("gauge", port.speed_bps // 1_000_000), IFX + "18." + i: ("string", ""),
         })
     return entries
+
+
+def _entry(kind: str, value: int | str, rate: float = 0.0, modulus: int | None = None,
+           stall_s: float = 0.0) -> dict[str, Any]:
+    if modulus is None:
+        modulus = {"counter": 2**32, "timeticks": 2**32, "counter64": 2**64}.get(kind, 2**63)
+    return {"type": kind, "value": value, "rate": rate, "at": time.time(), "modulus": modulus, "stall_s": stall_s}
 
 
 def current(entry: dict[str, Any], now: float) -> int | str:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from lab.links import EmulatedLink, privileged_reason, sweep_stale
-from lab.servers import InfluxDB, Mosquitto, Server, Snmpd, VictoriaMetrics, missing_binaries
+from lab.servers import InfluxDB, Mosquitto, Server, VictoriaMetrics, missing_binaries
 
 
 def _flag(name: str) -> bool:

@@ -11,7 +11,6 @@ import asyncio
 import threading
 import time
 
-import pytest
 
 import wire
 from agent.config import parse_config

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socket
-import time
 
 from lab.servers import Mosquitto
 from tests.agent_harness import Watcher, agent_config, start_agent, stop_agent

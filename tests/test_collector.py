@@ -5,13 +5,12 @@ from __future__ import annotations
 import json
 import time
 
-import pytest
 
 from collector.config import load_collector_config
 from collector.service import Collector
 from lab.servers import Mosquitto
 from tests.agent_harness import agent_config, start_agent, stop_agent
-from tests.collector_harness import (LoadPublisher, collector_config, count_points, scrape, start_collector,
+from tests.collector_harness import (LoadPublisher, collector_config, scrape, start_collector,
                                      wait_points)
 
 CLINICS = [f"es-ib-{i:04d}" for i in range(1, 21)]

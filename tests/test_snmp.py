@@ -24,7 +24,7 @@ from pysnmp.hlapi.v3arch.asyncio import SnmpEngine
 
 from agent.snmp import DevicePoller, DeviceSpec, Poll, Profiles
 from lab.servers import Snmpd, free_port
-from lab.snmpdevice import IF, IFX, SIMULATED_MODULES, Port, SimulatedDevice, port_entries, router
+from lab.snmpdevice import IF, IFX, SIMULATED_MODULES, Port, SimulatedDevice, router
 
 V3_USERS = """\
 createUser alice SHA "alice-auth-2026" AES "alice-priv-2026"

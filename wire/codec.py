@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 import zlib
-from dataclasses import dataclass
 from enum import StrEnum
 
 import pydantic_core
@@ -23,7 +22,6 @@ from wire.schema import (
     MODELS,
     TRUSTED_SYNC,
     VERSION,
-    Config,
     Events,
     Message,
     Recorded,
@@ -32,7 +30,7 @@ from wire.schema import (
 
 TOPIC_ROOT = f"clinicwatch/v{VERSION}"
 KINDS = tuple(MODELS)
-_TOPIC = re.compile(rf"^clinicwatch/v(\d+)/([^/]+)/([^/]+)$")
+_TOPIC = re.compile(r"^clinicwatch/v(\d+)/([^/]+)/([^/]+)$")
 _CLINIC = re.compile(CLINIC_ID_PATTERN)
 ZLIB_MAGIC = 0x78  # first byte of an RFC 1950 stream; JSON starts with "{"
 

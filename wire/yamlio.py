@@ -1,8 +1,10 @@
-"""YAML reading shared by both sides: libyaml's C loader when PyYAML has it (a 4,000-clinic
-registry loads in a fraction of the pure-Python loader's time), the safe subset either way."""
+"""YAML files for both sides: read with libyaml's C loader when PyYAML has it (a 4,000-clinic
+registry loads in a fraction of the pure-Python loader's time), the safe subset either way, and
+errors that name the file, the line and the column."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -12,3 +14,17 @@ _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 def safe_load(text: str) -> Any:
     return yaml.load(text, Loader=_LOADER)  # noqa: S506 - a safe loader, C or Python
+
+
+def load_file(path: Path, what: str, error: type[Exception] = ValueError) -> Any:
+    """The document in `path`; `error` with the file, the place and the problem if it cannot be read."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise error(f"{path}: cannot read the {what}: {exc.strerror}") from None
+    try:
+        return safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise error(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', None) or exc}") from None

@@ -22,16 +22,15 @@ refuses to start rather than silently polling the wrong OIDs.
 
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from agent.snmp.client import Oid, Reading, parse_oid
 from wire import yamlio
-from wire.codec import error_path
 
 BUILTIN_DIR = Path(__file__).with_name("profiles")
 STANDARD_SECTIONS = ("system", "interfaces", "host", "storage", "ups")
@@ -165,25 +164,21 @@ class Profile(_Strict):
 
 
 def load_profile(path: Path) -> Profile:
-    try:
-        document = yamlio.safe_load(path.read_text())
-    except OSError as exc:
-        raise ProfileError(f"{path}: cannot read the profile: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise ProfileError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    from agent.config import format_errors
+
+    document = yamlio.load_file(path, "profile", ProfileError)
     if not isinstance(document, dict):
         raise ProfileError(f"{path}: a profile is a mapping with name, match, sections, collect")
     try:
         return Profile.model_validate({**document, "source": str(path)})
     except ValidationError as exc:
-        lines = [f"{path}: {exc.error_count()} problem(s) in the SNMP profile:"]
-        for error in exc.errors():
-            fix = "remove it or check its spelling" if error["type"] == "extra_forbidden" else (
-                "add it" if error["type"] == "missing" else "correct the value")
-            lines.append(f"  {path}: {error_path(error['loc'], set(), top='(top level)')}: {error['msg']} ({fix})")
-        raise ProfileError("\n".join(lines)) from None
+        raise ProfileError(format_errors(str(path), exc, "SNMP profile")) from None
+
+
+@functools.lru_cache(maxsize=8)
+def load_profiles(extra_dirs: tuple[Path, ...]) -> "Profiles":
+    """The profiles for a configuration, read once per process (check-config, then the agent)."""
+    return Profiles(list(extra_dirs))
 
 
 class Profiles:
