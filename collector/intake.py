@@ -24,8 +24,9 @@ class Intake:
     def __init__(self, config: IntakeConfig, validator: Validator) -> None:
         self.config, self.validator = config, validator
         self.pipeline: Pipeline | None = None  # set by the owner before start()
-        self.connected = threading.Event()
+        self.connected = threading.Event()  # set once the broker has granted the subscriptions (SUBACK)
         self.stopping = False
+        self._topics: list[str] = []
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=config.client_id, protocol=mqtt.MQTTv5,
                              manual_ack=True)
         if config.username:
@@ -34,6 +35,7 @@ class Intake:
             client.tls_set(ca_certs=str(config.ca_file))
         client.on_connect = self._connected
         client.on_disconnect = self._disconnected
+        client.on_subscribe = self._subscribed
         client.on_message = self._message
         client.reconnect_delay_set(1, 30)
         self.client = client
@@ -62,9 +64,19 @@ class Intake:
             log.error("broker refused the collector", extra={"fields": {"reason": str(reason)}})
             return
         topics = [(wire.subscription(kind, self.config.share_group), 1) for kind in ("telemetry", "event", "status")]
+        self._topics = [t for t, _ in topics]
         client.subscribe(topics)
+
+    def _subscribed(self, _client: mqtt.Client, _u: object, _mid: int, reasons: list[mqtt.ReasonCode],
+                    _props: object) -> None:
+        refused = [f"{topic}: {reason}" for topic, reason in zip(self._topics, reasons) if reason.is_failure]
+        if refused:
+            # Without its subscriptions the collector would sit connected and receive nothing: say so loudly.
+            log.error("broker refused the collector's subscriptions; check the broker's ACL for the collector user",
+                      extra={"fields": {"refused": refused}})
+            return
         self.connected.set()
-        log.info("subscribed", extra={"fields": {"topics": [t for t, _ in topics]}})
+        log.info("subscribed", extra={"fields": {"topics": self._topics}})
 
     def _disconnected(self, _client: mqtt.Client, _u: object, _flags: object, reason: mqtt.ReasonCode,
                       _props: object) -> None:

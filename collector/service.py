@@ -103,6 +103,9 @@ class _Metrics(PromCollector):
         yield CounterMetricFamily("clinicwatch_writes", "Database write calls", value=stats.writes)
         files = spool.files()
         yield GaugeMetricFamily("clinicwatch_spool_files", "Batches waiting in the spool", value=len(files))
+        yield GaugeMetricFamily("clinicwatch_intake_subscribed",
+                                "1 while connected to the broker with the subscriptions granted",
+                                value=1 if self.service.intake.connected.is_set() else 0)
         yield GaugeMetricFamily("clinicwatch_registry_reload_ok", "1 if the last registry reload worked",
                                 value=1 if self.service.registry_reload_ok else 0)
         seen = GaugeMetricFamily("clinicwatch_clinic_last_seen_seconds", "When each clinic was last heard from",

@@ -48,6 +48,16 @@ def start_collector(config: Path) -> subprocess.Popen[bytes]:
                             stdout=log, stderr=log, env={**os.environ, "PYTHONPATH": str(REPO)})
 
 
+def wait_subscribed(config: Path, times: int = 1, timeout_s: float = 20) -> None:
+    """Until a collector process started with `config` has logged its granted subscriptions `times` times."""
+    log, deadline = config.with_suffix(".log"), time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if log.exists() and log.read_text().count('"msg": "subscribed"') >= times:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"collector {config} not subscribed after {timeout_s} s; its log: {log}")
+
+
 def scrape(port: int) -> dict[str, float]:
     """Prometheus text format to {name{labels}: value}."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:

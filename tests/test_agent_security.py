@@ -159,3 +159,26 @@ def test_remote_config_is_applied_when_valid_and_refused_with_a_reason_when_not(
     assert "bad" not in targets()
     saved = json.loads((tmp_path / "state" / "remote-config.json").read_text())
     assert saved["rev"] == 2 and saved["settings"]["probes"][0]["name"] == "new"
+
+
+
+def test_collector_reports_subscriptions_the_broker_refuses(caplog) -> None:
+    """A collector whose subscriptions are refused would sit connected and receive nothing. Mosquitto 2.0's
+    acl_file grants every SUBACK and filters at delivery (checked: a clinic user gets QoS 1 for another
+    clinic's filter), so a refusal cannot be provoked here; brokers that do refuse (dynamic security, EMQX,
+    HiveMQ) send these reason codes, fed to the callback as paho would."""
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.reasoncodes import ReasonCode
+
+    from collector.intake import Intake
+    from collector.config import IntakeConfig
+
+    intake = Intake(IntakeConfig(), validator=None)  # type: ignore[arg-type]
+    intake._topics = ["clinicwatch/v1/+/telemetry", "clinicwatch/v1/+/event", "clinicwatch/v1/+/status"]
+    granted, refused = ReasonCode(PacketTypes.SUBACK, identifier=1), ReasonCode(PacketTypes.SUBACK, identifier=135)
+    intake._subscribed(intake.client, None, 1, [granted, refused, granted], None)
+    assert not intake.connected.is_set()
+    [record] = [r for r in caplog.records if r.getMessage().startswith("broker refused the collector's")]
+    assert record.fields["refused"] == ["clinicwatch/v1/+/event: Not authorized"]
+    intake._subscribed(intake.client, None, 2, [granted] * 3, None)
+    assert intake.connected.is_set()

@@ -11,7 +11,7 @@ from collector.service import Collector
 from lab.servers import Mosquitto
 from tests.agent_harness import agent_config, start_agent, stop_agent
 from tests.collector_harness import (LoadPublisher, collector_config, scrape, start_collector,
-                                     wait_points)
+                                     wait_points, wait_subscribed)
 
 CLINICS = [f"es-ib-{i:04d}" for i in range(1, 21)]
 
@@ -80,7 +80,10 @@ def test_influxdb_down_under_load_loses_nothing(start_server, influxdb, tmp_path
         influx.stop()
         sent += load.publish(200, pause_s=0.005)  # stored while the database is away: spooled
         load.wait_acked()
-        time.sleep(2)
+        deadline = time.monotonic() + 20
+        while service.pipeline.stats.points_spooled == 0 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(1)  # let the batches in hand reach the spool too
         spooled = service.pipeline.stats.points_spooled
         influx.start()
         assert wait_points(influx, db, sent) == sent
@@ -100,7 +103,7 @@ def test_collector_killed_under_load_loses_nothing(start_server, influxdb, tmp_p
     collector = start_collector(config)
     load = LoadPublisher(broker.host, broker.port, CLINICS, per_message=20)
     try:
-        time.sleep(2)  # subscribed, with a persistent session
+        wait_subscribed(config)  # a persistent session from here on
         sent = load.publish(150, pause_s=0.01)
         collector.kill()
         collector.wait()
@@ -146,7 +149,8 @@ def test_three_collectors_in_one_share_group_store_each_message_once(start_serve
                                                    metrics_port=ports[i])) for i in range(3)]
     load = LoadPublisher(broker.host, broker.port, CLINICS, per_message=1)
     try:
-        time.sleep(3)
+        for i in range(3):
+            wait_subscribed(tmp_path / f"c{i}" / "collector.yaml")
         sent = load.publish(3000)
         load.wait_acked()
         assert wait_points(influx, db, sent) == sent
@@ -170,7 +174,9 @@ def test_registry_is_reloaded_without_restart_and_a_bad_one_is_refused(start_ser
     try:
         load.publish(1)
         load.wait_acked()
-        time.sleep(1)
+        deadline = time.monotonic() + 10
+        while service.validator.rejected["unknown_clinic"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert service.validator.rejected["unknown_clinic"] == 1
         registry = service.config.registry
         registry.write_text(registry.read_text() + f"- id: {newcomer}\n  name: New clinic\n  region: Menorca\n")
