@@ -98,6 +98,25 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def descendants(pid: int) -> list[int]:
+    out = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            out += [int(child), *descendants(int(child))]
+    return out
+
+
+def tree_cpu_s(pid: int) -> dict[int, float]:
+    """CPU seconds of a process and each of its descendants (the collector's store process)."""
+    found = {}
+    for p in [pid, *descendants(pid)]:
+        try:
+            found[p] = cpu_s(p)
+        except OSError:
+            pass
+    return found
+
+
 def collector_drain(config: Path, influx: InfluxDB, db: str, points: int,
                     cpu: dict[str, float] | None = None) -> tuple[float, float]:
     """(seconds from process start, seconds from the first stored point) until every point is in;
@@ -115,7 +134,9 @@ def collector_drain(config: Path, influx: InfluxDB, db: str, points: int,
             time.sleep(0.1)
         end = time.perf_counter()
         if cpu is not None:
-            cpu.update(collector=cpu_s(proc.pid), influxd=cpu_s(influx.proc.pid) - influx_cpu)  # type: ignore
+            tree = tree_cpu_s(proc.pid)
+            cpu.update(intake=tree.pop(proc.pid), store=sum(tree.values()),
+                       influxd=cpu_s(influx.proc.pid) - influx_cpu)  # type: ignore
         if first is None:
             first = (start, 0)
         return end - start, (end - first[0]) * points / max(1, points - first[1])
@@ -176,9 +197,10 @@ def main() -> int:
           f"  ({100 * rate / ceiling:.0f} % of the ceiling; from the first point stored)")
     print(f"  collector, from process start: {a['collector_s']:.1f} s for what the bare subscriber took "
           f"{a['bare_s']:.1f} s")
-    print(f"  CPU per message: bare subscriber {1e6 * a['bare_cpu_s'] / a['messages']:.0f} us; collector process "
-          f"{1e6 * a['collector_cpu_s'] / a['messages']:.0f} us (start-up included) and InfluxDB "
-          f"{1e6 * a['influxd_cpu_s'] / a['messages']:.0f} us, on the same {os.cpu_count()} cores")
+    per = {k: 1e6 * a[f"{k}_cpu_s"] / a["messages"] for k in ("bare", "intake", "store", "influxd")}
+    print(f"  CPU per message: bare subscriber {per['bare']:.0f} us; collector {per['intake'] + per['store']:.0f} us "
+          f"(intake process {per['intake']:.0f}, store process {per['store']:.0f}; start-up included); "
+          f"InfluxDB {per['influxd']:.0f} us; all on the same {os.cpu_count()} cores")
     print(f"  (at 10,000 clinics every 30 s the fleet sends {10_000 / 30:.0f} messages/s)")
     storm_rate = b["points"] / b["collector_s"]
     print(f"backfill storm: {args.storm_clinics} clinics x 2,880 samples = {b['points']} samples in {b['messages']} "

@@ -68,7 +68,10 @@ def _run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     service.start()
-    stop.wait()
+    while not stop.wait(1.0):
+        if service.failed.is_set():
+            service.stop()
+            return 1
     service.stop()
     return 0
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable, Iterable
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
@@ -14,16 +15,15 @@ from paho.mqtt.properties import Properties
 
 import wire
 from collector.config import IntakeConfig
-from collector.pipeline import Pipeline
-from collector.validate import Validator
 
 log = logging.getLogger("clinicwatch.collector")
 
 
 class Intake:
-    def __init__(self, config: IntakeConfig, validator: Validator) -> None:
-        self.config, self.validator = config, validator
-        self.pipeline: Pipeline | None = None  # set by the owner before start()
+    def __init__(self, config: IntakeConfig) -> None:
+        self.config = config
+        # Set by the owner before start(): called in paho's thread with (mid, qos, topic, payload).
+        self.handle: Callable[[int, int, str, bytes], None] | None = None
         self.connected = threading.Event()  # set once the broker has granted the subscriptions (SUBACK)
         self.stopping = False
         self._topics: list[str] = []
@@ -53,7 +53,7 @@ class Intake:
         self.client.disconnect()
         self.client.loop_stop()
 
-    def ack(self, mids: list[int]) -> None:
+    def ack(self, mids: Iterable[int]) -> None:
         for mid in mids:
             if mid >= 0:
                 self.client.ack(mid, 1)
@@ -84,14 +84,6 @@ class Intake:
         if not self.stopping:
             log.warning("disconnected from the broker", extra={"fields": {"reason": str(reason)}})
 
-    def _message(self, client: mqtt.Client, _u: object, message: mqtt.MQTTMessage) -> None:
-        assert self.pipeline is not None
-        lines = self.validator.lines(message.topic, message.payload)
-        if message.qos == 0:
-            if lines:
-                self.pipeline.submit(-1, lines)
-            return
-        if lines is None:
-            client.ack(message.mid, message.qos)  # rejected, and already kept in the dead letters
-            return
-        self.pipeline.submit(message.mid, lines)
+    def _message(self, _client: mqtt.Client, _u: object, message: mqtt.MQTTMessage) -> None:
+        assert self.handle is not None
+        self.handle(message.mid, message.qos, message.topic, message.payload)

@@ -86,7 +86,9 @@ def run(clinics: int, hours: float, serve: bool, data_dir: Path) -> int:
             "registry": str(registry), "data_dir": str(data_dir / "collector"), "metrics_port": 0}))
         service.start()
         service.intake.connected.wait(10)
-        validator, stats = service.validator, service.pipeline.stats
+
+        def written() -> int:
+            return service.snapshot()["pipeline"]["points_written"]
 
         publisher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="demo-fleet")
         publisher.connect(broker.host, broker.port)
@@ -105,12 +107,13 @@ def run(clinics: int, hours: float, serve: bool, data_dir: Path) -> int:
         publisher.publish(wire.topic(fleet[1].clinic_id, "telemetry"),
                           rogue.batch([rogue.icmp_sample(now_ms)], clinic_field=rogue.clinic_id), qos=1)
         deadline = time.monotonic() + 60
-        while stats.points_written < expected and time.monotonic() < deadline:
+        while written() < expected and time.monotonic() < deadline:
             time.sleep(0.1)
         time.sleep(0.5)
+        snapshot = service.snapshot()
         print(f"broker {broker.host}:{broker.port}  InfluxDB {influx.url} (database {DATABASE!r})")
-        print(f"stored {stats.points_written} points from {sum(validator.accepted.values())} messages; "
-              f"rejected {dict(validator.rejected)}; dead letters in {data_dir / 'collector' / 'dead-letters.jsonl'}\n")
+        print(f"stored {snapshot['pipeline']['points_written']} points from {sum(snapshot['accepted'].values())} "
+              f"messages; rejected {snapshot['rejected']}; dead letters in {data_dir / 'collector' / 'dead-letters.jsonl'}\n")
         result = influx.query("SELECT count(rtt_avg_ms), mean(rtt_avg_ms), mean(jitter_ms), mean(loss_pct) "
                               "FROM icmp GROUP BY clinic", db=DATABASE)
         print(f"{'clinic':<11} {'link':<14} {'samples':>7} {'rtt ms':>8} {'jitter ms':>9} {'loss %':>7}")
@@ -132,7 +135,7 @@ def run(clinics: int, hours: float, serve: bool, data_dir: Path) -> int:
                 pass
         publisher.loop_stop()
         service.stop()
-        return 0 if stats.points_written >= expected else 1
+        return 0 if written() >= expected else 1
 
 
 def main(argv: list[str] | None = None) -> int:

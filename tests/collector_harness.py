@@ -58,6 +58,31 @@ def wait_subscribed(config: Path, times: int = 1, timeout_s: float = 20) -> None
     raise AssertionError(f"collector {config} not subscribed after {timeout_s} s; its log: {log}")
 
 
+def store_process(collector_pid: int, timeout_s: float = 20) -> int:
+    """The pid of a collector process's store process (collector.store_side), once it runs."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for task in Path(f"/proc/{collector_pid}/task").iterdir():
+            for child in (task / "children").read_text().split():
+                if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
+                    return int(child)
+        time.sleep(0.05)
+    raise AssertionError(f"collector {collector_pid} has no store process after {timeout_s} s")
+
+
+def gone(pid: int, timeout_s: float) -> bool:
+    """True once `pid` has exited (or is a zombie) within `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                return True
+        except FileNotFoundError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
 def scrape(port: int) -> dict[str, float]:
     """Prometheus text format to {name{labels}: value}."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:

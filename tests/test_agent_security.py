@@ -173,7 +173,7 @@ def test_collector_reports_subscriptions_the_broker_refuses(caplog) -> None:
     from collector.intake import Intake
     from collector.config import IntakeConfig
 
-    intake = Intake(IntakeConfig(), validator=None)  # type: ignore[arg-type]
+    intake = Intake(IntakeConfig())
     intake._topics = ["clinicwatch/v1/+/telemetry", "clinicwatch/v1/+/event", "clinicwatch/v1/+/status"]
     granted, refused = ReasonCode(PacketTypes.SUBACK, identifier=1), ReasonCode(PacketTypes.SUBACK, identifier=135)
     intake._subscribed(intake.client, None, 1, [granted, refused, granted], None)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 
 
@@ -10,7 +12,8 @@ from collector.config import load_collector_config
 from collector.service import Collector
 from lab.servers import Mosquitto
 from tests.agent_harness import agent_config, start_agent, stop_agent
-from tests.collector_harness import (LoadPublisher, collector_config, scrape, start_collector,
+from tests.collector_harness import (LoadPublisher, collector_config, gone, scrape, start_collector,
+                                     store_process,
                                      wait_points, wait_subscribed)
 
 CLINICS = [f"es-ib-{i:04d}" for i in range(1, 21)]
@@ -81,18 +84,18 @@ def test_influxdb_down_under_load_loses_nothing(start_server, influxdb, tmp_path
         sent += load.publish(200, pause_s=0.005)  # stored while the database is away: spooled
         load.wait_acked()
         deadline = time.monotonic() + 20
-        while service.pipeline.stats.points_spooled == 0 and time.monotonic() < deadline:
+        while service.snapshot()["pipeline"]["points_spooled"] == 0 and time.monotonic() < deadline:
             time.sleep(0.1)
         time.sleep(1)  # let the batches in hand reach the spool too
-        spooled = service.pipeline.stats.points_spooled
+        spooled = service.snapshot()["pipeline"]["points_spooled"]
         influx.start()
         assert wait_points(influx, db, sent) == sent
     finally:
         load.close()
         service.stop()
     assert spooled > 0, "the outage went through the disk spool"
-    assert service.pipeline.stats.points_replayed == spooled
-    assert service.spool.files() == []
+    assert service.snapshot()["pipeline"]["points_replayed"] == spooled
+    assert service.snapshot()["spool_files"] == 0
 
 
 def test_collector_killed_under_load_loses_nothing(start_server, influxdb, tmp_path) -> None:
@@ -104,9 +107,11 @@ def test_collector_killed_under_load_loses_nothing(start_server, influxdb, tmp_p
     load = LoadPublisher(broker.host, broker.port, CLINICS, per_message=20)
     try:
         wait_subscribed(config)  # a persistent session from here on
+        store = store_process(collector.pid)
         sent = load.publish(150, pause_s=0.01)
         collector.kill()
         collector.wait()
+        assert gone(store, 10), "the store process ends with the intake it served"
         sent += load.publish(150, pause_s=0.002)  # held by the broker for the collector's session
         load.wait_acked()
         collector = start_collector(config)
@@ -115,6 +120,30 @@ def test_collector_killed_under_load_loses_nothing(start_server, influxdb, tmp_p
         load.close()
         collector.terminate()
         collector.wait(20)
+
+
+def test_store_process_killed_under_load_stops_the_collector_and_loses_nothing(start_server, influxdb,
+                                                                                 tmp_path) -> None:
+    influx, db = influxdb
+    broker = start_server(Mosquitto())
+    config = collector_config(tmp_path / "c", broker.port, {"kind": "influx_v1", "url": influx.url, "database": db},
+                              CLINICS)
+    collector = start_collector(config)
+    load = LoadPublisher(broker.host, broker.port, CLINICS, per_message=20)
+    try:
+        wait_subscribed(config)
+        sent = load.publish(150, pause_s=0.01)
+        os.kill(store_process(collector.pid), signal.SIGKILL)
+        assert collector.wait(30) == 1, "the intake stops (exit 1) for the service manager to restart both"
+        sent += load.publish(150, pause_s=0.002)
+        load.wait_acked()
+        collector = start_collector(config)
+        assert wait_points(influx, db, sent) == sent
+    finally:
+        load.close()
+        collector.terminate()
+        collector.wait(20)
+    assert "the collector's store process ended" in config.with_suffix(".log").read_text()
 
 
 def test_broker_restart_under_load_loses_nothing(start_server, influxdb, tmp_path) -> None:
@@ -175,9 +204,9 @@ def test_registry_is_reloaded_without_restart_and_a_bad_one_is_refused(start_ser
         load.publish(1)
         load.wait_acked()
         deadline = time.monotonic() + 10
-        while service.validator.rejected["unknown_clinic"] == 0 and time.monotonic() < deadline:
+        while service.snapshot()["rejected"].get("unknown_clinic", 0) == 0 and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert service.validator.rejected["unknown_clinic"] == 1
+        assert service.snapshot()["rejected"].get("unknown_clinic", 0) == 1
         registry = service.config.registry
         registry.write_text(registry.read_text() + f"- id: {newcomer}\n  name: New clinic\n  region: Menorca\n")
         assert service.reload_registry() is True

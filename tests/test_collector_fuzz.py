@@ -3,6 +3,7 @@ broker leave the collector running, every one counted by reason and kept in the 
 
 from __future__ import annotations
 
+import collections
 import json
 import random
 import threading
@@ -83,7 +84,7 @@ def test_thousands_of_bad_messages_are_counted_kept_and_do_not_stop_intake(start
         # The non-contract topic ("nonsense") is outside the collector's subscriptions: never seen.
         expected = sum(1 for topic, _ in sent if not topic.endswith("/nonsense"))
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and sum(service.validator.rejected.values()) < expected:
+        while time.monotonic() < deadline and sum(service.snapshot()["rejected"].values()) < expected:
             time.sleep(0.2)
         # Intake is still alive: a good message after all that is stored.
         load = LoadPublisher(broker.host, broker.port, [CLINIC], per_message=3)
@@ -95,7 +96,7 @@ def test_thousands_of_bad_messages_are_counted_kept_and_do_not_stop_intake(start
         client.loop_stop()
         client.disconnect()
         service.stop()
-    rejected = service.validator.rejected
+    rejected = collections.Counter(service.snapshot()["rejected"])
     assert sum(rejected.values()) == expected, rejected
     for reason in ("missing_field", "unsupported_version", "clinic_mismatch", "unknown_clinic", "oversize",
                    "bad_json", "timestamp_in_future"):
