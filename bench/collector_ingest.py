@@ -5,7 +5,8 @@
 Both consumers get the same messages, queued by the broker for their persistent
 sessions before they start, so each is timed draining alone:
   1. Steady state: messages as clinics send them every 30 s (2 ICMP samples each).
-     The collector's rate counts until every point is in InfluxDB (1.6.7, v1 /write);
+     The collector (intake and store processes) is timed from its first stored point
+     until every point is in InfluxDB (1.6.7, v1 /write), and from its process start;
      the bare subscriber's until every message has arrived (the ceiling: no
      validation, no storage).
   2. Backfill storm: `--storm-clinics` clinics return with a day of samples at 30 s

@@ -180,11 +180,13 @@ class StoreProcess:
 
     def handle(self, mid: int, qos: int, topic: str, payload: bytes) -> None:
         """Called by the intake's MQTT thread for every message."""
-        if self._closed:
-            return  # stopping: left unacknowledged, so the broker redelivers it
-        self._batch.append((mid, qos, topic, payload))
-        if len(self._batch) >= HANDOVER_BATCH:
-            self._hand_over()
+        with self._lock:  # the hand-over thread swaps the batch: an append must not land in a sent one
+            if self._closed:
+                return  # stopping: left unacknowledged, so the broker redelivers it
+            self._batch.append((mid, qos, topic, payload))
+            if len(self._batch) >= HANDOVER_BATCH:
+                batch, self._batch = self._batch, []
+                self._send(batch)
 
     def _hand_over(self) -> None:
         with self._lock:
