@@ -222,6 +222,8 @@ class StoreProcess:
                 self._stats = rest[0]
                 self._have_stats.set()
             else:
+                if kind == "stopped":
+                    self._stopping = True  # the pipe closing next is the normal end
                 self._answers.put((kind, *rest))
 
     def _lost(self) -> None:

@@ -41,6 +41,7 @@ def test_agent_samples_become_the_documented_points_in_influxdb(start_server, in
         stop_agent(agent)
         time.sleep(1)
         service.stop()
+    assert not service.failed.is_set(), "a clean stop is not a store process failure"
     series = influx.query('SELECT * FROM "tcp" GROUP BY *', db=db)["results"][0]["series"]
     assert len(series) == 1
     assert series[0]["tags"] == {"clinic": "es-ib-0007", "target": "broker", "region": "Illes Balears",
@@ -116,10 +117,13 @@ def test_collector_killed_under_load_loses_nothing(start_server, influxdb, tmp_p
         load.wait_acked()
         collector = start_collector(config)
         assert wait_points(influx, db, sent) == sent
+        collector.terminate()
+        assert collector.wait(30) == 0, "SIGTERM: the store drains, then both end cleanly"
     finally:
         load.close()
         collector.terminate()
         collector.wait(20)
+    assert "store process ended" not in config.with_suffix(".log").read_text()
 
 
 def test_store_process_killed_under_load_stops_the_collector_and_loses_nothing(start_server, influxdb,
