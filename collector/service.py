@@ -4,7 +4,6 @@ in a store process beside it (collector.store_side), self-metrics on a Prometheu
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, start_http_server
@@ -13,7 +12,6 @@ from prometheus_client.registry import Collector as PromCollector
 
 from collector.config import CollectorConfig
 from collector.intake import Intake
-from collector.registry import load_registry
 from collector.store_side import StoreProcess
 
 log = logging.getLogger("clinicwatch.collector")
@@ -23,7 +21,6 @@ class Collector:
     def __init__(self, config: CollectorConfig) -> None:
         self.config = config
         config.data_dir.mkdir(parents=True, exist_ok=True)
-        load_registry(config.registry)  # a bad registry fails here, before anything starts
         self.intake = Intake(config.intake)
         self.store = StoreProcess(config, self.intake.ack)
         self.intake.handle = self.store.handle
@@ -72,16 +69,16 @@ class _Metrics(PromCollector):
         for reason, count in snapshot["rejected"].items():
             rejected.add_metric([reason], count)
         yield rejected
-        for name, key, text in (
-                ("points_written", "points_written", "Points the database accepted"),
-                ("points_spooled", "points_spooled", "Points written to the disk spool"),
-                ("points_replayed", "points_replayed", "Spooled points written later"),
-                ("points_refused", "points_refused", "Points the database refused (kept aside)"),
-                ("write_errors", "write_errors", "Failed write attempts"),
-                ("messages_acked", "messages_acked", "Messages acknowledged to the broker"),
-                ("write_seconds", "write_seconds_total", "Time spent in database writes"),
-                ("writes", "writes", "Database write calls")):
-            yield CounterMetricFamily(f"clinicwatch_{name}", text, value=stats[key])
+        for key, text in (
+                ("points_written", "Points the database accepted"),
+                ("points_spooled", "Points written to the disk spool"),
+                ("points_replayed", "Spooled points written later"),
+                ("points_refused", "Points the database refused (kept aside)"),
+                ("write_errors", "Failed write attempts"),
+                ("messages_acked", "Messages acknowledged to the broker"),
+                ("write_seconds_total", "Time spent in database writes"),
+                ("writes", "Database write calls")):
+            yield CounterMetricFamily(f"clinicwatch_{key.removesuffix('_total')}", text, value=stats[key])
         yield GaugeMetricFamily("clinicwatch_spool_files", "Batches waiting in the spool",
                                 value=snapshot["spool_files"])
         yield GaugeMetricFamily("clinicwatch_intake_subscribed",
