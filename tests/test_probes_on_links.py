@@ -89,7 +89,8 @@ def test_unreachable_target_and_closed_port(emulated_link, tmp_path) -> None:
     closed = results["tcp:closed"]
     assert (closed["success"], closed["reason"]) == (False, "refused")
     assert "port closed" in closed["detail"]
-    assert closed["fields"]["connect_ms"] == pytest.approx(5, abs=3)  # the RST came back over the link
+    # The RST came back over the link: one round trip, never less; a busy machine may add a little.
+    assert 4 <= closed["fields"]["connect_ms"] <= 5 + 12, closed
 
 
 def test_tcp_connect_time_is_one_round_trip(emulated_link, tmp_path) -> None:
@@ -98,15 +99,17 @@ def test_tcp_connect_time_is_one_round_trip(emulated_link, tmp_path) -> None:
     link = emulated_link("dsl", loss_pct=0)
     server = socket.create_server((link.central_ip, 0))
     try:
-        # Three connects in one round: a busy 2-core machine can delay one, never speed one up, so
-        # the quickest is the link's round trip.
+        # Five connects in one round: a busy 2-core machine (the relay is a user-space process) can
+        # delay one, never speed one up, so the quickest is the link's round trip, never less. A
+        # probe that timed the whole handshake and a request would read two round trips (61 ms).
         results = probe_in(link, tmp_path, [{"kind": "tcp", "name": f"svc{i}", "host": link.central_ip,
-                                             "port": server.getsockname()[1]} for i in range(3)])
+                                             "port": server.getsockname()[1]} for i in range(5)])
     finally:
         server.close()
-    assert len(results) == 3 and all(r["success"] for r in results.values())
+    assert len(results) == 5 and all(r["success"] for r in results.values())
     quickest = min(r["fields"]["connect_ms"] for r in results.values())
-    assert quickest == pytest.approx(expected_rtt_ms("dsl", 60), abs=3)
+    rtt = expected_rtt_ms("dsl", 60)
+    assert rtt - 1 <= quickest <= rtt + 12, f"connect {quickest} ms for a {rtt:.1f} ms round trip"
 
 
 def test_dns_answer_server_down_and_cut_link(emulated_link, tmp_path, start_server) -> None:
@@ -117,7 +120,7 @@ def test_dns_answer_server_down_and_cut_link(emulated_link, tmp_path, start_serv
     ok = probe_in(link, tmp_path, [probe])["dns:resolver"]
     assert ok["success"] is True, ok
     assert ok["fields"]["answer"] == "198.18.200.7" and ok["fields"]["rcode"] == "NOERROR"
-    assert ok["fields"]["resolve_ms"] == pytest.approx(60, abs=8)
+    assert 59 <= ok["fields"]["resolve_ms"] <= 60 + 12, ok
 
     wrong = probe_in(link, tmp_path, [{**probe, "expect": ["198.18.200.8"]}])["dns:resolver"]
     assert wrong["reason"] == "unexpected_answer"
@@ -233,7 +236,7 @@ def test_icmp_without_raw_socket_rights_falls_back_and_says_so(emulated_link, pi
         shutil.rmtree(shared)
     assert result["tags"] == {"method": method}, result
     assert result["fields"]["received"] == 5
-    assert result["fields"]["rtt_avg_ms"] == pytest.approx(expected_rtt_ms("dsl"), abs=3)
+    assert expected_rtt_ms("dsl") - 1 <= result["fields"]["rtt_avg_ms"] <= expected_rtt_ms("dsl") + 8, result
 
 
 def test_traceroute_counts_hops_and_reports_a_route_change(tmp_path) -> None:
