@@ -159,15 +159,15 @@ def lines_of(messages: list[tuple[str, bytes]]) -> list[str]:
     return out
 
 
-def influx_alone(influx: InfluxDB, lines: list[str], batch: int = 5000) -> float:
-    """Seconds InfluxDB takes to accept `lines` from one writer in the collector's batches:
-    the database's own ceiling, with no MQTT and no validation."""
+def influx_alone(influx: InfluxDB, lines: list[str], batch: int = 5000) -> tuple[float, float]:
+    """Seconds InfluxDB takes to accept `lines` from one writer in the collector's batches (the
+    database's own ceiling, with no MQTT and no validation), and the CPU seconds it spent."""
     influx.create_database("alone")
     write = InfluxV1Writer(influx.url, "alone")
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), cpu_s(influx.proc.pid)  # type: ignore[union-attr]
     for i in range(0, len(lines), batch):
         write(lines[i:i + batch])
-    return time.perf_counter() - start
+    return time.perf_counter() - start, cpu_s(influx.proc.pid) - cpu  # type: ignore[union-attr]
 
 
 def run_case(tmp: Path, name: str, messages: list[tuple[str, bytes]], points: int, clinics: list[str],
@@ -210,7 +210,8 @@ def run_case(tmp: Path, name: str, messages: list[tuple[str, bytes]], points: in
                             "collector_s": collector_s, "drain_s": drain_s,
                             **{f"{k}_cpu_s": v for k, v in (bare_cpu | cpu).items()}})
         if alone:
-            results[0].update(alone_s=influx_alone(influx, alone), alone_points=len(alone))
+            alone_s, alone_cpu_s = influx_alone(influx, alone)
+            results[0].update(alone_s=alone_s, alone_cpu_s=alone_cpu_s, alone_points=len(alone))
     return results
 
 
@@ -258,9 +259,14 @@ def main() -> int:
           f"target under 300 s)")
     alone = b["alone_points"] / b["alone_s"]
     drained = b["points"] / b["drain_s"]
+    storm_cpu = {k: 1e6 * b[f"{k}_cpu_s"] / b["points"] for k in ("intake", "store", "influxd", "mosquitto")}
+    print(f"  CPU per sample (us): collector intake {storm_cpu['intake']:.1f} + store {storm_cpu['store']:.1f}, "
+          f"InfluxDB {storm_cpu['influxd']:.1f}, broker {storm_cpu['mosquitto']:.1f}: "
+          f"{sum(storm_cpu.values()):.1f} in all, on {os.cpu_count()} cores")
     print(f"  InfluxDB alone            {alone:8.0f} samples/s (the same lines, precomputed, {b['alone_points']} of "
           f"them, written in the collector's batches of 5,000 from one writer); the collector from its first "
-          f"point stored: {drained:.0f} samples/s, {100 * drained / alone:.0f} % of the database's own rate")
+          f"point stored: {drained:.0f} samples/s, {100 * drained / alone:.0f} % of the database's own rate; "
+          f"InfluxDB alone spent {1e6 * b['alone_cpu_s'] / b['alone_points']:.1f} us of CPU per sample")
     return 0
 
 
