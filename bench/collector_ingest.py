@@ -1,10 +1,12 @@
 """Benchmark: broker -> collector -> InfluxDB, against a bare paho subscriber; and a backfill storm.
 
-    .venv/bin/python -m bench.collector_ingest [--messages 60000] [--rounds 5] [--storm-clinics 1000]
+    .venv/bin/python -m bench.collector_ingest [--messages 60000] [--rounds 5] [--samples-per-message 2]
+                                                [--storm-clinics 1000]
 
 Both consumers get the same messages, queued by the broker for their persistent
 sessions before they start, so each is timed draining alone:
-  1. Steady state: messages as clinics send them every 30 s (2 ICMP samples each).
+  1. Steady state: messages as clinics send them every 30 s (2 ICMP samples each, or
+     `--samples-per-message`).
      The collector (intake and store processes) is timed from its first stored point
      until every point is in InfluxDB (1.6.7, v1 /write), and from its process start;
      the bare subscriber's until every message has arrived (the ceiling: no
@@ -220,26 +222,29 @@ def main() -> int:
     parser.add_argument("--messages", type=int, default=60_000, help="steady-state messages per round")
     parser.add_argument("--rounds", type=int, default=5,
                         help="steady-state rounds, bare and collector in turn (the machine's noise moves both)")
+    parser.add_argument("--samples-per-message", type=int, default=2,
+                        help="steady state: samples in each message (an agent on the default schedule sends 2-10)")
     parser.add_argument("--storm-clinics", type=int, default=1000)
     args = parser.parse_args()
+    k = args.samples_per_message
     base = int(time.time() * 1000) - 86_400_000 - 60_000
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         clinics = max(1, args.messages // 10)
-        steady = payloads(clinics, 20, 2, base)[: args.messages]
-        rounds = run_case(tmp, "steady", steady, 2 * len(steady), [f"bench-{c:05d}" for c in range(clinics)],
+        steady = payloads(clinics, 10 * k, k, base)[: args.messages]
+        rounds = run_case(tmp, "steady", steady, k * len(steady), [f"bench-{c:05d}" for c in range(clinics)],
                           args.rounds)
         storm = payloads(args.storm_clinics, 2880, 500, base)
         b = run_case(tmp, "storm", storm, args.storm_clinics * 2880,
                      [f"bench-{c:05d}" for c in range(args.storm_clinics)], alone=lines_of(storm[:600]))[0]
     n = len(steady)
-    print(f"steady state: {n} messages of 2 samples, queued by the broker, then drained; {args.rounds} rounds, "
+    print(f"steady state: {n} messages of {k} samples, queued by the broker, then drained; {args.rounds} rounds, "
           f"bare paho subscriber and collector (into InfluxDB, from its first point stored) in turn")
     ratios = []
     for r, a in enumerate(rounds, 1):
         bare, collector = n / a["bare_s"], n / a["drain_s"]
         ratios.append(collector / bare)
-        print(f"  round {r}: bare {bare:7.0f} msg/s, collector {collector:7.0f} msg/s = {2 * collector:7.0f} "
+        print(f"  round {r}: bare {bare:7.0f} msg/s, collector {collector:7.0f} msg/s = {k * collector:7.0f} "
               f"samples/s: {100 * collector / bare:3.0f} %   (collector from process start: {a['collector_s']:.1f} s, "
               f"bare {a['bare_s']:.1f} s)")
     print(f"  median ratio {100 * statistics.median(ratios):.0f} % of the bare subscriber (target 70 %); "
