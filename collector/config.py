@@ -73,7 +73,7 @@ class StoreConfig(_Section):
 class CollectorConfig(_Section):
     intake: IntakeConfig = Field(default_factory=IntakeConfig)
     store: StoreConfig
-    registry: Path = Field(description="the clinic registry (YAML)")
+    registry: Path = Field(description="the clinic registry: YAML, or .csv as a spreadsheet exports it")
     data_dir: Path = Field(default=Path("/var/lib/clinicwatch-collector"), description="dead letters and spool")
     spool_max_mb: float = Field(default=2048, gt=0, description="past this, stop acknowledging: the broker holds")
     metrics_host: str = "127.0.0.1"

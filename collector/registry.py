@@ -1,4 +1,4 @@
-"""The clinic registry: one YAML file listing every clinic the collector accepts.
+"""The clinic registry: one file listing every clinic the collector accepts, YAML or CSV.
 
     clinics:
       - id: es-ib-0042
@@ -9,10 +9,21 @@
         lat: 39.766
         lon: 2.715
         contacts: [{name: Coordinación TIC, email: tic@example.org, lang: es}]
+
+A `.csv` file (as a spreadsheet exports it: UTF-8 with or without BOM, `,` or `;` between
+cells) has one clinic per row under a header naming the same fields; contacts go in
+`contact_name`, `contact_email`, `contact_phone`, `contact_lang`, and further contacts in
+`contact2_name`, `contact2_email`, ... Empty cells take the defaults.
+
+    id,name,region,isp,link,lat,lon,contact_name,contact_email,contact_lang
+    es-ib-0042,Centro de Salud de Sóller,Illes Balears,Movistar,lte,39.766,2.715,Coordinación TIC,tic@example.org,es
 """
 
 from __future__ import annotations
 
+import csv
+import io
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -64,10 +75,81 @@ class Registry(BaseModel):
 
 
 def load_registry(path: Path) -> Registry:
-    document = yamlio.load_file(path, "clinic registry", RegistryError)
+    if path.suffix.lower() == ".csv":
+        document, rows = _read_csv(path)
+    else:
+        document, rows = yamlio.load_file(path, "clinic registry", RegistryError), None
     try:
         return Registry.model_validate(document)
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise RegistryError(f"{path}: {where}: {first['msg']} ({exc.error_count()} problem(s))") from None
+        loc = list(first["loc"])
+        if rows is not None and len(loc) >= 2 and loc[0] == "clinics" and isinstance(loc[1], int):
+            # Name the spreadsheet's line and column, not the list index.
+            line, contact_numbers = rows[loc[1]]
+            column = _column_of(loc[2:], contact_numbers)
+            where = f"line {line}" + (f", column {column!r}" if column else "")
+        else:
+            where = ".".join(str(p) for p in loc)
+        message = first["msg"].removeprefix("Value error, ")
+        raise RegistryError(f"{path}: {where + ': ' if where else ''}{message} ({exc.error_count()} problem(s))") from None
+
+
+_CLINIC_COLUMNS = {"id", "name", "region", "isp", "link", "lat", "lon"}
+_CONTACT_COLUMN = re.compile(r"^contact(\d*)_(name|email|phone|lang)$")
+
+
+def _read_csv(path: Path) -> tuple[dict, list[tuple[int, list[int]]]]:
+    """The registry document from a CSV file, and for each clinic its line in the file and the
+    numbers of the contact columns it filled (for error messages)."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except OSError as exc:
+        raise RegistryError(f"{path}: cannot read the clinic registry: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise RegistryError(f"{path}: not UTF-8 (byte {exc.start}); export the spreadsheet as "
+                            f"'CSV UTF-8'") from None
+    header_line = text.split("\n", 1)[0]
+    delimiter = ";" if header_line.count(";") > header_line.count(",") else ","
+    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
+    columns = [c.strip() for c in reader.fieldnames or []]
+    unknown = [c for c in columns if c not in _CLINIC_COLUMNS and not _CONTACT_COLUMN.match(c)]
+    if not columns or "id" not in columns or "name" not in columns or unknown:
+        problem = f"unknown column(s) {unknown}" if unknown else "the header must name at least 'id' and 'name'"
+        raise RegistryError(f"{path}: line 1: {problem}; columns are {sorted(_CLINIC_COLUMNS)} and "
+                            f"contact_name/_email/_phone/_lang (contact2_..., contact3_... for more contacts)")
+    clinics, lines, first_line = [], [], {}
+    for row in reader:
+        cells = {k.strip(): (v or "").strip() for k, v in row.items() if k is not None}
+        if None in row:
+            raise RegistryError(f"{path}: line {reader.line_num}: more cells than the header has columns")
+        if not any(cells.values()):
+            continue  # a blank row
+        clinic: dict = {k: v for k, v in cells.items() if k in _CLINIC_COLUMNS and v != ""}
+        for k in ("lat", "lon"):  # spreadsheets in Spanish, Catalan or Italian write 39,766
+            if k in clinic and "," in clinic[k] and "." not in clinic[k]:
+                clinic[k] = clinic[k].replace(",", ".")
+        contacts: dict[int, dict] = {}
+        for column, value in cells.items():
+            match = _CONTACT_COLUMN.match(column)
+            if match and value != "":
+                contacts.setdefault(int(match[1] or 1), {})[match[2]] = value
+        clinic["contacts"] = [contacts[n] for n in sorted(contacts)]
+        if clinic.get("id") in first_line:
+            raise RegistryError(f"{path}: line {reader.line_num}: clinic id {clinic['id']!r} is listed twice "
+                                f"(first on line {first_line[clinic['id']]})")
+        first_line.setdefault(clinic.get("id"), reader.line_num)
+        clinics.append(clinic)
+        lines.append((reader.line_num, sorted(contacts)))
+    return {"clinics": clinics}, lines
+
+
+def _column_of(loc: list, contact_numbers: list[int]) -> str:
+    """The CSV column for a location inside one clinic: ['lat'] -> 'lat', ['contacts', 0, 'email']
+    -> 'contact_email' or 'contact2_email', whichever numbered group that contact came from."""
+    if not loc:
+        return ""
+    if loc[0] == "contacts" and len(loc) >= 3:
+        n = contact_numbers[int(loc[1])]
+        return f"contact{'' if n == 1 else n}_{loc[2]}"
+    return str(loc[0])

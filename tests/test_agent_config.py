@@ -64,3 +64,10 @@ def test_the_collector_sample_config_and_registry_are_valid(capsys: pytest.Captu
 
     assert collector_main(["check-config", "--config", str(REPO / "collector" / "collector.sample.yaml")]) == 0
     assert "valid; store influx_v2, 2 clinics" in capsys.readouterr().out
+
+
+def test_the_sample_registry_as_csv_is_the_same_registry() -> None:
+    from collector.registry import load_registry
+
+    csv = load_registry(REPO / "collector" / "clinics.sample.csv")
+    assert csv == load_registry(REPO / "collector" / "clinics.sample.yaml")

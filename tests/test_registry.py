@@ -1,0 +1,51 @@
+"""The clinic registry from YAML or from a spreadsheet's CSV export, and its error messages."""
+
+from __future__ import annotations
+
+import pytest
+
+from collector.registry import RegistryError, load_registry
+
+
+def test_a_spreadsheet_export_reads_like_the_yaml_registry(tmp_path) -> None:
+    # As Excel exports in a Spanish locale: BOM, ';' between cells, decimal commas, a blank row.
+    path = tmp_path / "clinics.csv"
+    path.write_bytes("\ufeffid;name;region;isp;link;lat;lon;contact_name;contact_email;contact_lang;"
+                     "contact2_name;contact2_phone\n"
+                     "es-ib-0042;Centro de Salud de Sóller;Illes Balears;Movistar;lte;39,766;2,715;"
+                     "Coordinación TIC;tic@example.org;es;Guardia;+34 600 000 000\n"
+                     ";;;;;;;;;;;\n"
+                     "es-ib-0043;\"Consultori de Deià; annex\";Illes Balears;;;;;;;;;\n".encode())
+    registry = load_registry(path)
+    first, second = registry.clinics
+    assert (first.id, first.name, first.region, first.isp, first.link) == (
+        "es-ib-0042", "Centro de Salud de Sóller", "Illes Balears", "Movistar", "lte")
+    assert (first.lat, first.lon) == (39.766, 2.715)
+    assert [(c.name, c.email, c.phone, c.lang) for c in first.contacts] == [
+        ("Coordinación TIC", "tic@example.org", None, "es"), ("Guardia", None, "+34 600 000 000", "en")]
+    assert (second.name, second.isp, second.link, second.lat, second.contacts) == (
+        "Consultori de Deià; annex", "", "other", None, [])
+
+
+@pytest.mark.parametrize("text,message", [
+    ("id,name,phone\nes-ib-1,A,1\n", "line 1: unknown column(s) ['phone']"),
+    ("name,region\nA,B\n", "line 1: the header must name at least 'id' and 'name'"),
+    ("id,name,lat\nes-ib-1,A,1\nes-ib-2,B,95\n", "line 3, column 'lat': Input should be less than or equal to 90"),
+    ("id,name,link\nes-ib-1,A,cable\n", "line 2, column 'link': Input should be 'fibre'"),
+    ("id,name,contact_name,contact3_lang\nes-ib-1,A,,es\n", "line 2, column 'contact3_name': Field required"),
+    ("id,name\nes-ib-1,A,extra\n", "line 2: more cells than the header has columns"),
+    ("id,name\nes-ib-1,A\nes-ib-2,B\nes-ib-1,C\n", "line 4: clinic id 'es-ib-1' is listed twice (first on line 2)"),
+])
+def test_a_bad_csv_registry_names_the_file_line_and_column(tmp_path, text: str, message: str) -> None:
+    path = tmp_path / "clinics.csv"
+    path.write_text(text)
+    with pytest.raises(RegistryError) as caught:
+        load_registry(path)
+    assert str(caught.value).startswith(f"{path}: ") and message in str(caught.value), str(caught.value)
+
+
+def test_a_csv_registry_that_is_not_utf8_says_how_to_export_it(tmp_path) -> None:
+    path = tmp_path / "clinics.csv"
+    path.write_bytes("id,name\nes-ib-1,Sóller\n".encode("latin-1"))
+    with pytest.raises(RegistryError, match="not UTF-8 .* export the spreadsheet as 'CSV UTF-8'"):
+        load_registry(path)
