@@ -27,13 +27,14 @@ REPO = Path(__file__).resolve().parent.parent
 
 class Watcher:
     def __init__(self, host: str, port: int, username: str | None = None, password: str | None = None,
-                 topic: str = "clinicwatch/v1/#", tls_ca: Path | None = None) -> None:
+                 topic: str = "clinicwatch/v1/#", tls_ca: Path | None = None, client_id: str | None = None) -> None:
         self.messages: list[tuple[str, Any]] = []  # (kind, decoded message) in arrival order
         self.received_ms: dict[int, int] = {}  # id(decoded message) -> when it arrived
         self.rejected: list[tuple[str, str]] = []
         self.lock = threading.Lock()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"watcher-{os.getpid()}-{id(self)}",
-                                  protocol=mqtt.MQTTv5)
+        # A given client id resumes that watcher's session: what the broker queued for it meanwhile arrives.
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
+                                  client_id=client_id or f"watcher-{os.getpid()}-{id(self)}", protocol=mqtt.MQTTv5)
         if username:
             self.client.username_pw_set(username, password)
         if tls_ca:

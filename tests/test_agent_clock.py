@@ -52,8 +52,12 @@ def _run_agent(agent: Agent, stop: asyncio.Event, loop: asyncio.AbstractEventLoo
 
 
 def test_samples_taken_before_the_clock_was_right_get_corrected_timestamps(start_server, tmp_path) -> None:
-    broker = Mosquitto()
-    port = broker.command() and broker.port  # choose the port now; start the broker later
+    # The watcher's session is made while the broker runs, then the broker stops: what the agent sends
+    # once the broker is back is queued for the watcher even before it reconnects.
+    broker = start_server(Mosquitto())
+    port = broker.port
+    Watcher(broker.host, broker.port, client_id="clock-watcher").close()
+    broker.stop()
     config = parse_config({
         "clinic_id": "es-ib-0042", "state_dir": str(tmp_path / "state"),
         "mqtt": {"host": "127.0.0.1", "port": port, "keepalive_s": 5, "reconnect_min_s": 0.2, "reconnect_max_s": 0.5,
@@ -73,8 +77,8 @@ def test_samples_taken_before_the_clock_was_right_get_corrected_timestamps(start
         synced_at = time.time()
         time.sleep(1.5)  # the agent notices and re-times what it holds
         # 2. Broker up: the backlog goes out re-timed ("fixed"); new samples are "ntp".
-        start_server(broker)
-        watcher = Watcher(broker.host, broker.port)
+        broker.start()
+        watcher = Watcher(broker.host, broker.port, client_id="clock-watcher")
         watcher.wait_for(lambda: any(r.sync == "ntp" for _, r, _ in watcher.records()), what="synced samples")
         # 3. The clock is lost again (a reboot without RTC would do this) while the link is up:
         #    samples go out with sync "none" and the collector places them by mono_now.
