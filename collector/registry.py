@@ -92,7 +92,8 @@ def load_registry(path: Path) -> Registry:
         else:
             where = ".".join(str(p) for p in loc)
         message = first["msg"].removeprefix("Value error, ")
-        raise RegistryError(f"{path}: {where + ': ' if where else ''}{message} ({exc.error_count()} problem(s))") from None
+        where = f"{where}: " if where else ""
+        raise RegistryError(f"{path}: {where}{message} ({exc.error_count()} problem(s))") from None
 
 
 _CLINIC_COLUMNS = {"id", "name", "region", "isp", "link", "lat", "lon"}
@@ -135,10 +136,11 @@ def _read_csv(path: Path) -> tuple[dict, list[tuple[int, list[int]]]]:
             if match and value != "":
                 contacts.setdefault(int(match[1] or 1), {})[match[2]] = value
         clinic["contacts"] = [contacts[n] for n in sorted(contacts)]
-        if clinic.get("id") in first_line:
-            raise RegistryError(f"{path}: line {reader.line_num}: clinic id {clinic['id']!r} is listed twice "
-                                f"(first on line {first_line[clinic['id']]})")
-        first_line.setdefault(clinic.get("id"), reader.line_num)
+        if "id" in clinic:  # a row without one is reported by the model ("id: Field required")
+            if clinic["id"] in first_line:
+                raise RegistryError(f"{path}: line {reader.line_num}: clinic id {clinic['id']!r} is listed twice "
+                                    f"(first on line {first_line[clinic['id']]})")
+            first_line[clinic["id"]] = reader.line_num
         clinics.append(clinic)
         lines.append((reader.line_num, sorted(contacts)))
     return {"clinics": clinics}, lines

@@ -34,6 +34,7 @@ def test_a_spreadsheet_export_reads_like_the_yaml_registry(tmp_path) -> None:
     ("id,name,link\nes-ib-1,A,cable\n", "line 2, column 'link': Input should be 'fibre'"),
     ("id,name,contact_name,contact3_lang\nes-ib-1,A,,es\n", "line 2, column 'contact3_name': Field required"),
     ("id,name\nes-ib-1,A,extra\n", "line 2: more cells than the header has columns"),
+    ("id,name\nes-ib-1,A\n,B\n,C\n", "line 3, column 'id': Field required"),
     ("id,name\nes-ib-1,A\nes-ib-2,B\nes-ib-1,C\n", "line 4: clinic id 'es-ib-1' is listed twice (first on line 2)"),
 ])
 def test_a_bad_csv_registry_names_the_file_line_and_column(tmp_path, text: str, message: str) -> None:
