@@ -103,13 +103,8 @@ _CONTACT_COLUMN = re.compile(r"^contact(\d*)_(name|email|phone|lang)$")
 def _read_csv(path: Path) -> tuple[dict, list[tuple[int, list[int]]]]:
     """The registry document from a CSV file, and for each clinic its line in the file and the
     numbers of the contact columns it filled (for error messages)."""
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except OSError as exc:
-        raise RegistryError(f"{path}: cannot read the clinic registry: {exc.strerror}") from None
-    except UnicodeDecodeError as exc:
-        raise RegistryError(f"{path}: not UTF-8 (byte {exc.start}); export the spreadsheet as "
-                            f"'CSV UTF-8'") from None
+    text = yamlio.read_text(path, "clinic registry", RegistryError, encoding="utf-8-sig",
+                            fix="export the spreadsheet as 'CSV UTF-8'")
     header_line = text.split("\n", 1)[0]
     delimiter = ";" if header_line.count(";") > header_line.count(",") else ","
     reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)

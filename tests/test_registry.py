@@ -50,3 +50,7 @@ def test_a_csv_registry_that_is_not_utf8_says_how_to_export_it(tmp_path) -> None
     path.write_bytes("id,name\nes-ib-1,Sóller\n".encode("latin-1"))
     with pytest.raises(RegistryError, match="not UTF-8 .* export the spreadsheet as 'CSV UTF-8'"):
         load_registry(path)
+    path.with_suffix(".yaml").write_bytes("clinics:\n- {id: es-ib-1, name: Sóller}\n".encode("latin-1"))
+    with pytest.raises(RegistryError, match=r"clinics.yaml: the clinic registry is not UTF-8 \(byte 32\); "
+                                            r"save it as UTF-8"):
+        load_registry(path.with_suffix(".yaml"))

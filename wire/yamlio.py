@@ -16,12 +16,20 @@ def safe_load(text: str) -> Any:
     return yaml.load(text, Loader=_LOADER)  # noqa: S506 - a safe loader, C or Python
 
 
-def load_file(path: Path, what: str, error: type[Exception] = ValueError) -> Any:
-    """The document in `path`; `error` with the file, the place and the problem if it cannot be read."""
+def read_text(path: Path, what: str, error: type[Exception] = ValueError, encoding: str = "utf-8",
+              fix: str = "save it as UTF-8") -> str:
+    """The file's text; `error` naming the file if it cannot be read, or is not UTF-8 (with `fix`)."""
     try:
-        text = path.read_text()
+        return path.read_text(encoding=encoding)
     except OSError as exc:
         raise error(f"{path}: cannot read the {what}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise error(f"{path}: the {what} is not UTF-8 (byte {exc.start}); {fix}") from None
+
+
+def load_file(path: Path, what: str, error: type[Exception] = ValueError) -> Any:
+    """The document in `path`; `error` with the file, the place and the problem if it cannot be read."""
+    text = read_text(path, what, error)
     try:
         return safe_load(text)
     except yaml.YAMLError as exc:
