@@ -38,7 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
                                  description="Write `passwd` (hashed with mosquitto_passwd), `acl` and "
                                              "`credentials/<clinic>.password` (kept between runs) into --out. "
                                              "Each clinic may publish only under its own topics.")
-    broker.add_argument("--registry", type=Path, required=True, help="the clinic registry (YAML, or CSV as a spreadsheet exports it)")
+    broker.add_argument("--registry", type=Path, required=True,
+                        help="the clinic registry (YAML, or CSV as a spreadsheet exports it)")
     broker.add_argument("--out", type=Path, required=True, help="directory for the files")
     return parser
 

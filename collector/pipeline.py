@@ -47,7 +47,7 @@ class Pipeline:
         self.writer, self.spool, self.ack = writer, spool, ack
         self.refused_path = refused_path
         self.batch_points, self.flush_interval_s = batch_points, flush_interval_s
-        # A deque and an event rather than queue.Queue: the intake's thread appends for every message,
+        # A deque and an event rather than queue.Queue: the validating thread appends for every message,
         # and a Queue's lock and condition cost it more than the append.
         self.inbox: collections.deque[tuple[int, list[str]] | None] = collections.deque()
         self._wake = threading.Event()
@@ -62,7 +62,7 @@ class Pipeline:
         self._thread.start()
 
     def submit(self, mid: int, lines: list[str]) -> None:
-        """Called by the intake for every accepted message (lines may be empty: it is acked in turn)."""
+        """Called for every received message once validated (lines may be empty: it is acked in turn)."""
         self.inbox.append((mid, lines))
         if self._idle:
             self._wake.set()

@@ -20,7 +20,6 @@ log = logging.getLogger("clinicwatch.collector")
 class Collector:
     def __init__(self, config: CollectorConfig) -> None:
         self.config = config
-        config.data_dir.mkdir(parents=True, exist_ok=True)
         self.intake = Intake(config.intake)
         self.store = StoreProcess(config, self.intake.ack)
         self.intake.handle = self.store.handle

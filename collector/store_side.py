@@ -92,7 +92,7 @@ class Store:
         return {"accepted": dict(validator.accepted), "rejected": dict(validator.rejected),
                 "last_seen_ms": dict(validator.last_seen_ms), "pipeline": asdict(self.pipeline.stats),
                 "spool_files": len(self.spool.files()), "registry_reload_ok": self.registry_reload_ok,
-                "clinics": len(validator.series[0])}
+                "clinics": len(validator.tags)}
 
 
 def store_main(config: CollectorConfig, conn: Any) -> None:

@@ -48,11 +48,11 @@ class Validator:
         self.set_registry(registry)
 
     def set_registry(self, registry: Registry) -> None:
-        tags = {c.id: {k: v for k, v in (("region", c.region), ("isp", c.isp), ("link", c.link)) if v}
-                for c in registry.clinics}
-        # Registry tags and the series heads built from them (line protocol `measurement,tags`) are
-        # swapped as one, so a message validated during a reload never caches heads with old tags.
-        self.series: tuple[dict[str, dict[str, str]], dict[tuple, str]] = (tags, {})
+        self.tags = {c.id: {k: v for k, v in (("region", c.region), ("isp", c.isp), ("link", c.link)) if v}
+                     for c in registry.clinics}
+        # Series heads (line protocol `measurement,tags`) carry the registry's tags: built anew. A reload
+        # runs in the thread that validates (the store process's loop), so no message sees half of it.
+        self.heads: dict[tuple, str] = {}
 
     def lines(self, topic: str, payload: bytes) -> list[str] | None:
         """Line protocol for a valid message (possibly none, e.g. for a config echo); None if rejected."""
@@ -61,17 +61,16 @@ class Validator:
             message = wire.decode(topic, payload, received_ms)
         except wire.Rejected as rejected:
             return self._reject(topic, payload, str(rejected.reason), rejected.detail, received_ms)
-        tags_by_clinic, heads = self.series
-        tags = tags_by_clinic.get(message.clinic)
+        tags = self.tags.get(message.clinic)
         if tags is None:
             return self._reject(topic, payload, UNKNOWN_CLINIC,
                                 f"clinic {message.clinic!r} is not in the registry", received_ms)
         self.accepted[type(message).__name__.lower()] += 1
         self.last_seen_ms[message.clinic] = received_ms
         if isinstance(message, wire.Telemetry):
-            if len(heads) > MAX_CACHED_HEADS:
-                heads.clear()
-            return list(telemetry_lines(message, received_ms, tags, heads))
+            if len(self.heads) > MAX_CACHED_HEADS:
+                self.heads.clear()
+            return list(telemetry_lines(message, received_ms, tags, self.heads))
         if isinstance(message, wire.Events):
             return [record_line("agent_event", message.clinic, wire.effective_time(e, message.mono_now, received_ms),
                                 {**tags, "kind": e.kind}, {**e.detail, "seq": e.seq}) for e in message.events]
