@@ -38,7 +38,7 @@ import wire
 from collector.lineproto import telemetry_lines
 from collector.store import InfluxV1Writer
 from lab.servers import InfluxDB, Mosquitto
-from tests.collector_harness import collector_config, count_points, start_collector
+from tests.collector_harness import REGISTRY_TAGS, children, collector_config, count_points, start_collector
 
 FIELDS = {"success": True, "reason": "", "duration_ms": 812.4, "sent": 5, "received": 5, "loss_pct": 0.0,
           "rtt_min_ms": 58.2, "rtt_avg_ms": 61.9, "rtt_max_ms": 70.1, "rtt_stddev_ms": 4.2, "jitter_ms": 5.5}
@@ -109,11 +109,7 @@ def cpu_s(pid: int) -> float:
 
 
 def descendants(pid: int) -> list[int]:
-    out = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        for child in (task / "children").read_text().split():
-            out += [int(child), *descendants(int(child))]
-    return out
+    return [p for child in children(pid) for p in (child, *descendants(child))]
 
 
 def tree_cpu_s(pid: int) -> dict[int, float]:
@@ -155,9 +151,9 @@ def collector_drain(config: Path, influx: InfluxDB, db: str, points: int,
 
 def lines_of(messages: list[tuple[str, bytes]]) -> list[str]:
     """The line protocol the collector writes for these messages (registry tags as the harness's)."""
-    now, tags, heads, out = int(time.time() * 1000), {"region": "Illes Balears", "isp": "Movistar", "link": "lte"}, {}, []
+    now, heads, out = int(time.time() * 1000), {}, []
     for topic, payload in messages:
-        out += telemetry_lines(wire.decode(topic, payload, now), now, tags, heads)  # type: ignore[arg-type]
+        out += telemetry_lines(wire.decode(topic, payload, now), now, REGISTRY_TAGS, heads)  # type: ignore[arg-type]
     return out
 
 
@@ -250,8 +246,8 @@ def main() -> int:
     print(f"  median ratio {100 * statistics.median(ratios):.0f} % of the bare subscriber (target 70 %); "
           f"collector median {statistics.median(n / a['drain_s'] for a in rounds):.0f} msg/s; at 10,000 clinics "
           f"every 30 s the fleet sends {10_000 / 30:.0f} msg/s")
-    per = {k: 1e6 * statistics.median(a[f"{k}_cpu_s"] for a in rounds) / n
-           for k in ("bare", "bare_mosquitto", "intake", "store", "influxd", "mosquitto")}
+    per = {who: 1e6 * statistics.median(a[f"{who}_cpu_s"] for a in rounds) / n
+           for who in ("bare", "bare_mosquitto", "intake", "store", "influxd", "mosquitto")}
     print(f"  CPU per message (medians, us): bare subscriber {per['bare']:.0f} + broker {per['bare_mosquitto']:.0f} = "
           f"{per['bare'] + per['bare_mosquitto']:.0f}; collector intake {per['intake']:.0f} + store {per['store']:.0f} "
           f"(start-up included) + InfluxDB {per['influxd']:.0f} + broker {per['mosquitto']:.0f} = "
@@ -264,7 +260,7 @@ def main() -> int:
           f"target under 300 s)")
     alone = b["alone_points"] / b["alone_s"]
     drained = b["points"] / b["drain_s"]
-    storm_cpu = {k: 1e6 * b[f"{k}_cpu_s"] / b["points"] for k in ("intake", "store", "influxd", "mosquitto")}
+    storm_cpu = {who: 1e6 * b[f"{who}_cpu_s"] / b["points"] for who in ("intake", "store", "influxd", "mosquitto")}
     print(f"  CPU per sample (us): collector intake {storm_cpu['intake']:.1f} + store {storm_cpu['store']:.1f}, "
           f"InfluxDB {storm_cpu['influxd']:.1f}, broker {storm_cpu['mosquitto']:.1f}: "
           f"{sum(storm_cpu.values()):.1f} in all, on {os.cpu_count()} cores")

@@ -8,6 +8,7 @@ arrival order.
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -84,6 +85,22 @@ class Watcher:
     def close(self) -> None:
         self.client.loop_stop()
         self.client.disconnect()
+
+
+def outbox_rows(state_dir: Path) -> tuple[int, int]:
+    """(records held, highest id ever given) in an agent's outbox, read while it may run; (0, 0)
+    before the agent has created it."""
+    path = state_dir / "outbox.sqlite3"
+    if not path.exists():
+        return 0, 0
+    db = sqlite3.connect(path)
+    try:
+        count, last = db.execute("SELECT COUNT(*), MAX(id) FROM records").fetchone()
+        return count, last or 0
+    except sqlite3.OperationalError:  # created, tables not yet there
+        return 0, 0
+    finally:
+        db.close()
 
 
 def agent_config(directory: Path, host: str, port: int, probes: list[dict[str, Any]], **extra: Any) -> Path:

@@ -20,11 +20,12 @@ import wire
 REPO = Path(__file__).resolve().parent.parent
 
 
+REGISTRY_TAGS = {"region": "Illes Balears", "isp": "Movistar", "link": "lte"}  # every clinic's, in write_registry
+
+
 def write_registry(directory: Path, clinics: list[str]) -> Path:
     path = directory / "clinics.yaml"
-    path.write_text(yaml.safe_dump({"clinics": [
-        {"id": c, "name": f"Clinic {c}", "region": "Illes Balears", "isp": "Movistar", "link": "lte"}
-        for c in clinics]}))
+    path.write_text(yaml.safe_dump({"clinics": [{"id": c, "name": f"Clinic {c}", **REGISTRY_TAGS} for c in clinics]}))
     return path
 
 
@@ -58,14 +59,19 @@ def wait_subscribed(config: Path, times: int = 1, timeout_s: float = 20) -> None
     raise AssertionError(f"collector {config} not subscribed after {timeout_s} s; its log: {log}")
 
 
+def children(pid: int) -> list[int]:
+    """The pids of a process's children (of any of its threads)."""
+    return [int(child) for task in Path(f"/proc/{pid}/task").iterdir()
+            for child in (task / "children").read_text().split()]
+
+
 def store_process(collector_pid: int, timeout_s: float = 20) -> int:
     """The pid of a collector process's store process (collector.store_side), once it runs."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        for task in Path(f"/proc/{collector_pid}/task").iterdir():
-            for child in (task / "children").read_text().split():
-                if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
-                    return int(child)
+        for child in children(collector_pid):
+            if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
+                return child
         time.sleep(0.05)
     raise AssertionError(f"collector {collector_pid} has no store process after {timeout_s} s")
 

@@ -11,7 +11,6 @@ import asyncio
 import threading
 import time
 
-
 import wire
 from agent.config import parse_config
 from agent.runtime import Agent

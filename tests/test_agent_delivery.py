@@ -7,7 +7,6 @@ many samples as an hour at the default schedule (two ICMP targets a minute, four
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from lab.servers import Mosquitto
-from tests.agent_harness import Watcher, agent_config, check_complete_and_ordered, start_agent, stop_agent
+from tests.agent_harness import Watcher, agent_config, check_complete_and_ordered, outbox_rows, start_agent, stop_agent
 
 HALF_OUTAGE_S = 20  # before the kill, and again after the restart
 
@@ -58,8 +57,7 @@ def _verify(watcher: Watcher, state_dir: Path, began: float, ended: float) -> di
         seqs = {r.seq for b, r, _ in samples + events if b == boot}
         assert seqs == set(range(max(seqs) + 1)), f"boot {boot}: missing {sorted(set(range(max(seqs) + 1)) - seqs)}"
     # Every committed record was acknowledged (and only then deleted): nothing is left behind.
-    left = sqlite3.connect(state_dir / "outbox.sqlite3").execute("SELECT COUNT(*) FROM records").fetchone()[0]
-    assert left == 0
+    assert outbox_rows(state_dir)[0] == 0
     # Samples keep the time they were taken: the outage is filled, not stamped at send time.
     during = [r for _, r, _ in samples if began + 1 < r.t / 1000 < ended - 1 and r.m == "tcp"]
     assert len(during) >= 4 * (ended - began - 8), len(during)

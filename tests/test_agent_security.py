@@ -4,7 +4,6 @@ and remote configuration: applied when valid, refused with a reason when not."""
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 import time
 
@@ -16,7 +15,7 @@ from collector.brokerconfig import COLLECTOR_USER, write_broker_config
 from collector.registry import load_registry
 from lab.certs import CertificateAuthority
 from lab.servers import Mosquitto
-from tests.agent_harness import Watcher, agent_config, start_agent, stop_agent
+from tests.agent_harness import Watcher, agent_config, outbox_rows, start_agent, stop_agent
 
 REGISTRY = {"clinics": [{"id": "es-ib-0001", "name": "Sóller"}, {"id": "es-ib-0002", "name": "Deià"}]}
 
@@ -83,8 +82,7 @@ def test_an_agent_whose_publishes_are_refused_keeps_its_records_and_never_logs_i
     assert watcher.records() == []
     # A refused record is offered again at reconnect and at self-metrics time, so four refusals may be three
     # records: what must hold is that none was ever deleted (ids run 1..n without a hole) and all are kept.
-    kept, last_id = sqlite3.connect(tmp_path / "state" / "outbox.sqlite3").execute(
-        "SELECT COUNT(*), MAX(id) FROM records").fetchone()
+    kept, last_id = outbox_rows(tmp_path / "state")
     assert kept >= 2 and kept == last_id, "refused records stay in the outbox"
     entries = [json.loads(line) for line in log.read_text().splitlines()]
     refusals = [e for e in entries if e["msg"] == "broker refused a publish; records kept in the outbox"]
@@ -111,28 +109,16 @@ def test_agent_reports_over_tls_and_refuses_a_broker_it_cannot_verify(start_serv
                               mqtt={"tls": {"ca_file": str(other_ca.ca_file)}})
     before = len(watcher.records())
     agent = start_agent(untrusting)
-    outbox = untrusting_dir / "state" / "outbox.sqlite3"
-
-    def kept() -> int:
-        if not outbox.exists():
-            return 0
-        db = sqlite3.connect(outbox)
-        try:
-            return db.execute("SELECT COUNT(*) FROM records").fetchone()[0]
-        except sqlite3.OperationalError:  # created but not yet set up
-            return 0
-        finally:
-            db.close()
     try:
         deadline = time.monotonic() + 30
-        while kept() < 3 and time.monotonic() < deadline:  # the agent keeps trying all along
+        while outbox_rows(untrusting_dir / "state")[0] < 3 and time.monotonic() < deadline:  # it keeps trying
             time.sleep(0.2)
         time.sleep(1)
     finally:
         stop_agent(agent)
         watcher.close()
     assert len(watcher.records()) == before, "nothing is sent to a broker whose certificate does not verify"
-    assert kept() >= 3
+    assert outbox_rows(untrusting_dir / "state")[0] >= 3
 
 
 def test_remote_config_is_applied_when_valid_and_refused_with_a_reason_when_not(start_server, tmp_path) -> None:
@@ -178,7 +164,6 @@ def test_remote_config_is_applied_when_valid_and_refused_with_a_reason_when_not(
     assert saved["rev"] == 2 and saved["settings"]["probes"][0]["name"] == "new"
 
 
-
 def test_collector_reports_subscriptions_the_broker_refuses(caplog) -> None:
     """A collector whose subscriptions are refused would sit connected and receive nothing. Mosquitto 2.0's
     acl_file grants every SUBACK and filters at delivery (checked: a clinic user gets QoS 1 for another
@@ -187,8 +172,8 @@ def test_collector_reports_subscriptions_the_broker_refuses(caplog) -> None:
     from paho.mqtt.packettypes import PacketTypes
     from paho.mqtt.reasoncodes import ReasonCode
 
-    from collector.intake import Intake
     from collector.config import IntakeConfig
+    from collector.intake import Intake
 
     intake = Intake(IntakeConfig())
     intake._topics = ["clinicwatch/v1/+/telemetry", "clinicwatch/v1/+/event", "clinicwatch/v1/+/status"]

@@ -8,7 +8,6 @@ import subprocess
 import sys
 import textwrap
 
-
 from agent.outbox import NewRecord, Outbox
 
 
