@@ -52,10 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _snmp_once(args: argparse.Namespace) -> int:
-    from pysnmp.hlapi.v3arch.asyncio import SnmpEngine
-
     from agent.config import ConfigError, load_config
-    from agent.snmp import DevicePoller
+    from agent.snmp import DevicePoller, Engines
 
     try:
         config = load_config(args.config)
@@ -69,13 +67,13 @@ def _snmp_once(args: argparse.Namespace) -> int:
         return 2
 
     async def poll_all() -> list:
-        engine = SnmpEngine()
-        pollers = [DevicePoller(d, engine, profiles) for d in devices]
+        engines = Engines()
+        pollers = [DevicePoller(d, engines, profiles) for d in devices]
         polls = await asyncio.gather(*(p.poll() for p in pollers))
         if args.interval > 0:
             await asyncio.sleep(args.interval)
             polls = await asyncio.gather(*(p.poll() for p in pollers))
-        engine.close_dispatcher()
+        engines.close()
         return list(polls)
 
     polls = asyncio.run(poll_all())

@@ -54,7 +54,7 @@ class Agent:
                              synchronous=config.outbox.synchronous)
         self.probe_ctx = ProbeContext(state_dir=config.state_dir)
         self.profiles = config.profiles() if config.devices else None
-        self.snmp_engine: Any = None  # one pysnmp engine for every device, made when the first is polled
+        self.snmp_engines: Any = None  # agent.snmp.Engines, made when the first device is polled
         self.pollers: dict[str, Any] = {}
         self.remote_rev = 0
         self._load_remote()
@@ -92,8 +92,8 @@ class Agent:
         pump.cancel()
         self.stopping = True  # a deliberate disconnect is not an outage; the outbox is about to close
         self.session.stop()
-        if self.snmp_engine is not None:
-            self.snmp_engine.close_dispatcher()
+        if self.snmp_engines is not None:
+            self.snmp_engines.close()
         self.outbox.close()
         log.info("agent stopped", extra={"fields": {"unsent": self.outbox_depth_at_close}})
 
@@ -144,15 +144,13 @@ class Agent:
             self._event("route_change", {"target": spec.name, "detail": result.detail[:256]})
 
     async def _snmp_job(self, device: Any) -> None:
-        from agent.snmp import DevicePoller
+        from agent.snmp import DevicePoller, Engines
 
-        if self.snmp_engine is None:
-            from pysnmp.hlapi.v3arch.asyncio import SnmpEngine
-
-            self.snmp_engine = SnmpEngine()
+        if self.snmp_engines is None:
+            self.snmp_engines = Engines()
         poller = self.pollers.get(device.name)
         if poller is None or poller.spec != device:
-            poller = self.pollers[device.name] = DevicePoller(device, self.snmp_engine, self.profiles,
+            poller = self.pollers[device.name] = DevicePoller(device, self.snmp_engines, self.profiles,
                                                               self.probe_ctx)
         t, mono, sync = self.clock.wall_ms(), self.clock.mono_ms(), self.clock_watch.sync_label()
         try:

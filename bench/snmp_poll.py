@@ -42,9 +42,7 @@ def _rss_kib() -> int:
 
 def inner(polls: int) -> dict:
     rss_bare = _rss_kib()
-    from pysnmp.hlapi.v3arch.asyncio import SnmpEngine
-
-    from agent.snmp import DevicePoller, DeviceSpec, Profiles
+    from agent.snmp import DevicePoller, DeviceSpec, Engines, Profiles
     from lab.servers import Snmpd
 
     rss_imports = _rss_kib()
@@ -55,8 +53,8 @@ def inner(polls: int) -> dict:
                           sections=["system", "interfaces"])
 
         async def agent_polls() -> tuple[list[float], float, list[int], int]:
-            engine = SnmpEngine()
-            poller = DevicePoller(spec, engine, Profiles())
+            engines = Engines()
+            poller = DevicePoller(spec, engines, Profiles())
             for _ in range(3):  # warm: engine, transport, table sizes
                 warm = await poller.poll()
                 assert warm.status == "ok", warm.detail
@@ -69,7 +67,7 @@ def inner(polls: int) -> dict:
                 requests.append(polled.requests)
             cpu_ms = (time.process_time() - cpu0) * 1000 / polls
             interfaces = sum(1 for m, _, _ in polled.samples if m == "snmp_if")
-            engine.close_dispatcher()
+            engines.close()
             return walls, cpu_ms, requests, interfaces, polled
 
         walls, cpu_ms, requests, interfaces, polled = asyncio.run(agent_polls())

@@ -14,15 +14,14 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from pysnmp.hlapi.v3arch.asyncio import SnmpEngine
-
-from agent.snmp import DevicePoller, DeviceSpec, Poll, Profiles
+from agent.snmp import DevicePoller, DeviceSpec, Engines, Poll, Profiles
 from lab.servers import Snmpd, free_port
 from lab.snmpdevice import IF, IFX, SIMULATED_MODULES, Port, SimulatedDevice, router
 
@@ -41,11 +40,11 @@ UPS = "1.3.6.1.2.1.33.1."
 def device(start_server, tmp_path: Path):
     """make(ports, **router options) -> (SimulatedDevice, Snmpd) serving it over v2c `public` and v3 users."""
 
-    def make(ports: list[Port] | None = None, **options: Any) -> tuple[SimulatedDevice, Snmpd]:
+    def make(ports: list[Port] | None = None, v3_users: str = V3_USERS, **options: Any) -> tuple[SimulatedDevice, Snmpd]:
         simulated = SimulatedDevice(tmp_path / f"device-{len(list(tmp_path.glob('device-*.json')))}.json")
         router(simulated, ports if ports is not None else [Port("wan", 125_000, 12_500), Port("lan", 1000, 2000)],
                **options)
-        snmpd = start_server(Snmpd(simulated.snmpd_config("public", extra=V3_USERS),
+        snmpd = start_server(Snmpd(simulated.snmpd_config("public", extra=v3_users),
                                    exclude_modules=SIMULATED_MODULES))
         return simulated, snmpd
     return make
@@ -59,18 +58,17 @@ class Polling:
         if spec.get("version") == "3":
             spec.pop("community")
         self.loop = asyncio.new_event_loop()
-        self.engine = self.loop.run_until_complete(self._engine())
-        self.poller = DevicePoller(DeviceSpec(**spec), self.engine, profiles or Profiles(), memory)
+        self.engines = Engines()
+        self.poller = self.loop.run_until_complete(self._poller(DeviceSpec(**spec), profiles or Profiles(), memory))
 
-    @staticmethod
-    async def _engine() -> SnmpEngine:
-        return SnmpEngine()
+    async def _poller(self, spec: DeviceSpec, profiles: Profiles, memory: Any) -> DevicePoller:
+        return DevicePoller(spec, self.engines, profiles, memory)  # its engine belongs to this loop
 
     def poll(self) -> Poll:
         return self.loop.run_until_complete(self.poller.poll())
 
     def close(self) -> None:
-        self.engine.close_dispatcher()
+        self.engines.close()
         pending = asyncio.all_tasks(self.loop)
         for task in pending:
             task.cancel()
@@ -278,6 +276,60 @@ def test_v3_authpriv_works_with_the_right_keys_and_fails_clearly_with_wrong_ones
     assert stranger.status == "unknown_user"
     assert samples(stranger, "snmp_device")[""]["reachable"] is False
     assert len(stranger.samples) == 1  # the device's status and nothing made up
+
+
+@pytest.mark.parametrize("auth,priv", [("sha", "aes"), ("sha256", "aes")])
+def test_two_devices_with_one_user_name_and_their_own_keys_are_both_read(device, tmp_path: Path, auth: str,
+                                                                         priv: str) -> None:
+    """Installers reuse a user name (`clinicwatch`) with a key per device: one agent polls both at once."""
+    import json
+
+    import yaml
+
+    keys = {"rtr": ("rtr-auth-2026-x", "rtr-priv-2026-x"), "ups": ("ups-auth-2026-y", "ups-priv-2026-y"),
+            "modem": ("modem-auth-2026-z", "modem-priv-2026-z")}
+    devices = []
+    for name, (auth_key, priv_key) in keys.items():
+        _, snmpd = device([Port("wan", in_rate=10_000)], v3_users=f"createUser clinicwatch {auth.upper()} "
+                          f'"{auth_key}" AES "{priv_key}"\nrouser clinicwatch priv\n')
+        devices.append({"name": name, "host": snmpd.host, "port": snmpd.port, "version": "3", "timeout_s": 1,
+                        "retries": 1, "v3": {"user": "clinicwatch", "auth_protocol": auth, "auth_key": auth_key,
+                                             "priv_protocol": priv, "priv_key": priv_key}})
+    # A fourth device shares the router's credentials: it needs no engine of its own.
+    _, twin = device(v3_users=f'createUser clinicwatch {auth.upper()} "{keys["rtr"][0]}" AES "{keys["rtr"][1]}"'
+                              '\nrouser clinicwatch priv\n')
+    devices.append({**devices[0], "name": "switch", "port": twin.port})
+    config = tmp_path / "agent.yaml"
+    config.write_text(yaml.safe_dump({"clinic_id": "es-ib-0001", "devices": devices}))
+    out = subprocess.run([sys.executable, "-m", "agent.cli", "snmp-once", "--config", str(config), "--json",
+                          "--interval", "1"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    polls = {p["device"]: p for p in map(json.loads, out.stdout.splitlines())}
+    assert {name: p["status"] for name, p in polls.items()} == {"rtr": "ok", "ups": "ok", "modem": "ok",
+                                                                "switch": "ok"}, out.stdout
+    assert all(p["samples"][0]["f"]["reachable"] for p in polls.values())
+
+
+def test_engines_keep_one_set_of_keys_per_user_name_in_each_engine() -> None:
+    def spec(name: str, user: str, key: str) -> DeviceSpec:
+        return DeviceSpec(name=name, host="127.0.0.1", version="3",
+                          v3={"user": user, "auth_key": key, "priv_key": key + "-priv"})
+
+    async def assign() -> list[int]:
+        engines = Engines()
+        made = [engines.for_device(spec("a", "clinicwatch", "key-one-1")),
+                engines.for_device(spec("b", "clinicwatch", "key-two-2")),
+                engines.for_device(spec("c", "clinicwatch", "key-one-1")),  # same keys as a: a's engine
+                engines.for_device(spec("d", "other", "key-two-2")),  # another user: the first engine
+                engines.for_device(DeviceSpec(name="e", host="127.0.0.1", community="public")),
+                # b's keys change (remote config): b gives up its place; the second engine is free again
+                engines.for_device(spec("b", "clinicwatch", "key-three-3"))]
+        order = {id(e): i for i, e in reversed(list(enumerate(made)))}
+        count = len(engines)
+        engines.close()
+        return [order[id(e)] for e in made] + [count]
+
+    assert asyncio.run(assign()) == [0, 1, 0, 0, 0, 1, 2]
 
 
 @pytest.mark.parametrize("level,user,keys", [("authNoPriv", "bob", {"auth_key": "bob-auth-2026"}),

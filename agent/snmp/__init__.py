@@ -9,7 +9,7 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
-_WHERE = {"DeviceSpec": "agent.snmp.config", "DevicePoller": "agent.snmp.poller", "Poll": "agent.snmp.poller",
+_WHERE = {"DeviceSpec": "agent.snmp.config", "Engines": "agent.snmp.client", "DevicePoller": "agent.snmp.poller", "Poll": "agent.snmp.poller",
           "ProfileError": "agent.snmp.profiles", "Profiles": "agent.snmp.profiles"}
 __all__ = list(_WHERE)
 

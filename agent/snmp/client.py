@@ -8,8 +8,9 @@ group by and a detail a person can act on.
 
 from __future__ import annotations
 
+import hashlib
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pyasn1.type import univ
@@ -108,8 +109,63 @@ def _status(indication: Any) -> SnmpError:
     return SnmpError("error", text)
 
 
+@dataclass
+class _EngineSlot:
+    engine: SnmpEngine
+    users: dict[str, tuple[str, set[str]]] = field(default_factory=dict)  # user -> (credentials digest, devices)
+
+
+class Engines:
+    """The SNMP engines of one agent, handed out so that no two devices' SNMPv3 credentials meet in one engine.
+
+    pysnmp keeps an engine's USM users in one table keyed by (engine id, user name), and registers each
+    configured user under the local engine id, cloning it per device engine id on discovery. Two devices
+    with the same user name and different keys in one engine therefore replace each other's entry while
+    both are polled, and one of them fails with "Wrong SNMP PDU digest". Installers commonly reuse a user
+    name with a key per device, so here a user name has one set of keys per engine: a device whose user
+    name is already held with other keys gets another engine (about 0.7 MiB each). v1/v2c devices and
+    devices that share their credentials share the first engine. Call from the event loop that polls.
+    """
+
+    def __init__(self) -> None:
+        self._slots: list[_EngineSlot] = []
+
+    def for_device(self, spec: DeviceSpec) -> SnmpEngine:
+        for slot in self._slots:  # a device whose spec changed gives up what it held
+            for user, (digest, devices) in list(slot.users.items()):
+                devices.discard(spec.name)
+                if not devices:
+                    del slot.users[user]
+        if spec.version != "3":
+            return self._slot(0).engine
+        assert spec.v3 is not None
+        v3 = spec.v3
+        digest = hashlib.sha256(repr((v3.level, v3.auth_protocol, v3.priv_protocol, v3.keys())).encode()).hexdigest()
+        index = 0
+        while True:
+            slot = self._slot(index)
+            held = slot.users.get(v3.user)
+            if held is None or held[0] == digest:
+                slot.users.setdefault(v3.user, (digest, set()))[1].add(spec.name)
+                return slot.engine
+            index += 1
+
+    def _slot(self, index: int) -> _EngineSlot:
+        while len(self._slots) <= index:
+            self._slots.append(_EngineSlot(SnmpEngine()))
+        return self._slots[index]
+
+    def __len__(self) -> int:
+        return len(self._slots)
+
+    def close(self) -> None:
+        for slot in self._slots:
+            slot.engine.close_dispatcher()
+        self._slots.clear()
+
+
 class Client:
-    """One device's SNMP session on a shared engine."""
+    """One device's SNMP session on an engine chosen by `Engines`."""
 
     def __init__(self, engine: SnmpEngine, spec: DeviceSpec) -> None:
         self.engine, self.spec = engine, spec

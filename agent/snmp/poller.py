@@ -25,9 +25,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from pysnmp.hlapi.v3arch.asyncio import SnmpEngine
-
-from agent.snmp.client import Client, Oid, Reading, SnmpError, format_oid, parse_oid
+from agent.snmp.client import Client, Engines, Oid, Reading, SnmpError, format_oid, parse_oid
 from agent.snmp.config import DeviceSpec
 from agent.snmp.counters import TICKS_PER_S, rate, uptime_verdict
 from agent.snmp.profiles import Collect, Profile, Profiles
@@ -105,9 +103,9 @@ class DevicePoller:
     interfaces' last status, whether it was on battery): an `agent.probes.ProbeContext`.
     """
 
-    def __init__(self, spec: DeviceSpec, engine: SnmpEngine, profiles: Profiles, memory: Any = None) -> None:
+    def __init__(self, spec: DeviceSpec, engines: Engines, profiles: Profiles, memory: Any = None) -> None:
         self.spec, self.profiles, self.memory = spec, profiles, memory
-        self.client = Client(engine, spec)
+        self.client = Client(engines.for_device(spec), spec)
         self.profile: Profile | None = None if spec.profile == "auto" else profiles.get(spec.profile)
         self.counters: dict[tuple[str, str], _Counter] = {}
         self.last_uptime: tuple[int, float] | None = None  # (ticks, monotonic s) from this process
