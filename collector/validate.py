@@ -75,8 +75,9 @@ class Validator:
             return [record_line("agent_event", message.clinic, wire.effective_time(e, message.mono_now, received_ms),
                                 {**tags, "kind": e.kind}, {**e.detail, "seq": e.seq}) for e in message.events]
         if isinstance(message, wire.Status):
-            fields = {"state": message.state, "boot": message.boot, "agent": message.agent,
-                      "reason": message.reason or ""}
+            fields = {"state": message.state, "boot": message.boot, "agent": message.agent}
+            if message.reason is not None:
+                fields["reason"] = message.reason
             return [record_line("agent_status", message.clinic, received_ms, tags, fields)]
         return []  # config messages: the collector's own, echoed back
 

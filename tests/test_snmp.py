@@ -215,6 +215,21 @@ def test_interface_going_down_and_up_gives_events(device, polling) -> None:
     assert [(k, d["interface"]) for k, d in up.events] == [("interface_up", "wan")]
 
 
+def test_an_object_the_device_does_not_serve_is_absent_from_samples_and_events(device, polling) -> None:
+    simulated, snmpd = device([Port("wan", 1000), Port("lan", 1000)])
+    simulated.remove(IF + "7.1")  # the wan port has no ifAdminStatus (some modems' agents)
+    p = polling(snmpd)
+    first = p.poll()
+    assert "admin_up" not in samples(first, "snmp_if")["wan"]
+    assert samples(first, "snmp_if")["lan"]["admin_up"] is True
+    simulated.set(IF + "8.1", "integer", 2)
+    simulated.set(IF + "8.2", "integer", 2)
+    down = {d["interface"]: d for k, d in p.poll().events if k == "interface_down"}
+    assert set(down) == {"wan", "lan"}
+    assert "admin_up" not in down["wan"]  # not served: not reported, never `False`
+    assert down["lan"]["admin_up"] is True
+
+
 def test_interface_that_went_down_while_the_agent_was_stopped_is_reported(device, polling, tmp_path) -> None:
     from agent.probes import ProbeContext
 

@@ -21,7 +21,7 @@ from agent.probes.base import Measured, ProbeContext, ProbeFailure, ProbeSpec, m
 
 RESULT_FIELDS = {
     "resolve_ms": "float: query to answer", "rcode": "str: NOERROR, NXDOMAIN, SERVFAIL, ...",
-    "answers": "int: records of the asked type", "answer": "str: the first of them",
+    "answers": "int: records of the asked type", "answer": "str: the first of them (absent when there is none)",
 }
 REASONS = {
     "refused": "the resolver is not serving (ICMP port unreachable): DNS server down",
@@ -85,8 +85,9 @@ async def probe(spec: DnsSpec, ctx: ProbeContext) -> Measured:
     rcode = dns.rcode.to_text(response.rcode())
     answers = [rr.to_text() for rrset in response.answer for rr in rrset
                if rrset.rdtype == dns.rdatatype.from_text(spec.qtype)]
-    fields = {"resolve_ms": round(resolve_ms, 3), "rcode": rcode, "answers": len(answers),
-              "answer": answers[0] if answers else ""}
+    fields = {"resolve_ms": round(resolve_ms, 3), "rcode": rcode, "answers": len(answers)}
+    if answers:
+        fields["answer"] = answers[0]
     if response.rcode() != dns.rcode.NOERROR:
         raise ProbeFailure(rcode.lower(), f"{spec.query} {spec.qtype} at {server}: {rcode}", fields)
     missing = [want for want in spec.expect if want not in answers]

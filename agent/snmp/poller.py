@@ -170,8 +170,8 @@ class DevicePoller:
         uptime = result.readings.get("system", {}).get("uptime_ticks")
         if isinstance(uptime, int):
             fields["uptime_s"] = round(uptime / TICKS_PER_S, 2)
-        result.samples.insert(0, ("snmp_device", {"device": self.spec.name, "profile": result.profile or "-"},
-                                  fields))
+        tags = {"device": self.spec.name, **({"profile": result.profile} if result.profile else {})}
+        result.samples.insert(0, ("snmp_device", tags, fields))
         return result
 
     async def _poll(self, result: Poll, state: dict[str, Any]) -> None:
@@ -260,9 +260,10 @@ class DevicePoller:
             result.event("snmp_agent_restart", uptime_s=round(ticks / TICKS_PER_S, 2),
                          host_uptime_s=round(int(host_uptime.value) / TICKS_PER_S, 2))
         else:
-            result.event("device_reboot", uptime_s=round(ticks / TICKS_PER_S, 2),
-                         previous_uptime_s=round((previous or 0) / TICKS_PER_S, 2),
-                         **({"down_s_at_most": down_for} if down_for is not None else {}))
+            known = {"previous_uptime_s": round(previous / TICKS_PER_S, 2)} if previous is not None else {}
+            if down_for is not None:
+                known["down_s_at_most"] = down_for
+            result.event("device_reboot", uptime_s=round(ticks / TICKS_PER_S, 2), **known)
         return True
 
     # -- rates --------------------------------------------------------------------------
@@ -327,9 +328,10 @@ class DevicePoller:
                 before = known_status.get(name)
                 now = int(oper.value)
                 if before is not None and (before == 1) != (now == 1):
+                    known = {"admin_up": int(admin.value) == 1} if admin is not None else {}
                     result.event("interface_up" if now == 1 else "interface_down", interface=name,
                                  status=OPER_STATUS.get(now, str(now)), previous=OPER_STATUS.get(before, str(before)),
-                                 admin_up=bool(admin is not None and int(admin.value) == 1))
+                                 **known)
                 known_status[name] = now
             if self.spec.interfaces.skip_admin_down and admin is not None and int(admin.value) == 2:
                 continue
