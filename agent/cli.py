@@ -12,12 +12,13 @@ import wire
 from agent import __version__
 
 DESCRIPTION = """\
-ClinicWatch agent: runs on a clinic's router or edge box. It measures the clinic's
-link (ICMP, TCP, DNS, HTTP, traceroute, throughput) and its local devices (SNMP),
-keeps every measurement in a durable outbox, and reports to the central collector
-over MQTT, backfilling in order after an outage.
+ClinicWatch agent: runs on a clinic's router or edge box. `run` measures the
+clinic's link (ICMP, TCP, DNS, HTTP, traceroute, throughput) and its local devices
+(SNMP), keeps every measurement in a durable outbox, and reports to the central
+collector over MQTT, backfilling in order after an outage. `probe-once` and
+`snmp-once` show what the probes and devices read now, `check-config` checks a
+configuration, and `topics` prints a clinic's MQTT topics.
 """
-
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="clinicwatch-agent", description=DESCRIPTION,

@@ -11,12 +11,13 @@ import wire
 from collector import __version__
 
 DESCRIPTION = """\
-ClinicWatch collector: the central service. It subscribes to every clinic's
-MQTT topics, validates each message against the wire contract, stores the
-measurements in InfluxDB, keeps each clinic's state (up, degraded, down) and
-alerts health administrators, grouping one regional failure into one incident.
+ClinicWatch collector: the central service. `run` subscribes to every clinic's
+MQTT topics, validates each message against the wire contract and the clinic
+registry, and stores the measurements in InfluxDB; a rejected message is counted
+and kept as a dead letter, which `validate` re-checks. `check-config` checks a
+configuration and its registry; `broker-config` writes Mosquitto's password and
+ACL files from the registry.
 """
-
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="clinicwatch-collector", description=DESCRIPTION,
