@@ -3,17 +3,64 @@
 Schema: measurement = sample `m`; tags = clinic + the sample's tags (+ registry tags
 given by the caller); fields = sample `f`; timestamp = effective time in ms
 (wire.effective_time), so unsynchronised clocks are corrected on the way in.
+
+Not every string the contract allows can be carried by line protocol so that every
+store reads it back the same. Checked against InfluxDB 1.6.7 and VictoriaMetrics
+(tests/test_lineproto.py): a tag value ending in a backslash is refused by InfluxDB
+(and dropped without an error by VictoriaMetrics); a backslash before a backslash or
+before an escaped `,`, ` ` or `=` is read back differently by the two (InfluxDB keeps
+`\\`, VictoriaMetrics unescapes it); a line break cannot be written raw (it ends the
+line) nor escaped (InfluxDB stores `\n` as two characters). InfluxDB refuses the key
+`time`, and the tags the collector adds (clinic and the registry's) are not a
+sample's to set. `unstorable()` names such a value so that the collector rejects that
+record, with the reason, before storage. An empty tag value is no tag at all in line
+protocol: it is left out (absent).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 
 import wire
 from wire.schema import TRUSTED_SYNC
 
-_MEASUREMENT = str.maketrans({",": r"\,", " ": r"\ ", "\n": r"\n"})
-_TAG = str.maketrans({",": r"\,", " ": r"\ ", "=": r"\=", "\n": r"\n"})
+_MEASUREMENT = str.maketrans({",": r"\,", " ": r"\ "})
+_TAG = str.maketrans({",": r"\,", " ": r"\ ", "=": r"\="})
+_STRING = str.maketrans({"\\": "\\\\", '"': '\\"'})
+# C0 and C1 control characters (line breaks among them): no line protocol reader gives them back.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# In a tag value: a backslash at the end, or before a backslash or a character that must be escaped.
+_TAG_BACKSLASH = re.compile(r"\\(?:$|[\\, =])")
+
+
+COLLECTOR_TAGS = frozenset({"clinic", "region", "isp", "link"})  # set by the collector on every point
+
+
+def unstorable(tags: Mapping[str, str], fields: Mapping[str, object]) -> str | None:
+    """Why this record cannot be stored as it is (`tags.interface: ...`), or None if it can."""
+    for key, value in tags.items():
+        if key in COLLECTOR_TAGS:
+            return f"tags.{key}: the collector sets this tag itself (from the topic and the registry)"
+        if key == "time":
+            return "tags.time: InfluxDB reserves the key `time`"
+        if _CONTROL.search(value):
+            return f"tags.{key}: a control character ({_named(value)}) cannot be stored in a tag"
+        if _TAG_BACKSLASH.search(value):
+            return (f"tags.{key}: {value[-40:]!r} has a backslash at its end or before '\\', ',', ' ' or '=', "
+                    "which line protocol cannot carry in a tag")
+    for key, value in fields.items():
+        if key == "time":
+            return "f.time: InfluxDB reserves the key `time`"
+        if type(value) is str and _CONTROL.search(value):
+            return f"f.{key}: a control character ({_named(value)}) cannot be stored in a string field"
+    return None
+
+
+def _named(value: str) -> str:
+    match = _CONTROL.search(value)
+    assert match is not None
+    return f"U+{ord(match.group()):04X} at {match.start()}"
 
 
 def _field(value: object) -> str:
@@ -24,8 +71,7 @@ def _field(value: object) -> str:
         return "true" if value else "false"
     if kind is int:
         return f"{value}i"
-    text = str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-    return f'"{text}"'
+    return f'"{str(value).translate(_STRING)}"'
 
 
 def _tags(clinic_id: str, tags: Mapping[str, str]) -> str:
@@ -48,14 +94,22 @@ def sample_line(sample: wire.Sample, clinic_id: str, time_ms: int, extra_tags: M
 
 
 def telemetry_lines(message: wire.Telemetry, received_ms: int, extra_tags: Mapping[str, str] = {},
-                    heads: dict[tuple, str] | None = None) -> Iterable[str]:
-    """One line per sample. `heads` caches each series' escaped `measurement,tags` across calls
-    (a clinic sends the same few series every time); its owner empties it when tags change."""
+                    heads: dict[tuple, str] | None = None,
+                    refused: list[tuple[int, str]] | None = None) -> Iterable[str]:
+    """One line per storable sample. `heads` caches each series' escaped `measurement,tags` across
+    calls (a clinic sends the same few series every time); its owner empties it when tags change.
+    A sample that cannot be stored (`unstorable`) gives no line; (its index, why) goes to `refused`."""
     prefixes: dict[tuple, str] = {} if heads is None else heads
     clinic, mono_now = message.clinic, message.mono_now
-    for sample in message.samples:
+    for index, sample in enumerate(message.samples):
         key = (clinic, sample.m, tuple(sample.tags.items()))
         head = prefixes.get(key)
+        why = unstorable(sample.tags, {}) if head is None else None
+        why = why or unstorable({}, sample.f)
+        if why is not None:
+            if refused is not None:
+                refused.append((index, why))
+            continue
         if head is None:
             head = prefixes[key] = sample.m.translate(_MEASUREMENT) + _tags(clinic, {**extra_tags, **sample.tags})
         when = sample.t if sample.sync in TRUSTED_SYNC else wire.effective_time(sample, mono_now, received_ms)

@@ -6,8 +6,10 @@ is written when it holds `batch_points` points or its oldest has waited
 or slow: a few quick retries, then the batch goes to the disk spool (fsynced) and is
 acknowledged from there; the spool is replayed, oldest first, once writes succeed
 again. Spool full: no more acknowledgements, so the broker keeps the messages.
-Points the database refuses outright (a field whose type changed, say) are kept
-with the error in `refused-points.jsonl` and acknowledged: retrying cannot help.
+Points the database refuses outright (a field whose type changed, say) are found by
+writing halves of the batch again until each stands alone; only they are kept, with
+the error, in `refused-points.jsonl`, the rest is stored, and the messages are
+acknowledged: retrying cannot help.
 """
 
 from __future__ import annotations
@@ -121,14 +123,10 @@ class Pipeline:
         attempt = 0
         while True:
             try:
-                self._write(lines)
-                self.stats.points_written += len(lines)
+                self._store(lines, "points_written")
                 break
-            except StoreError as exc:
-                self.stats.write_errors += 1
-                if not exc.retryable:
-                    self._refuse(lines, str(exc))
-                    break
+            except StoreError as exc:  # retryable: the database is down or overloaded
+                lines = exc.unwritten  # type: ignore[attr-defined]
                 self.healthy = False
                 attempt += 1
                 if attempt > QUICK_RETRIES and self.spool.has_room(lines):
@@ -143,6 +141,34 @@ class Pipeline:
                     return  # shutting down with a full spool: leave the messages unacknowledged at the broker
         self.ack(mids)
         self.stats.messages_acked += len(mids)
+
+    def _store(self, lines: list[str], counter: str) -> None:
+        """Write `lines`, adding those stored to the stats' `counter`.
+
+        Lines the database refuses outright (a parse error, a field whose type changed) are found by
+        writing halves again until each refused line stands alone: they go to refused-points.jsonl and
+        the rest is stored. (InfluxDB 1.x stores a batch's good lines even when it answers 400, others
+        refuse the whole request; writing a stored line again is the same point again, so both end
+        alike.) If the database becomes unavailable, the retryable StoreError is raised with
+        `unwritten`: the lines not yet stored.
+        """
+        chunks = [lines]
+        while chunks:
+            chunk = chunks.pop()
+            try:
+                self._write(chunk)
+            except StoreError as exc:
+                self.stats.write_errors += 1
+                if exc.retryable:
+                    exc.unwritten = [line for c in chunks for line in c] + chunk  # type: ignore[attr-defined]
+                    raise
+                if len(chunk) == 1:
+                    self._refuse(chunk, str(exc))
+                else:
+                    half = len(chunk) // 2
+                    chunks += [chunk[half:], chunk[:half]]  # the first half is written first
+                continue
+            setattr(self.stats, counter, getattr(self.stats, counter) + len(chunk))
 
     def _write(self, lines: list[str]) -> None:
         start = time.perf_counter()
@@ -159,16 +185,13 @@ class Pipeline:
             return
         lines = self.spool.read(files[0])
         try:
-            self._write(lines)
+            self._store(lines, "points_replayed")
         except StoreError as exc:
-            if not exc.retryable:
-                self._refuse(lines, str(exc))
-                files[0].unlink()
-            else:
-                self.healthy = False
+            self.healthy = False
+            if len(exc.unwritten) < len(lines):  # type: ignore[attr-defined]
+                self.spool.rewrite(files[0], exc.unwritten)  # type: ignore[attr-defined]
             return
         files[0].unlink()
-        self.stats.points_replayed += len(lines)
 
     def _refuse(self, lines: list[str], error: str) -> None:
         self.stats.points_refused += len(lines)

@@ -27,8 +27,9 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from collector.lineproto import unstorable
 from wire import yamlio
 from wire.schema import CLINIC_ID_PATTERN
 
@@ -55,6 +56,16 @@ class Clinic(BaseModel):
     lat: float | None = Field(default=None, ge=-90, le=90)
     lon: float | None = Field(default=None, ge=-180, le=180)
     contacts: list[Contact] = Field(default_factory=list)
+
+    @field_validator("region", "isp")
+    @classmethod
+    def _storable_tag(cls, value: str) -> str:
+        # Region and ISP become tags of every point of the clinic: a value line protocol cannot
+        # carry would make every one of them unstorable.
+        why = unstorable({"value": value}, {})
+        if why is not None:
+            raise ValueError(why.removeprefix("tags.value: ") + "; remove it from the name")
+        return value
 
 
 class Registry(BaseModel):

@@ -45,7 +45,7 @@ class Collector:
         return self.store.reload_registry()
 
     def snapshot(self) -> dict:
-        """The store process's latest counters (at most a moment old): accepted, rejected,
+        """The store process's latest counters (at most a moment old): accepted, rejected, rejected_records,
         last_seen_ms, pipeline, spool_files, registry_reload_ok, clinics."""
         return self.store.snapshot()
 
@@ -68,6 +68,11 @@ class _Metrics(PromCollector):
         for reason, count in snapshot["rejected"].items():
             rejected.add_metric([reason], count)
         yield rejected
+        records = CounterMetricFamily("clinicwatch_records_rejected", "Samples and events left out of an otherwise "
+                                      "valid message (the message is kept in dead letters)", labels=["reason"])
+        for reason, count in snapshot["rejected_records"].items():
+            records.add_metric([reason], count)
+        yield records
         for key, text in (
                 ("points_written", "Points the database accepted"),
                 ("points_spooled", "Points written to the disk spool"),

@@ -34,19 +34,23 @@ class Spool:
 
     def put(self, lines: list[str]) -> Path:
         name = f"{time.time_ns():020d}-{os.getpid()}-{next(self._counter):06d}"
-        tmp = self.dir / f"{name}.tmp"
+        final = self.dir / f"{name}.lp"
+        self.rewrite(final, lines)
+        return final
+
+    def rewrite(self, path: Path, lines: list[str]) -> None:
+        """Write `path` (a new batch, or what is left of a replayed one) whole or not at all, durably."""
+        tmp = path.with_suffix(".tmp")
         with open(tmp, "w") as out:
             out.write("\n".join(lines))
             out.flush()
             os.fsync(out.fileno())
-        final = self.dir / f"{name}.lp"
-        os.replace(tmp, final)
+        os.replace(tmp, path)
         dir_fd = os.open(self.dir, os.O_RDONLY)
         try:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
-        return final
 
     def read(self, path: Path) -> list[str]:
         return path.read_text().split("\n")

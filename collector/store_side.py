@@ -90,6 +90,7 @@ class Store:
     def snapshot(self) -> dict[str, Any]:
         validator = self.validator
         return {"accepted": dict(validator.accepted), "rejected": dict(validator.rejected),
+                "rejected_records": dict(validator.rejected_records),
                 "last_seen_ms": dict(validator.last_seen_ms), "pipeline": asdict(self.pipeline.stats),
                 "spool_files": len(self.spool.files()), "registry_reload_ok": self.registry_reload_ok,
                 "clinics": len(validator.tags)}

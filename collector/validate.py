@@ -16,11 +16,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import wire
-from collector.lineproto import record_line, telemetry_lines
+from collector.lineproto import record_line, telemetry_lines, unstorable
 from collector.registry import Registry
 
 MAX_CACHED_HEADS = 200_000  # series (clinic x measurement x tags); a national fleet has tens of thousands
-UNKNOWN_CLINIC = "unknown_clinic"  # a collector-level reason, beside the contract's own
+UNKNOWN_CLINIC = "unknown_clinic"  # collector-level reasons, beside the contract's own
+UNSTORABLE = "unstorable_value"
 
 
 class DeadLetters:
@@ -43,6 +44,9 @@ class Validator:
         self.dead_letters = dead_letters
         self.clock = clock
         self.rejected: Counter[str] = Counter()
+        # Records (samples, events) left out of an otherwise valid message, by reason: the message is
+        # kept whole in the dead letters with the reason, and its other records are stored.
+        self.rejected_records: Counter[str] = Counter()
         self.accepted: Counter[str] = Counter()
         self.last_seen_ms: dict[str, int] = {}
         self.set_registry(registry)
@@ -65,21 +69,50 @@ class Validator:
         if tags is None:
             return self._reject(topic, payload, UNKNOWN_CLINIC,
                                 f"clinic {message.clinic!r} is not in the registry", received_ms)
+        status_fields: dict[str, object] = {}
+        if isinstance(message, wire.Status):
+            status_fields = {"state": message.state, "boot": message.boot, "agent": message.agent}
+            if message.reason is not None:
+                status_fields["reason"] = message.reason
+            why = unstorable({}, status_fields)
+            if why is not None:
+                return self._reject(topic, payload, UNSTORABLE, why, received_ms)
         self.accepted[type(message).__name__.lower()] += 1
         self.last_seen_ms[message.clinic] = received_ms
         if isinstance(message, wire.Telemetry):
             if len(self.heads) > MAX_CACHED_HEADS:
                 self.heads.clear()
-            return list(telemetry_lines(message, received_ms, tags, self.heads))
+            refused: list[tuple[int, str]] = []
+            lines = list(telemetry_lines(message, received_ms, tags, self.heads, refused))
+            if refused:
+                self._reject_records(topic, payload, "samples", refused, received_ms)
+            return lines
         if isinstance(message, wire.Events):
-            return [record_line("agent_event", message.clinic, wire.effective_time(e, message.mono_now, received_ms),
-                                {**tags, "kind": e.kind}, {**e.detail, "seq": e.seq}) for e in message.events]
+            lines, refused = [], []
+            for index, event in enumerate(message.events):
+                why = unstorable({}, event.detail) or ("detail.seq: the collector stores the event's own seq "
+                                                       "under this name" if "seq" in event.detail else None)
+                if why is not None:
+                    refused.append((index, why))
+                    continue
+                lines.append(record_line("agent_event", message.clinic,
+                                         wire.effective_time(event, message.mono_now, received_ms),
+                                         {**tags, "kind": event.kind}, {**event.detail, "seq": event.seq}))
+            if refused:
+                self._reject_records(topic, payload, "events", refused, received_ms)
+            return lines
         if isinstance(message, wire.Status):
-            fields = {"state": message.state, "boot": message.boot, "agent": message.agent}
-            if message.reason is not None:
-                fields["reason"] = message.reason
-            return [record_line("agent_status", message.clinic, received_ms, tags, fields)]
+            return [record_line("agent_status", message.clinic, received_ms, tags, status_fields)]
         return []  # config messages: the collector's own, echoed back
+
+    def _reject_records(self, topic: str, payload: bytes, kind: str, refused: list[tuple[int, str]],
+                        received_ms: int) -> None:
+        self.rejected_records[UNSTORABLE] += len(refused)
+        detail = "; ".join(f"{kind}[{index}].{why}" for index, why in refused[:3])
+        if len(refused) > 3:
+            detail += f" (+{len(refused) - 3} more)"
+        self.dead_letters.keep(topic, payload, UNSTORABLE, f"{len(refused)} {kind} not stored, the others were: "
+                               f"{detail}", received_ms)
 
     def _reject(self, topic: str, payload: bytes, reason: str, detail: str, received_ms: int) -> None:
         self.rejected[reason] += 1

@@ -216,3 +216,48 @@ def test_registry_is_reloaded_without_restart_and_a_bad_one_is_refused(start_ser
     letters = [json.loads(line) for line in (tmp_path / "collector" / "data" / "dead-letters.jsonl").open()]
     assert [(d["reason"], d["detail"]) for d in letters] == [
         ("unknown_clinic", f"clinic {newcomer!r} is not in the registry")]
+
+
+def test_a_sample_the_store_cannot_take_is_rejected_alone_and_its_batch_is_stored(start_server, influxdb,
+                                                                                  tmp_path) -> None:
+    """One bad tag value (`ends\\`) used to make InfluxDB refuse its line, and the collector refuse the batch."""
+    import paho.mqtt.client as mqtt
+
+    import wire
+
+    influx, db = influxdb
+    broker = start_server(Mosquitto())
+    service = _service(tmp_path, broker, {"kind": "influx_v1", "url": influx.url, "database": db,
+                                          "batch_points": 10_000, "flush_interval_s": 1.0})
+    load = LoadPublisher(broker.host, broker.port, CLINICS, per_message=5)
+    now = int(time.time() * 1000)
+    poisoned = wire.Telemetry(v=1, clinic="es-ib-0003", boot="feedc0de00000009", samples=[
+        wire.Sample(seq=s, t=now - 1000 * s, mono=s, sync="ntp", m="load", tags={"target": target}, f={"v": 1.0})
+        for s, target in enumerate(["wan", "ends\\", "lan"])])
+    publisher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    publisher.connect(broker.host, broker.port)
+    publisher.loop_start()
+    try:
+        load.publish(10)
+        publisher.publish(wire.topic("es-ib-0003", "telemetry"), wire.encode(poisoned), qos=1).wait_for_publish(10)
+        load.publish(10)
+        load.wait_acked()
+        assert wait_points(influx, db, 102) == 102
+        deadline = time.monotonic() + 10
+        while service.snapshot()["pipeline"]["messages_acked"] < 21 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        snapshot = service.snapshot()
+    finally:
+        publisher.loop_stop()
+        load.close()
+        service.stop()
+    assert (snapshot["pipeline"]["points_written"], snapshot["pipeline"]["points_refused"]) == (102, 0)
+    assert snapshot["rejected_records"] == {"unstorable_value": 1}
+    assert snapshot["pipeline"]["messages_acked"] == 21
+    targets = influx.query("SELECT count(v) FROM load WHERE clinic = 'es-ib-0003' GROUP BY target", db=db)
+    assert {s["tags"]["target"] for s in targets["results"][0]["series"]} >= {"wan", "lan"}
+    letters = [json.loads(line) for line in (tmp_path / "collector" / "data" / "dead-letters.jsonl").open()]
+    assert [(d["reason"], d["detail"][:45]) for d in letters] == [
+        ("unstorable_value", "1 samples not stored, the others were: sample")]
+    assert "samples[1].tags.target: 'ends\\\\' has a backslash at its end" in letters[0]["detail"]
+    assert not (tmp_path / "collector" / "data" / "refused-points.jsonl").exists()

@@ -36,6 +36,9 @@ def test_a_spreadsheet_export_reads_like_the_yaml_registry(tmp_path) -> None:
     ("id,name\nes-ib-1,A,extra\n", "line 2: more cells than the header has columns"),
     ("id,name\nes-ib-1,A\n,B\n,C\n", "line 3, column 'id': Field required"),
     ("id,name\nes-ib-1,A\nes-ib-2,B\nes-ib-1,C\n", "line 4: clinic id 'es-ib-1' is listed twice (first on line 2)"),
+    ("id,name,isp\nes-ib-1,A,Telco\\\n", r"line 2, column 'isp': 'Telco\\' has a backslash at its end or before "
+                                       r"'\', ',', ' ' or '=', which line protocol cannot carry in a tag; "
+                                       "remove it from the name"),
 ])
 def test_a_bad_csv_registry_names_the_file_line_and_column(tmp_path, text: str, message: str) -> None:
     path = tmp_path / "clinics.csv"
