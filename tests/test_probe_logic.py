@@ -10,7 +10,7 @@ from agent.probes.base import Measured, ProbeContext, ProbeFailure, run_probe
 from agent.probes.icmp import Burst
 from agent.probes.tcp import TcpSpec
 from agent.probes.throughput import Ledger
-from agent.probes.traceroute import path_changed
+from agent.probes.traceroute import path_changed, remembered_path
 
 MS = 1_000_000  # ns
 
@@ -105,3 +105,14 @@ def test_runner_turns_timeouts_and_bugs_into_results() -> None:
     assert (crashed.success, crashed.reason) == (False, "probe_error")
     assert "KeyError" in crashed.detail
 
+
+
+@pytest.mark.parametrize("old,new,remembered", [
+    (None, ["a", "*", "c"], ["a", "*", "c"]),  # nothing known yet
+    (["a", "b", "c"], ["a", "*", "c"], ["a", "b", "c"]),  # silent once: the hop keeps its last address
+    (["a", "b", "c"], ["a", "x", "c"], ["a", "x", "c"]),  # a real change is what the next run compares with
+    (["a", "b"], ["a", "*", "*", "d"], ["a", "b", "*", "d"]),  # a longer path: unknown hops stay *
+    (["a", "b", "c"], ["a"], ["a"]),  # a shorter path: only its own hops
+])
+def test_a_silent_hop_is_remembered_at_its_last_known_address(old, new, remembered) -> None:
+    assert remembered_path(old, new) == remembered

@@ -279,6 +279,26 @@ def test_traceroute_counts_hops_and_reports_a_route_change(tmp_path) -> None:
         same = probe_in(Clinic, tmp_path, probe)["traceroute:records"]
         assert (same["reason"], same["fields"]["fingerprint"]) == ("", first["fields"]["fingerprint"]), (same["detail"], same["fields"])
 
+        # r1 answers one query in three, as a router that rate-limits its ICMP may: the hop is asked
+        # again rather than written `*` (two queries sent together both went unanswered here).
+        net.exec("r1", "nft", "add", "table", "inet", "cw")
+        net.exec("r1", "nft", "add", "chain", "inet", "cw", "out", "{ type filter hook output priority 0 ; }")
+        net.exec("r1", "nft", "add", "rule", "inet", "cw", "out", "icmp", "type", "time-exceeded", "numgen", "inc",
+                 "mod", "3", "!=", "2", "drop")
+        limited = probe_in(Clinic, tmp_path, probe)["traceroute:records"]
+        assert (limited["reason"], limited["fields"]["path"]) == ("", first["fields"]["path"]), limited
+        # r1 silent for a whole run: `*` for that hop, and no route change now or at the next run.
+        net.exec("r1", "nft", "flush", "chain", "inet", "cw", "out")
+        net.exec("r1", "nft", "add", "rule", "inet", "cw", "out", "icmp", "type", "time-exceeded", "drop")
+        silent = probe_in(Clinic, tmp_path, probe)["traceroute:records"]
+        assert (silent["success"], silent["reason"]) == (True, ""), silent
+        assert silent["fields"]["path"] == "*>198.19.1.6>198.19.2.1"
+        assert silent["fields"]["route_changed"] is False
+        net.exec("r1", "nft", "delete", "table", "inet", "cw")
+        back = probe_in(Clinic, tmp_path, probe)["traceroute:records"]
+        assert (back["reason"], back["fields"]["path"], back["fields"]["route_changed"]) == (
+            "", first["fields"]["path"], False), back
+
         net.route("r1", "198.19.2.1", "198.19.1.14", replace=True)
         changed = probe_in(Clinic, tmp_path, probe)["traceroute:records"]
         assert changed["success"] is True

@@ -1,14 +1,17 @@
 """Traceroute with UDP probes: hop count and a path fingerprint, so that a route change is an event.
 
-TTLs are probed in a sliding window of `window` hops, `probes_per_hop` each, from
-one UDP socket, and no TTL past the destination's is sent once it has answered:
-routers and hosts rate-limit ICMP errors (Linux: about one a second per peer
-after a burst of six), so firing every TTL at once would spend that allowance
-and, on LTE, the clinic's bytes. The ICMP time-exceeded and port-unreachable
-answers are read from a raw socket (needs CAP_NET_RAW) and matched by scapy
-through the UDP header they quote.
-A hop that never answers is `*`; paths are compared only where both have answers,
-so a router that rate-limits its ICMP does not look like a route change.
+TTLs are probed in a sliding window of `window` hops from one UDP socket, and no TTL
+past the destination's is sent once it has answered. A hop is asked once; if it has
+not answered within `hop_wait_ms` it is asked again, up to `probes_per_hop` queries
+(real traceroute asks three times), and only a hop that answered none is `*`. The
+queries are spaced rather than sent together because routers and hosts rate-limit
+their ICMP errors (Linux: a burst of six, then one a second per peer): queries fired
+at once spend that allowance together, and a hop that was only rate-limited would
+look silent. The ICMP time-exceeded and port-unreachable answers are read from a raw
+socket (needs CAP_NET_RAW) and matched by scapy through the UDP header they quote.
+Paths are compared only where both have answers, and the path remembered for the
+next run keeps the last known address of a hop that was silent this time, so a hop
+that is silent once is never a route change, then or at the next run.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ RESULT_FIELDS = {
 REASONS = {
     "route_changed": "the path differs from the last run's where both have answers (success)",
     "unreachable": "a router answered that the destination is unreachable",
-    "not_reached": "the destination did not answer within `max_hops`",
+    "not_reached": "the destination did not answer within `max_hops` (or 90 % of `timeout_s`)",
     "no_route": "no route from this box", "no_permission": "needs CAP_NET_RAW",
 }
 
@@ -44,12 +47,13 @@ class TracerouteSpec(ProbeSpec):
     kind: Literal["traceroute"] = "traceroute"
     host: str = Field(description="address or name of the target")
     max_hops: int = Field(default=20, ge=1, le=64, description="give up past this many hops")
-    probes_per_hop: int = Field(default=2, ge=1, le=5, description="a hop is * only if all are lost")
+    probes_per_hop: int = Field(default=3, ge=1, le=5, description="queries per hop, the next one `hop_wait_ms` "
+                                                                   "after a silent one; * only if all go unanswered")
     base_port: int = Field(default=33434, ge=1024, le=65000, description="first UDP destination port")
     window: int = Field(default=3, ge=1, le=64, description="hops probed at the same time")
-    hop_wait_ms: float = Field(default=1000, gt=0, description="how long a hop has to answer")
+    hop_wait_ms: float = Field(default=1000, gt=0, description="how long a hop has to answer each query")
     interval_s: float = 900
-    timeout_s: float = 15
+    timeout_s: float = 30  # a silent tail of 20 hops takes 20 s (max_hops / window * probes_per_hop * hop_wait)
 
 
 def fingerprint(path: list[str]) -> str:
@@ -57,9 +61,18 @@ def fingerprint(path: list[str]) -> str:
 
 
 def path_changed(old: list[str], new: list[str], old_reached: bool, new_reached: bool) -> bool:
+    """A route change: a hop that answered both times answered from another address, or the
+    destination was reached both times at a different distance."""
     if old_reached and new_reached and len(old) != len(new):
         return True
     return any(a != b for a, b in zip(old, new) if NO_ANSWER not in (a, b))
+
+
+def remembered_path(old: list[str] | None, new: list[str]) -> list[str]:
+    """The path to compare the next run with: this run's, a silent hop keeping its last known address."""
+    if not old:
+        return new
+    return [hop if hop != NO_ANSWER or i >= len(old) else old[i] for i, hop in enumerate(new)]
 
 
 def _end_of_path(answers: dict[int, tuple[str, str]]) -> int | None:
@@ -106,28 +119,44 @@ async def probe(spec: TracerouteSpec, ctx: ProbeContext) -> Measured:
     try:
         udp.bind(("0.0.0.0", 0))
         sport = udp.getsockname()[1]
-        probes = {}  # destination port -> ttl
+        probes: dict[int, int] = {}  # destination port -> ttl
         loop.add_reader(raw.fileno(), _read_answers, raw, address, sport, probes, answers)
-        sent_at: dict[int, float] = {}
+        asked_at: dict[int, float] = {}  # ttl -> when it was last asked
+        queries: dict[int, int] = {}  # ttl -> queries sent
         hop_wait = spec.hop_wait_ms / 1000
-        next_ttl = 1
+
+        def ask(ttl: int, now: float) -> None:
+            udp.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, ttl)
+            port = spec.base_port + len(probes)  # a port per query: an answer names the query it answers
+            probes[port] = ttl
+            try:
+                udp.sendto(b"clinicwatch", (address, port))
+            except OSError as exc:
+                raise ProbeFailure("no_route", f"sending to {address}: {exc.strerror}") from None
+            asked_at[ttl], queries[ttl] = now, queries.get(ttl, 0) + 1
+
+        next_ttl, out_of_time = 1, False
+        give_up = time.monotonic() + spec.timeout_s * 0.9  # report the path found so far, not a bare timeout
         while True:
             now = time.monotonic()
-            last_needed = _end_of_path(answers) or spec.max_hops
-            pending = [t for t in sent_at if t <= last_needed and t not in answers and now - sent_at[t] < hop_wait]
-            if next_ttl > last_needed and not pending:
+            if now >= give_up:
+                out_of_time = True
                 break
-            while next_ttl <= last_needed and len(pending) < spec.window:
-                udp.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, next_ttl)
-                for k in range(spec.probes_per_hop):
-                    port = spec.base_port + (next_ttl - 1) * spec.probes_per_hop + k
-                    probes[port] = next_ttl
-                    try:
-                        udp.sendto(b"clinicwatch", (address, port))
-                    except OSError as exc:
-                        raise ProbeFailure("no_route", f"sending to {address}: {exc.strerror}") from None
-                sent_at[next_ttl] = now
-                pending.append(next_ttl)
+            last_needed = _end_of_path(answers) or spec.max_hops
+            waiting = []  # hops asked, not answered, not yet given up
+            for ttl in sorted(asked_at):
+                if ttl > last_needed or ttl in answers:
+                    continue
+                if now - asked_at[ttl] < hop_wait:
+                    waiting.append(ttl)
+                elif queries[ttl] < spec.probes_per_hop:
+                    ask(ttl, now)
+                    waiting.append(ttl)
+            if next_ttl > last_needed and not waiting:
+                break
+            while next_ttl <= last_needed and len(waiting) < spec.window:
+                ask(next_ttl, now)
+                waiting.append(next_ttl)
                 next_ttl += 1
             await asyncio.sleep(0.01)
     finally:
@@ -141,15 +170,16 @@ async def probe(spec: TracerouteSpec, ctx: ProbeContext) -> Measured:
     fields = {"hops": last, "reached": reached_at is not None, "path": ">".join(path) or NO_ANSWER,
               "fingerprint": fingerprint(path)}
     previous = ctx.recall(f"traceroute:{spec.name}")
-    ctx.remember(f"traceroute:{spec.name}", [path, reached_at is not None])
+    ctx.remember(f"traceroute:{spec.name}", [remembered_path(previous[0] if previous else None, path),
+                                             reached_at is not None])
     changed = previous is not None and path_changed(previous[0], path, previous[1], reached_at is not None)
     fields["route_changed"] = changed
     if end and answers[end][1] == REFUSED:
         raise ProbeFailure("unreachable", f"hop {end} ({answers[end][0]}) says {address} is unreachable", fields)
     if reached_at is None:
         where = f"after hop {last} ({path[-1]})" if path else "at the first hop"
-        raise ProbeFailure("not_reached", f"{address} not reached within {spec.max_hops} hops; path stops {where}",
-                           fields)
+        within = f"{spec.timeout_s * 0.9:g} s" if out_of_time else f"{spec.max_hops} hops"
+        raise ProbeFailure("not_reached", f"{address} not reached within {within}; path stops {where}", fields)
     if changed:
         return Measured(fields, "route_changed", f"path to {address} was {'>'.join(previous[0])}, "
                                                  f"now {fields['path']}")
