@@ -50,6 +50,26 @@ def _run_agent(agent: Agent, stop: asyncio.Event, loop: asyncio.AbstractEventLoo
     return thread
 
 
+def _wait_outbox(state_dir, done, what: str, timeout_s: float = 60) -> None:
+    """Wait until `done({sync: samples held})` for the agent's outbox."""
+    import sqlite3
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            db = sqlite3.connect(state_dir / "outbox.sqlite3")
+            try:
+                held = dict(db.execute("SELECT sync, COUNT(*) FROM records WHERE kind = 'sample' GROUP BY sync"))
+            finally:
+                db.close()
+        except sqlite3.OperationalError:  # not created yet
+            held = {}
+        if done(held):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
 def test_samples_taken_before_the_clock_was_right_get_corrected_timestamps(start_server, tmp_path) -> None:
     # The watcher's session is made while the broker runs, then the broker stops: what the agent sends
     # once the broker is back is queued for the watcher even before it reconnects.
@@ -68,13 +88,16 @@ def test_samples_taken_before_the_clock_was_right_get_corrected_timestamps(start
     agent = Agent(config, clock=clock)
     agent.clock_check_s = 0.5
     loop, stop = asyncio.new_event_loop(), asyncio.Event()
+    started = time.time()
     thread = _run_agent(agent, stop, loop)
     try:
         # 1. Broker unreachable, clock wrong: samples wait in the outbox with sync "none".
-        time.sleep(4)
+        _wait_outbox(tmp_path / "state", lambda held: held.get("none", 0) >= 3, "three unsynced samples held")
         clock.sync()
         synced_at = time.time()
-        time.sleep(1.5)  # the agent notices and re-times what it holds
+        # The agent notices and re-times what it holds, all in one transaction.
+        _wait_outbox(tmp_path / "state", lambda held: "none" not in held and held.get("fixed", 0) >= 3,
+                     "the held samples re-timed")
         # 2. Broker up: the backlog goes out re-timed ("fixed"); new samples are "ntp".
         broker.start()
         watcher = Watcher(broker.host, broker.port, client_id="clock-watcher")
@@ -93,7 +116,7 @@ def test_samples_taken_before_the_clock_was_right_get_corrected_timestamps(start
     fixed = [(r, b) for _, r, b in records if r.sync == "fixed"]
     assert len(fixed) >= 3, "the samples held while the clock was wrong"
     for record, batch in fixed:
-        assert synced_at - 6 < record.t / 1000 < synced_at, "re-timed to when they were really taken"
+        assert started - 0.01 <= record.t / 1000 < synced_at, "re-timed to when they were really taken"
     unsynced = [(r, b) for _, r, b in records if r.sync == "none"]
     for record, batch in unsynced:
         assert record.t / 1000 < time.time() - THREE_YEARS_MS / 1000 + 60, "sent with the wrong clock as it was"

@@ -39,7 +39,12 @@ def test_agent_samples_become_the_documented_points_in_influxdb(start_server, in
         assert wait_points(influx, db, 3, measurement="tcp", field="duration_ms") >= 3
     finally:
         stop_agent(agent)
-        time.sleep(1)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:  # the agent's clean stop publishes a retained `offline`
+            statuses = influx.query('SELECT last("state") FROM "agent_status"', db=db)["results"][0].get("series")
+            if statuses and statuses[0]["values"][0][1] == "offline":
+                break
+            time.sleep(0.1)
         service.stop()
     assert not service.failed.is_set(), "a clean stop is not a store process failure"
     series = influx.query('SELECT * FROM "tcp" GROUP BY *', db=db)["results"][0]["series"]
@@ -87,15 +92,18 @@ def test_influxdb_down_under_load_loses_nothing(start_server, influxdb, tmp_path
         deadline = time.monotonic() + 20
         while service.snapshot()["pipeline"]["points_spooled"] == 0 and time.monotonic() < deadline:
             time.sleep(0.1)
-        time.sleep(1)  # let the batches in hand reach the spool too
-        spooled = service.snapshot()["pipeline"]["points_spooled"]
         influx.start()
         assert wait_points(influx, db, sent) == sent
+        deadline = time.monotonic() + 20
+        while service.snapshot()["spool_files"] and time.monotonic() < deadline:
+            time.sleep(0.1)
     finally:
         load.close()
         service.stop()
-    assert spooled > 0, "the outage went through the disk spool"
-    assert service.snapshot()["pipeline"]["points_replayed"] == spooled
+    stats = service.snapshot()["pipeline"]
+    assert stats["points_spooled"] > 0, "the outage went through the disk spool"
+    assert stats["points_replayed"] == stats["points_spooled"]
+    assert stats["points_written"] + stats["points_replayed"] == sent
     assert service.snapshot()["spool_files"] == 0
 
 
@@ -171,8 +179,12 @@ def test_three_collectors_in_one_share_group_store_each_message_once(start_serve
         sent = load.publish(3000)
         load.wait_acked()
         assert wait_points(influx, db, sent) == sent
-        time.sleep(0.5)
-        accepted = [scrape(p).get('clinicwatch_messages_accepted_total{kind="telemetry"}', 0) for p in ports]
+        deadline = time.monotonic() + 20
+        while True:  # each collector's metrics are at most a moment old
+            accepted = [scrape(p).get('clinicwatch_messages_accepted_total{kind="telemetry"}', 0) for p in ports]
+            if sum(accepted) >= sent or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
     finally:
         load.close()
         for proc in collectors:

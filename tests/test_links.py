@@ -66,9 +66,12 @@ def test_a_cut_stops_traffic_and_a_restore_brings_it_back(emulated_link) -> None
 
 
 def test_a_cut_drops_packets_already_in_flight(emulated_link) -> None:
-    link = emulated_link("geo_satellite", loss_pct=0)
-    pinger = link.popen("ping", "-n", "-q", "-c", "1", "-W", "2", link.central_ip, stdout=subprocess.PIPE, text=True)
-    time.sleep(0.15)  # the echo is inside the 600 ms of the link now
+    link = emulated_link("geo_satellite", loss_pct=0, rtt_ms=3000)  # a long flight, whatever the machine's load
+    pinger = link.popen("ping", "-n", "-q", "-c", "1", "-W", "5", link.central_ip, stdout=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 10
+    while link.stats()["up"]["packets"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert link.stats()["down"]["delivered"] == 0, "the echo (or its reply) is in flight"
     link.cut()
     out, _ = pinger.communicate(timeout=10)
     assert "1 packets transmitted, 0 received" in out
