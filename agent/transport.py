@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 import wire
@@ -62,6 +63,8 @@ class Session:
         client.on_publish = self._published
         client.on_message = self._message
         self.client = client
+        self._expiry = Properties(PacketTypes.PUBLISH)
+        self._expiry.MessageExpiryInterval = wire.HOLD_CLOCK_S
         self._next_delay()
 
     def start(self) -> None:
@@ -81,8 +84,11 @@ class Session:
         self.client.loop_stop()
 
     def publish(self, topic: str, payload: bytes, retain: bool = False) -> int | None:
-        """Queue a QoS 1 publish; its PUBACK comes back through on_acked(mid, ok, reason). None: not queued."""
-        info = self.client.publish(topic, payload, qos=1, retain=retain)
+        """Queue a QoS 1 publish; its PUBACK comes back through on_acked(mid, ok, reason). None: not queued.
+
+        Every publish carries the contract's Message Expiry Interval, so the collector learns how long
+        the broker held it (and so when an agent with an unsynchronised clock sent it)."""
+        info = self.client.publish(topic, payload, qos=1, retain=retain, properties=self._expiry)
         if info.rc in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
             return info.mid  # NO_CONN: queued by paho, sent when the session is back
         log.warning("publish to %s not queued: %s", topic, mqtt.error_string(info.rc))

@@ -5,6 +5,7 @@ written twice. The written spec is docs/wire-contract.md.
 """
 
 from wire.codec import (
+    HOLD_CLOCK_S,
     KINDS,
     MAX_AGE_MS,
     MAX_FUTURE_MS,
@@ -14,6 +15,7 @@ from wire.codec import (
     decode,
     effective_time,
     encode,
+    held_seconds,
     parse_topic,
     records,
     subscription,
@@ -22,7 +24,7 @@ from wire.codec import (
 from wire.schema import VERSION, Config, Event, Events, Message, Sample, Status, Telemetry
 
 __all__ = [
-    "KINDS", "MAX_AGE_MS", "MAX_FUTURE_MS", "TOPIC_ROOT", "VERSION", "Config", "Event", "Events", "Message",
-    "Reason", "Rejected", "Sample", "Status", "Telemetry", "decode", "effective_time", "encode", "parse_topic",
-    "records", "subscription", "topic",
+    "HOLD_CLOCK_S", "KINDS", "MAX_AGE_MS", "MAX_FUTURE_MS", "TOPIC_ROOT", "VERSION", "Config", "Event", "Events", "Message",
+    "Reason", "Rejected", "Sample", "Status", "Telemetry", "decode", "effective_time", "encode", "held_seconds",
+    "parse_topic", "records", "subscription", "topic",
 ]

@@ -34,6 +34,19 @@ _TOPIC = re.compile(r"^clinicwatch/v(\d+)/([^/]+)/([^/]+)$")
 _CLINIC = re.compile(CLINIC_ID_PATTERN)
 ZLIB_MAGIC = 0x78  # first byte of an RFC 1950 stream; JSON starts with "{"
 
+# Telemetry and events are published with this MQTT v5 Message Expiry Interval (s, about 10 years:
+# never reached). A broker forwards a message with the interval less the whole seconds it held it,
+# which is how the collector knows when an unsynchronised agent sent it (collector/agentclock.py).
+HOLD_CLOCK_S = 315_360_000
+
+
+def held_seconds(remaining_s: int | None) -> int | None:
+    """How long the broker held a message, from the expiry interval it was delivered with."""
+    if remaining_s is None or not 0 <= remaining_s <= HOLD_CLOCK_S:
+        return None
+    return HOLD_CLOCK_S - remaining_s
+
+
 # Time sanity: trusted timestamps outside [now - MAX_AGE, now + MAX_FUTURE] are rejected.
 MAX_FUTURE_MS = 5 * 60 * 1000
 MAX_AGE_MS = 90 * 24 * 3600 * 1000
@@ -243,14 +256,14 @@ def _check_records(message: Telemetry | Events, now_ms: int) -> None:
                            f"{(now_ms - when) / 86_400_000:.1f} days old, limit {MAX_AGE_MS // 86_400_000}")
 
 
-def effective_time(record: Recorded, mono_now: int | None, received_ms: int) -> int:
+def effective_time(record: Recorded, mono_now: int | None, sent_ms: int) -> int:
     """The best UTC timestamp for a record, in ms.
 
     Trusted clocks are taken as they are. An unsynchronised record from the running
-    boot is placed by the agent's monotonic clock relative to the moment of receipt
-    (transit time is ignored: seconds against the hours a clock can be off).
+    boot is placed by the agent's monotonic clock, counted back from `sent_ms`: when
+    the agent read `mono_now`, on the receiver's clock (collector.agentclock finds it;
+    the moment of receipt is its upper bound).
     """
     if record.sync in TRUSTED_SYNC or mono_now is None:
         return record.t
-    return received_ms - (mono_now - record.mono)
-
+    return sent_ms - (mono_now - record.mono)
