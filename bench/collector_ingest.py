@@ -153,7 +153,8 @@ def lines_of(messages: list[tuple[str, bytes]]) -> list[str]:
     """The line protocol the collector writes for these messages (registry tags as the harness's)."""
     now, heads, out = int(time.time() * 1000), {}, []
     for topic, payload in messages:
-        out += telemetry_lines(wire.decode(topic, payload, now), now, REGISTRY_TAGS, heads)  # type: ignore[arg-type]
+        message = wire.decode(topic, payload, now)
+        out += telemetry_lines(message, now, None, REGISTRY_TAGS, heads)  # type: ignore[arg-type]
     return out
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable
 
 import paho.mqtt.client as mqtt
@@ -22,8 +23,9 @@ log = logging.getLogger("clinicwatch.collector")
 class Intake:
     def __init__(self, config: IntakeConfig) -> None:
         self.config = config
-        # Set by the owner before start(): called in paho's thread with (mid, qos, topic, payload).
-        self.handle: Callable[[int, int, str, bytes], None] | None = None
+        # Set by the owner before start(): called in paho's thread with
+        # (mid, qos, topic, payload, received_ms, held_s).
+        self.handle: Callable[[int, int, str, bytes, int, int | None], None] | None = None
         self.connected = threading.Event()  # set once the broker has granted the subscriptions (SUBACK)
         self.stopping = False
         self._topics: list[str] = []
@@ -85,5 +87,11 @@ class Intake:
             log.warning("disconnected from the broker", extra={"fields": {"reason": str(reason)}})
 
     def _message(self, _client: mqtt.Client, _u: object, message: mqtt.MQTTMessage) -> None:
+        # The moment of receipt is taken here, before any queue of the collector's own, and travels
+        # with the message (through the spool too): with the broker's hold, it dates what an agent
+        # with an unsynchronised clock sent.
+        received_ms = time.time_ns() // 1_000_000
+        remaining = getattr(message.properties, "MessageExpiryInterval", None) if message.properties else None
         assert self.handle is not None
-        self.handle(message.mid, message.qos, message.topic, message.payload)
+        self.handle(message.mid, message.qos, message.topic, message.payload, received_ms,
+                    wire.held_seconds(remaining))

@@ -1,8 +1,15 @@
 """InfluxDB line protocol for wire samples: one line per sample, escaped by the spec.
 
 Schema: measurement = sample `m`; tags = clinic + the sample's tags (+ registry tags
-given by the caller); fields = sample `f`; timestamp = effective time in ms
-(wire.effective_time), so unsynchronised clocks are corrected on the way in.
+given by the caller); fields = sample `f` (+ `time_bound_ms` for a sample placed by
+the agent's monotonic clock); timestamp = effective time (wire.effective_time), so
+unsynchronised clocks are corrected on the way in.
+
+Timestamps are written in nanoseconds: the effective time in ms, and below it the
+record's identity folded into the last six digits ((crc32(boot) + seq) mod 10^6).
+Two different records of one series that fall on the same millisecond (a clock that
+stepped back, a backlog placed by one receipt) are two points, not one overwriting
+the other, while a record delivered twice lands on its own point again.
 
 Not every string the contract allows can be carried by line protocol so that every
 store reads it back the same. Checked against InfluxDB 1.6.7 and VictoriaMetrics
@@ -20,6 +27,7 @@ protocol: it is left out (absent).
 from __future__ import annotations
 
 import re
+import zlib
 from collections.abc import Iterable, Mapping
 
 import wire
@@ -35,6 +43,12 @@ _TAG_BACKSLASH = re.compile(r"\\(?:$|[\\, =])")
 
 
 COLLECTOR_TAGS = frozenset({"clinic", "region", "isp", "link"})  # set by the collector on every point
+TIME_BOUND = "time_bound_ms"  # the collector's field on a record placed by the agent's monotonic clock
+
+
+def stamp(time_ms: int, boot: str, seq: int = 0) -> int:
+    """The point's timestamp in ns: the time in ms, the record's identity in the digits below."""
+    return time_ms * 1_000_000 + (zlib.crc32(boot.encode()) + seq) % 1_000_000
 
 
 def unstorable(tags: Mapping[str, str], fields: Mapping[str, object]) -> str | None:
@@ -52,6 +66,8 @@ def unstorable(tags: Mapping[str, str], fields: Mapping[str, object]) -> str | N
     for key, value in fields.items():
         if key == "time":
             return "f.time: InfluxDB reserves the key `time`"
+        if key == TIME_BOUND:
+            return f"f.{TIME_BOUND}: the collector sets this field itself"
         if type(value) is str and _CONTROL.search(value):
             return f"f.{key}: a control character ({_named(value)}) cannot be stored in a string field"
     return None
@@ -84,23 +100,26 @@ def _fields(fields: Mapping[str, object]) -> str:
     return ",".join([f"{k}={v!r}" if type(v) is float else f"{k}={_field(v)}" for k, v in fields.items()])
 
 
-def record_line(measurement: str, clinic_id: str, time_ms: int, tags: Mapping[str, str],
+def record_line(measurement: str, clinic_id: str, time_ns: int, tags: Mapping[str, str],
                 fields: Mapping[str, object]) -> str:
-    return f"{measurement.translate(_MEASUREMENT)}{_tags(clinic_id, tags)} {_fields(fields)} {time_ms}"
+    return f"{measurement.translate(_MEASUREMENT)}{_tags(clinic_id, tags)} {_fields(fields)} {time_ns}"
 
 
-def sample_line(sample: wire.Sample, clinic_id: str, time_ms: int, extra_tags: Mapping[str, str] = {}) -> str:
-    return record_line(sample.m, clinic_id, time_ms, {**extra_tags, **sample.tags}, sample.f)
+def sample_line(sample: wire.Sample, clinic_id: str, time_ns: int, extra_tags: Mapping[str, str] = {}) -> str:
+    return record_line(sample.m, clinic_id, time_ns, {**extra_tags, **sample.tags}, sample.f)
 
 
-def telemetry_lines(message: wire.Telemetry, received_ms: int, extra_tags: Mapping[str, str] = {},
-                    heads: dict[tuple, str] | None = None,
+def telemetry_lines(message: wire.Telemetry, sent_ms: int, bound_ms: int | None = None,
+                    extra_tags: Mapping[str, str] = {}, heads: dict[tuple, str] | None = None,
                     refused: list[tuple[int, str]] | None = None) -> Iterable[str]:
-    """One line per storable sample. `heads` caches each series' escaped `measurement,tags` across
-    calls (a clinic sends the same few series every time); its owner empties it when tags change.
-    A sample that cannot be stored (`unstorable`) gives no line; (its index, why) goes to `refused`."""
+    """One line per storable sample. `sent_ms` (with its bound) is when the agent sent the message, on
+    the collector's clock (collector.agentclock): it places the samples of an unsynchronised clock.
+    `heads` caches each series' escaped `measurement,tags` across calls (a clinic sends the same few
+    series every time); its owner empties it when tags change. A sample that cannot be stored
+    (`unstorable`) gives no line; (its index, why) goes to `refused`."""
     prefixes: dict[tuple, str] = {} if heads is None else heads
     clinic, mono_now = message.clinic, message.mono_now
+    base = zlib.crc32(message.boot.encode())
     for index, sample in enumerate(message.samples):
         key = (clinic, sample.m, tuple(sample.tags.items()))
         head = prefixes.get(key)
@@ -112,5 +131,11 @@ def telemetry_lines(message: wire.Telemetry, received_ms: int, extra_tags: Mappi
             continue
         if head is None:
             head = prefixes[key] = sample.m.translate(_MEASUREMENT) + _tags(clinic, {**extra_tags, **sample.tags})
-        when = sample.t if sample.sync in TRUSTED_SYNC else wire.effective_time(sample, mono_now, received_ms)
-        yield f"{head} {_fields(sample.f)} {when}"
+        fields = sample.f
+        if sample.sync in TRUSTED_SYNC or mono_now is None:
+            when = sample.t
+        else:
+            when = wire.effective_time(sample, mono_now, sent_ms)
+            if bound_ms is not None:
+                fields = {**fields, TIME_BOUND: bound_ms}
+        yield f"{head} {_fields(fields)} {when * 1_000_000 + (base + sample.seq) % 1_000_000}"

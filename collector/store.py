@@ -25,7 +25,7 @@ class StoreError(Exception):
 
 class InfluxV1Writer:
     def __init__(self, url: str, database: str, timeout_s: float = 10.0) -> None:
-        query = urllib.parse.urlencode({"db": database, "precision": "ms"})
+        query = urllib.parse.urlencode({"db": database, "precision": "ns"})
         self.endpoint = f"{url.rstrip('/')}/write?{query}"
         self.timeout_s = timeout_s
 
@@ -63,7 +63,7 @@ class InfluxV2Writer:
         if not lines:
             return
         try:
-            self.api.write(bucket=self.bucket, org=self.org, record=lines, write_precision="ms")
+            self.api.write(bucket=self.bucket, org=self.org, record=lines, write_precision="ns")
         except ApiException as exc:
             raise StoreError(f"InfluxDB v2 write answered {exc.status}: {str(exc.body)[:500]}",
                              retryable=exc.status is None or exc.status >= 500 or exc.status == 429) from None

@@ -6,7 +6,7 @@ process they take turns on one core under the GIL. Split, the intake process doe
 hand over, acknowledge) and this one validates and writes, so both cores work (bench.collector_ingest).
 
 Protocol over one multiprocessing pipe, every frame pickled:
-  intake -> store:  [(mid, qos, topic, payload), ...]   a batch of received messages
+  intake -> store:  [(mid, qos, topic, payload, received_ms, held_s), ...]   a batch of received messages
                     ("reload",)                         check the registry file now; answered
                     None                                drain, write, acknowledge, stop; answered
   store -> intake:  ("ack", bytes)                      packet ids (array 'i') to acknowledge
@@ -35,6 +35,7 @@ from collector.pipeline import Pipeline
 from collector.registry import RegistryError, load_registry
 from collector.spool import Spool
 from collector.store import make_writer
+from collector.agentclock import AgentClocks
 from collector.validate import DeadLetters, Validator
 
 log = logging.getLogger("clinicwatch.collector")
@@ -50,7 +51,8 @@ class Store:
     def __init__(self, config: CollectorConfig, ack: Any) -> None:
         self.config = config
         config.data_dir.mkdir(parents=True, exist_ok=True)
-        self.validator = Validator(load_registry(config.registry), DeadLetters(config.data_dir / "dead-letters.jsonl"))
+        self.validator = Validator(load_registry(config.registry), DeadLetters(config.data_dir / "dead-letters.jsonl"),
+                                   AgentClocks(config.data_dir / "agent-clocks.json"))
         self.registry_mtime = config.registry.stat().st_mtime
         self.registry_reload_ok = True
         self.spool = Spool(config.data_dir / "spool", int(config.spool_max_mb * 1024 * 1024))
@@ -63,8 +65,8 @@ class Store:
     def stop(self) -> None:
         self.pipeline.stop()
 
-    def handle(self, mid: int, qos: int, topic: str, payload: bytes) -> None:
-        lines = self.validator.lines(topic, payload)
+    def handle(self, mid: int, qos: int, topic: str, payload: bytes, received_ms: int, held_s: int | None) -> None:
+        lines = self.validator.lines(topic, payload, received_ms, held_s)
         if qos == 0:
             if lines:
                 self.pipeline.submit(-1, lines)
@@ -126,10 +128,12 @@ def store_main(config: CollectorConfig, conn: Any) -> None:
         except (EOFError, OSError):
             os._exit(0)  # the intake is gone: unacknowledged messages go back to the broker
         if isinstance(frame, list):
-            for mid, qos, topic, payload in frame:
-                store.handle(mid, qos, topic, payload)
+            for message in frame:
+                store.handle(*message)
+            store.validator.clocks.save_if_due()
         elif frame is None:
             store.stop()
+            store.validator.clocks.save()
             send(("stats", store.snapshot()))
             send(("stopped",))
             return
@@ -158,7 +162,7 @@ class StoreProcess:
         self._process = context.Process(target=store_main, args=(config, child), name="clinicwatch-store",
                                         daemon=True)
         self._child_conn = child
-        self._batch: list[tuple[int, int, str, bytes]] = []
+        self._batch: list[tuple[int, int, str, bytes, int, int | None]] = []
         self._lock = threading.Lock()
         self._answers: queue.Queue[tuple] = queue.Queue()
         self._stats: dict[str, Any] | None = None
@@ -179,12 +183,12 @@ class StoreProcess:
                 raise RuntimeError(f"the collector's store process did not start (exit code "
                                    f"{self._process.exitcode}); its error is logged above")
 
-    def handle(self, mid: int, qos: int, topic: str, payload: bytes) -> None:
+    def handle(self, mid: int, qos: int, topic: str, payload: bytes, received_ms: int, held_s: int | None) -> None:
         """Called by the intake's MQTT thread for every message."""
         with self._lock:  # the hand-over thread swaps the batch: an append must not land in a sent one
             if self._closed:
                 return  # stopping: left unacknowledged, so the broker redelivers it
-            self._batch.append((mid, qos, topic, payload))
+            self._batch.append((mid, qos, topic, payload, received_ms, held_s))
             if len(self._batch) >= HANDOVER_BATCH:
                 batch, self._batch = self._batch, []
                 self._send(batch)

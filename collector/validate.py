@@ -16,7 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import wire
-from collector.lineproto import record_line, telemetry_lines, unstorable
+from collector.agentclock import AgentClocks
+from collector.lineproto import TIME_BOUND, record_line, stamp, telemetry_lines, unstorable
 from collector.registry import Registry
 
 MAX_CACHED_HEADS = 200_000  # series (clinic x measurement x tags); a national fleet has tens of thousands
@@ -40,8 +41,10 @@ class DeadLetters:
 
 
 class Validator:
-    def __init__(self, registry: Registry, dead_letters: DeadLetters, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, registry: Registry, dead_letters: DeadLetters, clocks: AgentClocks | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         self.dead_letters = dead_letters
+        self.clocks = clocks or AgentClocks()
         self.clock = clock
         self.rejected: Counter[str] = Counter()
         # Records (samples, events) left out of an otherwise valid message, by reason: the message is
@@ -58,9 +61,14 @@ class Validator:
         # runs in the thread that validates (the store process's loop), so no message sees half of it.
         self.heads: dict[tuple, str] = {}
 
-    def lines(self, topic: str, payload: bytes) -> list[str] | None:
-        """Line protocol for a valid message (possibly none, e.g. for a config echo); None if rejected."""
-        received_ms = int(self.clock() * 1000)
+    def lines(self, topic: str, payload: bytes, received_ms: int | None = None,
+              held_s: int | None = None) -> list[str] | None:
+        """Line protocol for a valid message (possibly none, e.g. for a config echo); None if rejected.
+
+        `received_ms` is when the intake received it (now, if not given); `held_s` how long the broker
+        held it, from its expiry interval (None: not known)."""
+        if received_ms is None:
+            received_ms = int(self.clock() * 1000)
         try:
             message = wire.decode(topic, payload, received_ms)
         except wire.Rejected as rejected:
@@ -79,11 +87,15 @@ class Validator:
                 return self._reject(topic, payload, UNSTORABLE, why, received_ms)
         self.accepted[type(message).__name__.lower()] += 1
         self.last_seen_ms[message.clinic] = received_ms
+        sent_ms, bound_ms = received_ms, None
+        if isinstance(message, (wire.Telemetry, wire.Events)) and message.mono_now is not None:
+            placed = self.clocks.place(message.clinic, message.boot, message.mono_now, received_ms, held_s)
+            sent_ms, bound_ms = placed.sent_ms, placed.bound_ms
         if isinstance(message, wire.Telemetry):
             if len(self.heads) > MAX_CACHED_HEADS:
                 self.heads.clear()
             refused: list[tuple[int, str]] = []
-            lines = list(telemetry_lines(message, received_ms, tags, self.heads, refused))
+            lines = list(telemetry_lines(message, sent_ms, bound_ms, tags, self.heads, refused))
             if refused:
                 self._reject_records(topic, payload, "samples", refused, received_ms)
             return lines
@@ -95,14 +107,20 @@ class Validator:
                 if why is not None:
                     refused.append((index, why))
                     continue
+                fields = {**event.detail, "seq": event.seq}
+                if event.sync not in wire.schema.TRUSTED_SYNC and message.mono_now is not None \
+                        and bound_ms is not None:
+                    fields[TIME_BOUND] = bound_ms
                 lines.append(record_line("agent_event", message.clinic,
-                                         wire.effective_time(event, message.mono_now, received_ms),
-                                         {**tags, "kind": event.kind}, {**event.detail, "seq": event.seq}))
+                                         stamp(wire.effective_time(event, message.mono_now, sent_ms), message.boot,
+                                               event.seq),
+                                         {**tags, "kind": event.kind}, fields))
             if refused:
                 self._reject_records(topic, payload, "events", refused, received_ms)
             return lines
         if isinstance(message, wire.Status):
-            return [record_line("agent_status", message.clinic, received_ms, tags, status_fields)]
+            return [record_line("agent_status", message.clinic, stamp(received_ms, message.boot), tags,
+                                status_fields)]
         return []  # config messages: the collector's own, echoed back
 
     def _reject_records(self, topic: str, payload: bytes, kind: str, refused: list[tuple[int, str]],

@@ -239,11 +239,11 @@ bind-address = "{self.host}:{self.rpc_port}"
     def ready(self) -> bool:
         return _http_ok(f"{self.url}/ping")
 
-    def query(self, q: str, db: str | None = None, method: str = "GET") -> dict:
-        """Run InfluxQL and return the decoded JSON; raise ServerError on an error result."""
+    def query(self, q: str, db: str | None = None, method: str = "GET", epoch: str = "ms") -> dict:
+        """Run InfluxQL and return the decoded JSON (times in `epoch` units); raise ServerError on an error."""
         import json
 
-        params = {"q": q, "epoch": "ms"}
+        params = {"q": q, "epoch": epoch}
         if db:
             params["db"] = db
         data = urllib.parse.urlencode(params)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import wire
-from collector.lineproto import sample_line, telemetry_lines
+from collector.lineproto import sample_line, stamp, telemetry_lines
 
 NOW = 1_795_000_000_000
 
@@ -34,5 +34,6 @@ def test_tricky_strings_survive_a_real_influxdb_round_trip(influxdb) -> None:
 def test_unsynchronised_samples_get_the_corrected_time() -> None:
     message = wire.Telemetry(v=1, clinic="c1", boot="abcdef12", mono_now=10_000,
                              samples=[_sample(t=5, mono=4_000, sync="none")])
-    (line,) = telemetry_lines(message, received_ms=NOW)
-    assert line.endswith(f" {NOW - 6_000}")
+    (line,) = telemetry_lines(message, sent_ms=NOW, bound_ms=1000)
+    assert line.endswith(f",time_bound_ms=1000i {stamp(NOW - 6_000, 'abcdef12', 1)}")
+    assert stamp(NOW - 6_000, "abcdef12", 1) // 1_000_000 == NOW - 6_000

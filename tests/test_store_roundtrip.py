@@ -95,7 +95,7 @@ def test_a_sample_reads_back_equal_or_is_rejected_with_its_reason(stores, tmp_pa
     v1(lines)  # any refusal raises: every line that passed validation must be accepted
     v2(lines)
 
-    result = influx.query(f"SELECT * FROM rt WHERE time >= {min(times)}ms AND time <= {max(times)}ms", db=db)
+    result = influx.query(f"SELECT * FROM rt WHERE time >= {min(times)}ms AND time < {max(times) + 1}ms", db=db)
     series = result["results"][0]["series"][0]
     rows = {row[0]: dict(zip(series["columns"], row)) for row in series["values"]}
     assert sorted(rows) == sorted(t for _, t in stored)
@@ -171,9 +171,10 @@ def test_influxdb_partial_write_counts_and_keeps_only_the_refused_lines(influxdb
     """InfluxDB 1.x answers 400 `partial write` and stores the good lines: only the refused ones are refused."""
     influx, db = influxdb
     influx.write(db, f"m,clinic=c1 v=1.5 {BASE_MS - 1}")  # `v` is a float from now on
-    good = [f"m,clinic=c{i} v={i}.25 {BASE_MS + i}" for i in range(40)]
-    conflict = f"m,clinic=c1 v=7i {BASE_MS + 1000}"  # an integer where floats are: field type conflict
-    unparsable = f"m,clinic=c2,iface=ends\\ v=1.0 {BASE_MS + 1001}"  # as if escaping had failed
+    ns = 1_000_000  # the collector writes nanoseconds
+    good = [f"m,clinic=c{i} v={i}.25 {(BASE_MS + i) * ns}" for i in range(40)]
+    conflict = f"m,clinic=c1 v=7i {(BASE_MS + 1000) * ns}"  # an integer where floats are: field type conflict
+    unparsable = f"m,clinic=c2,iface=ends\\ v=1.0 {(BASE_MS + 1001) * ns}"  # as if escaping had failed
     lines = good[:10] + [conflict] + good[10:30] + [unparsable] + good[30:]
     pipeline, acked = _pipeline(InfluxV1Writer(influx.url, db), tmp_path)
     pipeline.submit(1, lines)
