@@ -104,6 +104,14 @@ def _settled(witness: Watcher) -> dict[str, dict[tuple[str, int], int]]:
         time.sleep(1.0)
 
 
+def _shut_down(fleet: Fleet, collector, witness: Watcher) -> None:
+    for proc in fleet.agents.values():
+        stop_agent(proc, kill=True)
+    collector.terminate()
+    collector.wait(30)
+    witness.close()
+
+
 def _wait_stored(read, seen, timeout_s: float = 180) -> dict[str, list[int]]:
     deadline = time.monotonic() + timeout_s
     while True:
@@ -155,11 +163,7 @@ def test_unsynchronised_samples_are_stored_once_at_their_time_through_every_faul
             lambda: stored_victoria(database))
         stored = _wait_stored(read, seen)
     finally:
-        for proc in fleet.agents.values():
-            stop_agent(proc, kill=True)
-        collector.terminate()
-        collector.wait(30)
-        witness.close()
+        _shut_down(fleet, collector, witness)
     check_stored(seen, stored, identity=store_kind == "influx_v1")
 
 
@@ -189,10 +193,6 @@ def test_a_ten_minute_backlog_for_a_collector_that_never_met_the_agents_is_place
         collector = start_collector(config)
         stored = _wait_stored(lambda: stored_influx(influx, "clinicwatch"), seen)
     finally:
-        for proc in fleet.agents.values():
-            stop_agent(proc, kill=True)
-        collector.terminate()
-        collector.wait(30)
-        witness.close()
+        _shut_down(fleet, collector, witness)
     assert min(len(s) for s in seen.values()) >= BACKLOG_S * 0.8  # a sample a second from each agent
     check_stored(seen, stored, identity=True)
