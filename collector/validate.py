@@ -100,21 +100,7 @@ class Validator:
                 self._reject_records(topic, payload, "samples", refused, received_ms)
             return lines
         if isinstance(message, wire.Events):
-            lines, refused = [], []
-            for index, event in enumerate(message.events):
-                why = unstorable({}, event.detail) or ("detail.seq: the collector stores the event's own seq "
-                                                       "under this name" if "seq" in event.detail else None)
-                if why is not None:
-                    refused.append((index, why))
-                    continue
-                fields = {**event.detail, "seq": event.seq}
-                if event.sync not in wire.schema.TRUSTED_SYNC and message.mono_now is not None \
-                        and bound_ms is not None:
-                    fields[TIME_BOUND] = bound_ms
-                lines.append(record_line("agent_event", message.clinic,
-                                         stamp(wire.effective_time(event, message.mono_now, sent_ms), message.boot,
-                                               event.seq),
-                                         {**tags, "kind": event.kind}, fields))
+            lines, refused = self._event_lines(message, tags, sent_ms, bound_ms)
             if refused:
                 self._reject_records(topic, payload, "events", refused, received_ms)
             return lines
@@ -122,6 +108,25 @@ class Validator:
             return [record_line("agent_status", message.clinic, stamp(received_ms, message.boot), tags,
                                 status_fields)]
         return []  # config messages: the collector's own, echoed back
+
+    @staticmethod
+    def _event_lines(message: wire.Events, tags: dict[str, str], sent_ms: int,
+                     bound_ms: int | None) -> tuple[list[str], list[tuple[int, str]]]:
+        lines, refused = [], []
+        for index, event in enumerate(message.events):
+            why = unstorable({}, event.detail)
+            if why is None and "seq" in event.detail:
+                why = "detail.seq: the collector stores the event's own seq under this name"
+            if why is not None:
+                refused.append((index, why))
+                continue
+            fields = {**event.detail, "seq": event.seq}
+            if event.sync not in wire.schema.TRUSTED_SYNC and bound_ms is not None:
+                fields[TIME_BOUND] = bound_ms
+            when = wire.effective_time(event, message.mono_now, sent_ms)
+            lines.append(record_line("agent_event", message.clinic, stamp(when, message.boot, event.seq),
+                                     {**tags, "kind": event.kind}, fields))
+        return lines, refused
 
     def _reject_records(self, topic: str, payload: bytes, kind: str, refused: list[tuple[int, str]],
                         received_ms: int) -> None:

@@ -185,3 +185,23 @@ def test_the_agent_clock_state_survives_a_damaged_file(tmp_path: Path) -> None:
     clocks.place(CLINIC, "abcdef12", 1000, START, 0)
     clocks.save()
     assert json.loads((tmp_path / "agent-clocks.json").read_text())[0][:2] == [CLINIC, "abcdef12"]
+
+
+def test_events_are_placed_like_samples(tmp_path: Path) -> None:
+    fleet = Fleet(tmp_path)
+    for n in range(3):
+        sent = START + n * 30_000
+        fleet.deliver(fleet.message(sent, [sent - 1_000]), sent, 0)
+    sent = START + 3 * 30_000
+    taken = sent - 7_000
+    events = wire.Events(v=1, clinic=CLINIC, boot="abcdef12", mono_now=sent - BOOT_UTC_MS, events=[
+        wire.Event(seq=99, t=taken + WRONG_BY_MS, mono=taken - BOOT_UTC_MS, sync="none", kind="on_battery",
+                   detail={"charge_pct": 80})])
+    received = sent + 10_000 + TRANSIT_MS  # held 10 s by the broker
+    (line,) = fleet.validator.lines(wire.topic(CLINIC, "event"), wire.encode(events), received,
+                                    wire.held_seconds(wire.HOLD_CLOCK_S - 10))
+    stored_ns = int(line.rsplit(" ", 1)[1])
+    assert abs(stored_ns // 1_000_000 - taken) <= TRANSIT_MS * 2 + 2 + 4  # drift allowance: 40 s at 100 ppm
+    assert stored_ns == stamp(stored_ns // 1_000_000, "abcdef12", 99)
+    assert line.startswith("agent_event,clinic=es-ib-0001,kind=on_battery,link=other charge_pct=80i,seq=99i,"
+                           "time_bound_ms=")
