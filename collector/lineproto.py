@@ -31,6 +31,7 @@ import zlib
 from collections.abc import Iterable, Mapping
 
 import wire
+from collector.agentclock import DRIFT
 from wire.schema import TRUSTED_SYNC
 
 _MEASUREMENT = str.maketrans({",": r"\,", " ": r"\ "})
@@ -136,6 +137,6 @@ def telemetry_lines(message: wire.Telemetry, sent_ms: int, bound_ms: int | None 
             when = sample.t
         else:
             when = wire.effective_time(sample, mono_now, sent_ms)
-            if bound_ms is not None:
-                fields = {**fields, TIME_BOUND: bound_ms}
+            if bound_ms is not None:  # plus the clock's drift over the sample's age
+                fields = {**fields, TIME_BOUND: bound_ms + int(DRIFT * (mono_now - sample.mono))}
         yield f"{head} {_fields(fields)} {when * 1_000_000 + (base + sample.seq) % 1_000_000}"

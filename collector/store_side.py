@@ -52,7 +52,7 @@ class Store:
         self.config = config
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self.validator = Validator(load_registry(config.registry), DeadLetters(config.data_dir / "dead-letters.jsonl"),
-                                   AgentClocks(config.data_dir / "agent-clocks.json"))
+                                   AgentClocks(config.data_dir / "agent-clocks.log"))
         self.registry_mtime = config.registry.stat().st_mtime
         self.registry_reload_ok = True
         self.spool = Spool(config.data_dir / "spool", int(config.spool_max_mb * 1024 * 1024))
@@ -130,10 +130,9 @@ def store_main(config: CollectorConfig, conn: Any) -> None:
         if isinstance(frame, list):
             for message in frame:
                 store.handle(*message)
-            store.validator.clocks.save_if_due()
         elif frame is None:
             store.stop()
-            store.validator.clocks.save()
+            store.validator.clocks.close()
             send(("stats", store.snapshot()))
             send(("stopped",))
             return

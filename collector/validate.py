@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import wire
-from collector.agentclock import AgentClocks
+from collector.agentclock import DRIFT, AgentClocks
 from collector.lineproto import TIME_BOUND, record_line, stamp, telemetry_lines, unstorable
 from collector.registry import Registry
 
@@ -122,7 +122,7 @@ class Validator:
                 continue
             fields = {**event.detail, "seq": event.seq}
             if event.sync not in wire.schema.TRUSTED_SYNC and bound_ms is not None:
-                fields[TIME_BOUND] = bound_ms
+                fields[TIME_BOUND] = bound_ms + int(DRIFT * (message.mono_now - event.mono))  # type: ignore
             when = wire.effective_time(event, message.mono_now, sent_ms)
             lines.append(record_line("agent_event", message.clinic, stamp(when, message.boot, event.seq),
                                      {**tags, "kind": event.kind}, fields))
