@@ -270,7 +270,11 @@ bind-address = "{self.host}:{self.rpc_port}"
 
 
 class VictoriaMetrics(Server):
-    """VictoriaMetrics single node: accepts influxdb-client's v2 writes; read back with /api/v1/export."""
+    """VictoriaMetrics single node: accepts influxdb-client's v2 writes; read back with /api/v1/export.
+
+    Started as ClinicWatch needs it: `-dedup.minScrapeInterval=1ms`, so that a point written twice
+    (a batch the collector retries after a write whose answer it never got) is one point, as in
+    InfluxDB; by default VictoriaMetrics keeps both."""
 
     name = "victoria-metrics"
 
@@ -279,7 +283,7 @@ class VictoriaMetrics(Server):
             self.port = free_port(host=self.host)
         return [_binary("victoria-metrics"), f"-storageDataPath={self.dir}/data",
                 f"-httpListenAddr={self.host}:{self.port}", "-retentionPeriod=100y", "-loggerOutput=stdout",
-                "-search.latencyOffset=0s", "-search.disableCache"]
+                "-search.latencyOffset=0s", "-search.disableCache", "-dedup.minScrapeInterval=1ms"]
 
     @property
     def url(self) -> str:
