@@ -30,12 +30,12 @@ import time
 from dataclasses import asdict
 from typing import Any
 
+from collector.agentclock import AgentClocks
 from collector.config import CollectorConfig
 from collector.pipeline import Pipeline
 from collector.registry import RegistryError, load_registry
 from collector.spool import Spool
 from collector.store import make_writer
-from collector.agentclock import AgentClocks
 from collector.validate import DeadLetters, Validator
 
 log = logging.getLogger("clinicwatch.collector")
