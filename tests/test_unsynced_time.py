@@ -170,6 +170,7 @@ def test_unsynchronised_samples_are_stored_once_at_their_time_through_every_faul
 BACKLOG_S = 600
 
 
+@pytest.mark.timeout(BACKLOG_S + 300)
 def test_a_ten_minute_backlog_for_a_collector_that_never_met_the_agents_is_placed_within_a_second(
         start_server, tmp_path) -> None:
     """The hardest case: the collector is down from before the agents start, so every message it ever
