@@ -35,8 +35,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 import wire
-from collector.lineproto import telemetry_lines
-from collector.store import InfluxV1Writer
+from collector.ingest.lineproto import telemetry_lines
+from collector.ingest.store import InfluxV1Writer
 from lab.servers import InfluxDB, Mosquitto
 from tests.collector_harness import REGISTRY_TAGS, children, collector_config, count_points, start_collector
 

@@ -29,7 +29,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from collector.lineproto import unstorable
+from collector.ingest.lineproto import unstorable
 from wire import yamlio
 from wire.schema import CLINIC_ID_PATTERN
 

@@ -1,5 +1,5 @@
 """The collector as a running service: the MQTT intake in this process, validation and storage
-in a store process beside it (collector.store_side), self-metrics on a Prometheus endpoint."""
+in a store process beside it (collector.ingest.store_side), self-metrics on a Prometheus endpoint."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector as PromCollector
 
 from collector.config import CollectorConfig
-from collector.intake import Intake
-from collector.store_side import StoreProcess
+from collector.ingest.intake import Intake
+from collector.ingest.store_side import StoreProcess
 
 log = logging.getLogger("clinicwatch.collector")
 

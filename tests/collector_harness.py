@@ -66,7 +66,7 @@ def children(pid: int) -> list[int]:
 
 
 def store_process(collector_pid: int, timeout_s: float = 20) -> int:
-    """The pid of a collector process's store process (collector.store_side), once it runs."""
+    """The pid of a collector process's store process (collector.ingest.store_side), once it runs."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         for child in children(collector_pid):

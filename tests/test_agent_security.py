@@ -173,7 +173,7 @@ def test_collector_reports_subscriptions_the_broker_refuses(caplog) -> None:
     from paho.mqtt.reasoncodes import ReasonCode
 
     from collector.config import IntakeConfig
-    from collector.intake import Intake
+    from collector.ingest.intake import Intake
 
     intake = Intake(IntakeConfig())
     intake._topics = ["clinicwatch/v1/+/telemetry", "clinicwatch/v1/+/event", "clinicwatch/v1/+/status"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import wire
-from collector.lineproto import sample_line, stamp, telemetry_lines
+from collector.ingest.lineproto import sample_line, stamp, telemetry_lines
 
 NOW = 1_795_000_000_000
 

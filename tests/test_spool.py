@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collector.spool import Spool
+from collector.ingest.spool import Spool
 
 
 def test_a_spooled_batch_reads_back_as_written_and_a_half_written_one_is_dropped(tmp_path) -> None:

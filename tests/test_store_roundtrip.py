@@ -19,12 +19,12 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 import wire
-from collector.lineproto import unstorable
-from collector.pipeline import Pipeline
+from collector.ingest.lineproto import unstorable
+from collector.ingest.pipeline import Pipeline
 from collector.registry import Clinic, Registry
-from collector.spool import Spool
-from collector.store import InfluxV1Writer, InfluxV2Writer, StoreError
-from collector.validate import UNSTORABLE, DeadLetters, Validator
+from collector.ingest.spool import Spool
+from collector.ingest.store import InfluxV1Writer, InfluxV2Writer, StoreError
+from collector.ingest.validate import UNSTORABLE, DeadLetters, Validator
 
 CLINIC = "es-ib-0001"
 REGISTRY_TAGS = {"region": "Illes Balears", "isp": "Movistar", "link": "lte"}

@@ -19,13 +19,13 @@ from pathlib import Path
 import pytest
 
 import wire
-from collector.agentclock import AgentClocks
-from collector.lineproto import stamp
-from collector.pipeline import Pipeline
+from collector.ingest.agentclock import AgentClocks
+from collector.ingest.lineproto import stamp
+from collector.ingest.pipeline import Pipeline
 from collector.registry import Clinic, Registry
-from collector.spool import Spool
-from collector.store import StoreError
-from collector.validate import DeadLetters, Validator
+from collector.ingest.spool import Spool
+from collector.ingest.store import StoreError
+from collector.ingest.validate import DeadLetters, Validator
 
 CLINIC = "es-ib-0001"
 BOOT_UTC_MS = 1_790_000_000_000  # when the agent's box booted (its monotonic clock's zero), true UTC

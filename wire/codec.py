@@ -36,7 +36,7 @@ ZLIB_MAGIC = 0x78  # first byte of an RFC 1950 stream; JSON starts with "{"
 
 # Telemetry and events are published with this MQTT v5 Message Expiry Interval (s, about 10 years:
 # never reached). A broker forwards a message with the interval less the whole seconds it held it,
-# which is how the collector knows when an unsynchronised agent sent it (collector/agentclock.py).
+# which is how the collector knows when an unsynchronised agent sent it (collector/ingest/agentclock.py).
 HOLD_CLOCK_S = 315_360_000
 
 
@@ -261,7 +261,7 @@ def effective_time(record: Recorded, mono_now: int | None, sent_ms: int) -> int:
 
     Trusted clocks are taken as they are. An unsynchronised record from the running
     boot is placed by the agent's monotonic clock, counted back from `sent_ms`: when
-    the agent read `mono_now`, on the receiver's clock (collector.agentclock finds it;
+    the agent read `mono_now`, on the receiver's clock (collector.ingest.agentclock finds it;
     the moment of receipt is its upper bound).
     """
     if record.sync in TRUSTED_SYNC or mono_now is None:

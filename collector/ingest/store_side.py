@@ -30,13 +30,13 @@ import time
 from dataclasses import asdict
 from typing import Any
 
-from collector.agentclock import AgentClocks
+from collector.ingest.agentclock import AgentClocks
 from collector.config import CollectorConfig
-from collector.pipeline import Pipeline
+from collector.ingest.pipeline import Pipeline
 from collector.registry import RegistryError, load_registry
-from collector.spool import Spool
-from collector.store import make_writer
-from collector.validate import DeadLetters, Validator
+from collector.ingest.spool import Spool
+from collector.ingest.store import make_writer
+from collector.ingest.validate import DeadLetters, Validator
 
 log = logging.getLogger("clinicwatch.collector")
 REGISTRY_CHECK_S = 10.0

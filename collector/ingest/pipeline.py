@@ -23,8 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from collector.spool import Spool
-from collector.store import StoreError, Writer
+from collector.ingest.spool import Spool
+from collector.ingest.store import StoreError, Writer
 
 log = logging.getLogger("clinicwatch.collector")
 QUICK_RETRIES = 2

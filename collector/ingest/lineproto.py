@@ -31,7 +31,7 @@ import zlib
 from collections.abc import Iterable, Mapping
 
 import wire
-from collector.agentclock import DRIFT
+from collector.ingest.agentclock import DRIFT
 from wire.schema import TRUSTED_SYNC
 
 _MEASUREMENT = str.maketrans({",": r"\,", " ": r"\ "})
@@ -114,7 +114,7 @@ def telemetry_lines(message: wire.Telemetry, sent_ms: int, bound_ms: int | None 
                     extra_tags: Mapping[str, str] = {}, heads: dict[tuple, str] | None = None,
                     refused: list[tuple[int, str]] | None = None) -> Iterable[str]:
     """One line per storable sample. `sent_ms` (with its bound) is when the agent sent the message, on
-    the collector's clock (collector.agentclock): it places the samples of an unsynchronised clock.
+    the collector's clock (collector.ingest.agentclock): it places the samples of an unsynchronised clock.
     `heads` caches each series' escaped `measurement,tags` across calls (a clinic sends the same few
     series every time); its owner empties it when tags change. A sample that cannot be stored
     (`unstorable`) gives no line; (its index, why) goes to `refused`."""

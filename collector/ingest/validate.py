@@ -16,8 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import wire
-from collector.agentclock import DRIFT, AgentClocks
-from collector.lineproto import TIME_BOUND, record_line, stamp, telemetry_lines, unstorable
+from collector.ingest.agentclock import DRIFT, AgentClocks
+from collector.ingest.lineproto import TIME_BOUND, record_line, stamp, telemetry_lines, unstorable
 from collector.registry import Registry
 
 MAX_CACHED_HEADS = 200_000  # series (clinic x measurement x tags); a national fleet has tens of thousands
