@@ -1,0 +1,504 @@
+"""One clinic's state machine: facts in (collector.state.facts), state changes and outage records out.
+
+Plain logic on a scripted clock (every time is a UTC ms the caller gives); no I/O. The rules:
+
+- `down`: the agent's Last Will or a clean shutdown (status `offline`), silence longer than the link's
+  `silence_s`, or every central target failing for `down_after_s` (and `down_after_probes` results)
+  while the agent still reports. It ends when the agent is heard again (or a central probe succeeds).
+- `degraded`: loss, RTT or jitter towards the central targets over the link type's thresholds, judged
+  over `quality_window_s`, leaving only below `clear_ratio` of each (hysteresis); or flapping.
+- flapping (collector.state.flap): while flapping, cuts shorter than `flap_down_hold_s` do not make
+  the clinic `down`: it stays one `degraded` clinic (reason `flapping`).
+- `maintenance` while a maintenance window covers the clinic; `unknown` before anything was heard.
+
+Each down interval is an outage record. Its cause is worked out from every piece of evidence about
+it, including what arrives after the link is back (the agent's own outage record, its outbox of
+probe results taken during the cut, a new boot); a changed cause or interval is a recorded revision.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+from typing import Any
+
+from collector.state.facts import EventSeen, Fact, Heard, ProbeSeen, StatusSeen
+from collector.state.flap import WINDOW, percent_state_change
+from collector.state.outages import Outage
+from collector.state.rules import LinkRules, StateRules
+
+UP, DEGRADED, DOWN, UNKNOWN, MAINTENANCE = "up", "degraded", "down", "unknown", "maintenance"
+LAN_EVENTS = ("device_reboot", "interface_down")
+KEEP_FACTS_MS = 3_600_000  # probe results kept per clinic (time span), for quality and flap windows
+REVISE_WITHIN_MS = 6 * 3_600_000  # evidence arriving this long after an outage ended may still revise it
+MATCH_SLACK_MS = 5_000
+# When two marks point at different causes, the first in this order wins.
+CAUSE_ORDER = (
+    ("shutdown", "agent"), ("on_battery", "power"), ("power_cycled", "power"), ("box_restarted", "power"),
+    ("lan_down", "lan_or_device"), ("lan_event", "lan_or_device"), ("agent_running", "wan"),
+    ("agent_restarted", "agent"), ("silent_after_probes", "wan"))
+
+
+@dataclass
+class Transition:
+    clinic: str
+    at: int  # when the new state began, as far as the evidence tells
+    detected_at: int  # when the engine decided it
+    old: str
+    new: str
+    cause: str | None = None  # down: power | wan | lan_or_device | agent | unknown
+    reason: str | None = None  # degraded: loss | rtt | jitter | flapping
+    evidence: list[str] = field(default_factory=list)
+
+
+def _in_runs(facts: list[tuple[int, bool, float | None, float | None, float | None]], need: int) -> list[bool]:
+    """For each probe result: is it part of a run of at least `need` failures in a row?"""
+    marks = [False] * len(facts)
+    run = 0
+    for i, fact in enumerate(facts):
+        run = run + 1 if not fact[1] else 0
+        if run >= need:
+            for k in range(i - run + 1, i + 1):
+                marks[k] = True
+    return marks
+
+
+def _fmt(ms: int) -> str:
+    import datetime as _dt
+    return _dt.datetime.fromtimestamp(ms / 1000, _dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class ClinicMachine:
+    def __init__(self, clinic: str, link: LinkRules, rules: StateRules) -> None:
+        self.clinic, self.link, self.rules = clinic, link, rules
+        self.state, self.since = UNKNOWN, None
+        self.cause: str | None = None
+        self.reason: str | None = None
+        self.first_heard: int | None = None
+        self.last_heard: int | None = None
+        self.online: bool | None = None
+        self.status_at = -1
+        self.boot: str | None = None  # of the agent run that last said it was online
+        self.offline_at: int | None = None
+        self.offline_reason: str | None = None
+        self.offline_from = 0
+        self.online_since = 0
+        self.return_at: int | None = None  # first sign of life after the current down began
+        self.on_battery_at: int | None = None
+        self.lan_events: list[tuple[int, str]] = []
+        self.central: list[tuple[int, bool, float | None, float | None, float | None]] = []
+        self.lan: list[tuple[int, bool]] = []
+        self.seen_events: dict[str, int] = {}  # boot -> highest event seq applied (events of a boot come in order)
+        self.outage: Outage | None = None  # the open one
+        self.outages: list[Outage] = []  # closed ones not yet handed out, and the latest closed (for revisions)
+        self.latest_closed: Outage | None = None
+        self.grace_until = 0  # after the collector was blind, silence counts from here
+        self.quality_bad: str | None = None
+        self.flapping = False
+        self.flap_pct = 0.0
+        self._flap_slot = -1
+        self._dirty = True
+        self.outage_seq = 0
+
+    # -- facts ---------------------------------------------------------------------------------
+    def apply(self, fact: Fact) -> None:
+        if isinstance(fact, ProbeSeen):
+            self._heard(fact.at)
+            self._probe(fact)
+        elif isinstance(fact, Heard):
+            self._heard(fact.at)
+            if fact.mono_now is not None:
+                self._box_uptime(fact.boot, fact.at - fact.mono_now)
+            if self.online is False and fact.at > (self.offline_at or 0) and fact.boot != self._offline_boot:
+                pass  # a new agent run speaks before its birth message is applied: the birth will say so
+            elif self.online is False and fact.at > (self.offline_at or 0):
+                self.online = True
+                self._returned(fact.at, fact.boot)
+        elif isinstance(fact, StatusSeen):
+            self._status(fact)
+        elif isinstance(fact, EventSeen):
+            self._heard(fact.at)
+            self._event(fact)
+        self._dirty = True
+
+    _offline_boot: str | None = None
+
+    def _heard(self, at: int) -> None:
+        if self.first_heard is None:
+            self.first_heard = at
+        if self.last_heard is None or at > self.last_heard:
+            self.last_heard = at
+
+    def _status(self, fact: StatusSeen) -> None:
+        before = self.last_heard
+        self._heard(fact.at)
+        if fact.at < self.status_at:
+            return  # an older status delivered late
+        if fact.state == "offline" and self.boot is not None and fact.boot != self.boot:
+            return  # the Last Will of an agent run that a newer one already replaced
+        self.status_at = fact.at
+        if fact.state == "online":
+            self.boot = fact.boot
+            if self.online is not True:
+                self.online = True
+                self._returned(fact.at, fact.boot)
+        else:
+            self.online = False
+            self.offline_at, self.offline_reason, self._offline_boot = fact.at, fact.reason, fact.boot
+            # The link was last known good when the agent was last heard before its Will.
+            self.offline_from = before if before is not None and before < fact.at else fact.at
+
+    def _returned(self, at: int, boot: str) -> None:
+        self.online_since = max(self.online_since, at)
+        if self.state == DOWN and (self.return_at is None or at < self.return_at):
+            self.return_at = at
+        outage = self.outage or self._recent(at)
+        if outage is not None and outage.boot is not None and boot != outage.boot:
+            self._mark(outage, "new_boot", f"the agent came back as a new run (boot {boot})", at)
+
+    def _box_uptime(self, boot: str, up_since: int) -> None:
+        outage = self.outage or self._recent(up_since)
+        if outage is None or outage.boot is None or boot == outage.boot or "new_boot" not in outage.marks:
+            return
+        if up_since > outage.start - MATCH_SLACK_MS:
+            self._mark(outage, "box_restarted", f"the agent's box restarted during the outage (up since "
+                       f"{_fmt(up_since)})", up_since)
+        else:
+            self._mark(outage, "agent_restarted", f"the agent restarted; its box kept running (up since "
+                       f"{_fmt(up_since)})", up_since)
+
+    def _probe(self, fact: ProbeSeen) -> None:
+        if fact.target in self.rules.lan_targets:
+            bisect.insort(self.lan, (fact.t, fact.success))
+            if not fact.success:
+                outage = self._covering(fact.t)
+                if outage is not None:
+                    self._mark(outage, "lan_down", f"{fact.m} to {fact.target} failed at {_fmt(fact.t)} "
+                               f"({fact.reason or 'no reason given'})", fact.t)
+        else:
+            bisect.insort(self.central, (fact.t, fact.success, fact.loss_pct, fact.rtt_ms, fact.jitter_ms))
+            if not fact.success:
+                self._earlier_start(fact)
+            outage = self._covering(fact.t)
+            if outage is not None and not fact.success and fact.t > outage.start:
+                self._mark(outage, "agent_running", f"the agent was running: {fact.m} to {fact.target} "
+                           f"failed at {_fmt(fact.t)} ({fact.reason or 'no reason given'})", fact.t)
+        horizon = max(self.central[-1][0] if self.central else 0, self.lan[-1][0] if self.lan else 0) - KEEP_FACTS_MS
+        if self.central and self.central[0][0] < horizon:
+            del self.central[:bisect.bisect_left(self.central, (horizon,))]
+        if self.lan and self.lan[0][0] < horizon:
+            del self.lan[:bisect.bisect_left(self.lan, (horizon,))]
+
+    def _earlier_start(self, fact: ProbeSeen) -> None:
+        """The agent's record dates a cut from when it noticed (a keepalive later); its probes, sent
+        after the link is back, show when the central targets stopped answering. The outage starts at
+        the first failure of the run of failures that leads into it."""
+        for outage in self._records():
+            if outage.source != "agent" or not fact.t < outage.start <= fact.t + KEEP_FACTS_MS:
+                continue
+            between = self.central[bisect.bisect_left(self.central, (fact.t,)):
+                                   bisect.bisect_left(self.central, (outage.start,))]
+            if all(not ok for _, ok, *_ in between):
+                outage.revise(fact.at, "start", outage.start, fact.t,
+                              f"the agent's {fact.m} to {fact.target} failed from then ({fact.reason or 'no answer'})")
+                outage.start = fact.t
+
+    def _event(self, fact: EventSeen) -> None:
+        if fact.seq <= self.seen_events.get(fact.boot, -1) and fact.kind != "outage":
+            return  # delivered again
+        self.seen_events[fact.boot] = max(fact.seq, self.seen_events.get(fact.boot, -1))
+        if fact.kind == "on_battery":
+            if self.on_battery_at is None or fact.t > self.on_battery_at:
+                self.on_battery_at = fact.t
+        elif fact.kind == "power_restored":
+            if self.on_battery_at is not None and fact.t >= self.on_battery_at:
+                self.on_battery_at = None
+        elif fact.kind in LAN_EVENTS:
+            what = ", ".join(f"{k}={v}" for k, v in sorted(fact.detail.items()) if k in ("device", "interface"))
+            text = f"{fact.kind} at {_fmt(fact.t)}" + (f" ({what})" if what else "")
+            self.lan_events = [e for e in self.lan_events if e[0] > fact.t - 86_400_000] + [(fact.t, text)]
+            outage = self._covering(fact.t, before=int(self.rules.lan_event_window_s * 1000))
+            if outage is not None:
+                self._mark(outage, "lan_event", text, fact.t)
+        elif fact.kind == "outage":
+            self._agent_record(fact)
+
+    def _agent_record(self, fact: EventSeen) -> None:
+        if fact.up_ms is None:
+            return
+        cause_text = str(fact.detail.get("cause", ""))
+        started = cause_text.startswith("agent started")  # the agent process was not running before
+        down_ms = fact.down_ms
+        candidates = [o for o in ([self.outage] if self.outage else []) + self.outages + (
+            [self.latest_closed] if self.latest_closed else []) if o is not None]
+        best, best_overlap = None, None
+        lo = down_ms if down_ms is not None else fact.up_ms
+        for outage in candidates:
+            overlap = outage.overlap(lo - MATCH_SLACK_MS, fact.up_ms + MATCH_SLACK_MS, fact.at)
+            if overlap >= 0 and (best_overlap is None or overlap > best_overlap):
+                best, best_overlap = outage, overlap
+        if best is None:
+            if started or down_ms is None or fact.up_ms - down_ms < 1000:
+                return  # an agent start, or a blink: nothing the clinic lived without
+            self.outage_seq += 1
+            outage = Outage(id=f"{self.clinic}:{down_ms}", clinic=self.clinic, start=down_ms, end=fact.up_ms,
+                            cause="wan", source="agent", boot=fact.boot, opened_by="agent_record")
+            self._mark(outage, "agent_running", f"the agent's own record: link lost at {_fmt(down_ms)}, back at "
+                       f"{_fmt(fact.up_ms)} ({cause_text or 'no cause given'})", fact.at)
+            if fact.detail.get("power_cycled") is True:
+                self._mark(outage, "power_cycled", "the agent's box restarted during the cut", fact.at)
+            outage.cause = self._cause_of(outage)[0]
+            self.outages.append(outage)
+            return
+        if not started and down_ms is not None and (best.start, best.end) != (down_ms, fact.up_ms):
+            best.revise(fact.at, "interval", [best.start, best.end], [down_ms, fact.up_ms],
+                        "the agent's own record of the cut")
+            best.start, best.end, best.source = down_ms, fact.up_ms if best.end is not None else None, "agent"
+            if best is self.outage:
+                best.end = None
+        elif started and best.end is not None and best.end != fact.up_ms and fact.up_ms > best.start:
+            best.revise(fact.at, "end", best.end, fact.up_ms, "the agent's record of when it connected again")
+            best.end = fact.up_ms
+        if fact.detail.get("power_cycled") is True:
+            self._mark(best, "power_cycled", "the agent's box restarted during the outage", fact.at)
+        elif not started:
+            self._mark(best, "agent_running", f"the agent was running and lost its link at {_fmt(down_ms or 0)} "
+                       f"({cause_text or 'no cause given'})", fact.at)
+
+    # -- evidence about one outage -------------------------------------------------------------
+    def _covering(self, t: int, before: int = 0) -> Outage | None:
+        for outage in self._records():
+            end = outage.end if outage.end is not None else t + 1
+            if outage.start - before <= t <= end:
+                return outage
+        return None
+
+    def _recent(self, at: int) -> Outage | None:
+        last = self.latest_closed
+        if last is not None and last.end is not None and 0 <= at - last.end <= REVISE_WITHIN_MS:
+            return last
+        return None
+
+    def _mark(self, outage: Outage, mark: str, text: str, at: int) -> None:
+        marks = outage.marks
+        if mark in marks:
+            return
+        marks[mark] = text
+        outage.evidence.append(text)
+        outage.changed = True
+        cause, why = self._cause_of(outage)
+        if cause != outage.cause:
+            outage.revise(at, "cause", outage.cause, cause, why)
+            outage.cause = cause
+            if outage is self.outage:
+                self.cause = cause
+
+    def _cause_of(self, outage: Outage) -> tuple[str, str]:
+        marks = outage.marks
+        for mark, cause in CAUSE_ORDER:
+            if mark in marks:
+                if mark == "shutdown" and "box_restarted" in marks:
+                    continue
+                return cause, marks[mark]
+        return "unknown", "no evidence of power, LAN or link trouble"
+
+    # -- evaluation ----------------------------------------------------------------------------
+    def evaluate(self, now: int, maintenance: bool = False, blind: bool = False) -> Transition | None:
+        """The state now; a Transition if it changed. While the collector is blind, silence proves nothing."""
+        if self._dirty or self._slot(now - self.rules.flap_settle_s * 1000) != self._flap_slot:
+            self._judge(now)
+            self._dirty = False
+        new, cause, reason, began, evidence, opened_by = self._target(now, maintenance, blind)
+        if new == self.state and reason == self.reason:
+            return None
+        old = self.state
+        if old == DOWN and new != DOWN:
+            self._close(began if new != MAINTENANCE else now)
+        if new == DOWN and old != DOWN:
+            self._open(began, opened_by, evidence)
+            cause = self.cause
+            evidence = list(self.outage.evidence) if self.outage else evidence
+        self.state, self.since, self.reason = new, began, reason
+        if new != DOWN:
+            self.cause = None
+        return Transition(self.clinic, began, now, old, new, cause, reason, evidence)
+
+    def _target(self, now: int, maintenance: bool, blind: bool) -> tuple[str, str | None, str | None, int,
+                                                                            list[str], str]:
+        if maintenance:
+            return MAINTENANCE, None, None, now, [], ""
+        if self.last_heard is None:
+            return UNKNOWN, None, None, now, [], ""
+        down = self._down_reason(now, blind)
+        if down is not None:
+            began, opened_by, evidence = down
+            if self.state == DOWN or not self.flapping or now - began >= self.rules.flap_down_hold_s * 1000:
+                return DOWN, None, None, began, evidence, opened_by
+        if self.state == DOWN:
+            began = self.return_at if self.return_at is not None else now
+        else:
+            began = now
+        if self.flapping:
+            return DEGRADED, None, "flapping", began, [f"percent state change {self.flap_pct:.0f} %"], ""
+        if self.quality_bad:
+            return DEGRADED, None, self.quality_bad, began, [], ""
+        return UP, None, None, began, [], ""
+
+    def _down_reason(self, now: int, blind: bool) -> tuple[int, str, list[str]] | None:
+        if self.online is False and self.offline_at is not None:
+            if self.offline_reason == "shutdown":
+                return self.offline_at, "shutdown", ["the agent stopped cleanly"]
+            return self.offline_from, "will", [
+                f"the broker published the agent's Last Will at {_fmt(self.offline_at)}"]
+        assert self.last_heard is not None
+        quiet_from = max(self.last_heard, self.grace_until)
+        if not blind and now - quiet_from > self.link.silence_s * 1000:
+            return self.last_heard, "silence", [f"nothing heard since {_fmt(self.last_heard)}"]
+        run = self._failing_run()
+        if run is not None:
+            return run, "probes", [f"every central target failing since {_fmt(run)}"]
+        return None
+
+    def _failing_run(self) -> int | None:
+        """Start of the trailing run of failing central probes, if it is long enough to be down."""
+        count, start = 0, None
+        for t, ok, *_ in reversed(self.central):
+            if ok or t < self.online_since:
+                break  # results from before the agent came back belong to the outage it came back from
+            count, start = count + 1, t
+        if start is None or count < self.rules.down_after_probes:
+            return None
+        if self.central[-1][0] - start < self.link.down_after_s * 1000:
+            return None
+        return start
+
+    def _open(self, began: int, opened_by: str, evidence: list[str]) -> None:
+        self.outage_seq += 1
+        outage = Outage(id=f"{self.clinic}:{began}", clinic=self.clinic, start=began, end=None, cause="unknown",
+                        source="collector", boot=self.boot, opened_by=opened_by)
+        outage.evidence.extend(evidence)
+        self.outage, self.return_at = outage, None
+        marks = outage.marks
+        if opened_by == "shutdown":
+            marks["shutdown"] = "the agent stopped cleanly"
+        if self.on_battery_at is not None:
+            marks["on_battery"] = f"UPS on battery since {_fmt(self.on_battery_at)}"
+        window = self.rules.lan_event_window_s * 1000
+        for t, text in self.lan_events:
+            if began - window <= t <= began + MATCH_SLACK_MS:
+                marks.setdefault("lan_event", text)
+        if opened_by == "probes":
+            lan_fail = [t for t, ok in self.lan if t >= began and not ok]
+            if lan_fail:
+                marks["lan_down"] = f"the clinic's gateway unreachable too at {_fmt(lan_fail[0])}"
+            else:
+                marks["agent_running"] = "the agent reports, but every central target fails"
+        elif opened_by in ("will", "silence") and self.central and not marks:
+            marks["silent_after_probes"] = "silent after normal reports; no power or LAN trouble reported"
+        for mark, text in marks.items():
+            if text not in outage.evidence:
+                outage.evidence.append(text)
+        outage.cause = self._cause_of(outage)[0]
+        self.cause = outage.cause
+
+    def _close(self, end: int) -> None:
+        outage = self.outage
+        if outage is None:
+            return
+        outage.end, outage.changed = max(end, outage.start), True
+        self.outages.append(outage)
+        self.latest_closed, self.outage = outage, None
+
+    # -- quality and flapping ------------------------------------------------------------------
+    def _slot(self, t: float) -> int:
+        return int(t // (self.rules.flap_slot_s * 1000))
+
+    def _judge(self, now: int) -> None:
+        rules = self.rules
+        window_start = now - rules.quality_window_s * 1000
+        # Probe results taken during a cut belong to the outage, not to the link's quality.
+        cuts = [(o.start, o.end if o.end is not None else now) for o in self._records()]
+        # So do short cuts (central probes failing blip_min_probes times in a row): flap detection
+        # judges those.
+        window = [x for x in self.central[bisect.bisect_left(self.central, (window_start,)):]
+                  if not any(a <= x[0] <= b for a, b in cuts)]
+        recent = [x for x, in_cut in zip(window, _in_runs(window, rules.blip_min_probes))
+                  if x[2] is not None and not in_cut]
+        self.quality_bad = self._quality(recent)
+        last_slot = self._slot(now - rules.flap_settle_s * 1000)
+        self._flap_slot = last_slot
+        slots = range(last_slot - WINDOW + 1, last_slot + 1)
+        first = self._slot(self.first_heard) if self.first_heard is not None else last_slot
+        bad = [self._slot_bad(s, now) if s >= first else False for s in slots]
+        self.flap_pct = percent_state_change(bad)
+        if not self.flapping and self.flap_pct >= rules.flap_high_pct:
+            self.flapping = True
+        elif self.flapping and self.flap_pct <= rules.flap_low_pct:
+            self.flapping = False
+
+    def _quality(self, recent: list[tuple[int, bool, float | None, float | None, float | None]]) -> str | None:
+        if len(recent) < self.rules.quality_min_samples:
+            return self.quality_bad if recent else None
+        loss = sum(x[2] for x in recent if x[2] is not None) / len(recent)
+        rtts = sorted(x[3] for x in recent if x[3] is not None)
+        jitters = sorted(x[4] for x in recent if x[4] is not None)
+        figures = {"loss": (loss, self.link.loss_pct),
+                   "rtt": (rtts[len(rtts) // 2] if rtts else None, self.link.rtt_ms),
+                   "jitter": (jitters[len(jitters) // 2] if jitters else None, self.link.jitter_ms)}
+        for name, (value, limit) in figures.items():
+            if value is not None and value >= limit:
+                return name
+        if self.quality_bad:
+            ratio = self.rules.clear_ratio
+            for name, (value, limit) in figures.items():
+                if value is not None and value >= limit * ratio:
+                    return self.quality_bad  # not yet clearly better
+        return None
+
+    def _records(self) -> list[Outage]:
+        records = ([self.outage] if self.outage else []) + self.outages
+        if self.latest_closed is not None and self.latest_closed not in records:
+            records.append(self.latest_closed)
+        return records
+
+    def _slot_bad(self, slot: int, now: int) -> bool:
+        size = self.rules.flap_slot_s * 1000
+        lo, hi = slot * size, (slot + 1) * size
+        for outage in self._records():
+            if outage.overlap(int(lo), int(hi), now) > 0:
+                return True
+        # central probes failing `blip_min_probes` times in a row, within or across the slot
+        need = self.rules.blip_min_probes
+        i = bisect.bisect_left(self.central, (lo,))
+        j = bisect.bisect_left(self.central, (hi,))
+        start = max(0, i - need + 1)
+        run = 0
+        for k in range(start, min(len(self.central), j + need - 1)):
+            if not self.central[k][1]:
+                run += 1
+                if run >= need and any(lo <= self.central[m][0] < hi for m in range(k - run + 1, k + 1)):
+                    return True
+            else:
+                run = 0
+        return False
+
+    # -- after the collector was blind ---------------------------------------------------------
+    def sight_restored(self, at: int) -> None:
+        self.grace_until = max(self.grace_until, at)
+
+    def take_closed(self) -> list[Outage]:
+        """Outage records changed since the last call (closed ones leave the machine's list)."""
+        out = [o for o in self.outages if o.changed]
+        if self.outage is not None and self.outage.changed:
+            out.append(self.outage)
+        if self.latest_closed is not None and self.latest_closed.changed and self.latest_closed not in out:
+            out.append(self.latest_closed)
+        for outage in out:
+            outage.changed = False
+        self.outages = []
+        return out
+
+    def view(self) -> dict[str, Any]:
+        return {"clinic": self.clinic, "state": self.state, "since": self.since, "cause": self.cause,
+                "reason": self.reason, "last_heard": self.last_heard, "flapping": self.flapping,
+                "outage": self.outage.id if self.outage else None}

@@ -1,0 +1,114 @@
+"""The state engine: every clinic's machine, incidents, maintenance and the collector's own blindness,
+on a scripted clock. `apply` takes facts; `tick(now)` evaluates and returns what changed. No I/O: the
+service around it (collector.state.service) feeds it, keeps it on disk and writes its outputs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from collector.state.clinic import DEGRADED, DOWN, MAINTENANCE, ClinicMachine, Transition
+from collector.state.facts import Fact
+from collector.state.incidents import Incident, Incidents, Place
+from collector.state.outages import Outage
+from collector.state.rules import StateRules
+
+
+@dataclass(frozen=True)
+class ClinicInfo:
+    region: str = ""
+    isp: str = ""
+    link: str = "other"
+
+
+@dataclass(frozen=True)
+class Window:
+    """A maintenance window: clinics (by id) or whole regions, from start to end (UTC ms)."""
+    start: int
+    end: int
+    clinics: frozenset[str] = frozenset()
+    regions: frozenset[str] = frozenset()
+    reason: str = ""
+
+    def covers(self, clinic: str, info: ClinicInfo, now: int) -> bool:
+        return self.start <= now < self.end and (clinic in self.clinics or info.region in self.regions)
+
+
+@dataclass
+class Changes:
+    transitions: list[Transition] = field(default_factory=list)
+    incidents: list[Incident] = field(default_factory=list)
+    outages: list[Outage] = field(default_factory=list)
+    blind: list[tuple[int, int]] = field(default_factory=list)  # intervals the collector could not see
+
+
+def in_incident(state: str, reason: str | None) -> bool:
+    return state == DOWN or (state == DEGRADED and reason == "flapping")
+
+
+class Engine:
+    def __init__(self, clinics: dict[str, ClinicInfo], rules: StateRules | None = None) -> None:
+        self.rules = rules or StateRules()
+        self.incidents = Incidents(self.rules.group_window_s)
+        self.machines: dict[str, ClinicMachine] = {}
+        self.windows: list[Window] = []
+        self.blind_since: int | None = None
+        self.now = 0
+        self.set_clinics(clinics)
+
+    def set_clinics(self, clinics: dict[str, ClinicInfo]) -> None:
+        self.clinics = dict(clinics)
+        for clinic, info in clinics.items():
+            if clinic not in self.machines:
+                self.machines[clinic] = ClinicMachine(clinic, self.rules.link(info.link), self.rules)
+            else:
+                self.machines[clinic].link = self.rules.link(info.link)
+        self.incidents.set_places({c: Place(i.region, i.isp) for c, i in clinics.items()})
+
+    def set_windows(self, windows: list[Window]) -> None:
+        self.windows = list(windows)
+
+    def apply(self, fact: Fact) -> None:
+        machine = self.machines.get(fact.clinic)
+        if machine is not None:  # ingest only passes registered clinics; a registry reload may race
+            machine.apply(fact)
+
+    def tick(self, now: int, seeing: bool = True) -> Changes:
+        """Evaluate every clinic at `now`. `seeing` is False while no ingest process is heard from."""
+        self.now = now
+        changes = Changes()
+        if not seeing:
+            if self.blind_since is None:
+                self.blind_since = now
+        elif self.blind_since is not None:
+            changes.blind.append((self.blind_since, now))
+            for machine in self.machines.values():
+                machine.sight_restored(now)
+            self.blind_since = None
+        blind = self.blind_since is not None
+        for clinic, machine in self.machines.items():
+            info = self.clinics[clinic]
+            maintenance = any(w.covers(clinic, info, now) for w in self.windows)
+            before = (machine.state, machine.reason, machine.cause)
+            transition = machine.evaluate(now, maintenance, blind)
+            if transition is not None:
+                changes.transitions.append(transition)
+            after = (machine.state, machine.reason, machine.cause)
+            if after != before:
+                if in_incident(machine.state, machine.reason):
+                    self.incidents.down(clinic, transition.at if transition else now, machine.cause
+                                        or ("wan" if machine.reason == "flapping" else None))
+                elif in_incident(*before[:2]):
+                    self.incidents.up(clinic, transition.at if transition else now)
+            changes.outages.extend(machine.take_closed())
+        changes.incidents = self.incidents.take_changed()
+        return changes
+
+    def state_of(self, clinic: str) -> str:
+        return self.machines[clinic].state
+
+    def open_incidents(self) -> list[Incident]:
+        return list(self.incidents.open.values())
+
+    def in_maintenance(self, clinic: str, now: int) -> bool:
+        return MAINTENANCE == self.machines[clinic].state

@@ -1,0 +1,137 @@
+"""What the state engine learns from a message: small facts, built by ingest from each valid message.
+
+Ingest decodes every message anyway; it hands the state engine only what clinic state needs (a few
+dozen bytes per message), so the engine never decodes telemetry again. Facts travel as JSON lists
+(`to_row` / `from_row`) in digests (collector/state/digest.py).
+
+Times are UTC ms. `at` is when the broker received the message (the intake's receipt less the
+broker's hold, so a backlog drained after a collector restart keeps its real times); `t` is a
+record's effective time (wire contract, Time).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import wire
+
+PROBE_KINDS = frozenset({"icmp", "tcp", "dns", "http"})
+
+
+@dataclass(frozen=True, slots=True)
+class Heard:
+    """A valid message of any kind arrived from the clinic's agent."""
+    clinic: str
+    at: int
+    boot: str
+    # The agent's box has been up since (at - mono_now): its monotonic clock counts from the box's boot.
+    mono_now: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StatusSeen:
+    clinic: str
+    at: int
+    state: str  # online | offline
+    boot: str
+    reason: str | None  # offline: "lost" (the Last Will), "shutdown" (clean stop), ...
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeSeen:
+    clinic: str
+    t: int
+    at: int
+    m: str
+    target: str
+    success: bool
+    reason: str | None = None
+    loss_pct: float | None = None
+    rtt_ms: float | None = None
+    jitter_ms: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EventSeen:
+    clinic: str
+    t: int
+    at: int
+    kind: str
+    boot: str
+    seq: int
+    detail: dict[str, Any] = field(default_factory=dict)
+    # For `outage`: the agent's own times for the cut it lived through (UTC ms).
+    down_ms: int | None = None
+    up_ms: int | None = None
+
+
+Fact = Heard | StatusSeen | ProbeSeen | EventSeen
+_KINDS: dict[str, type] = {"h": Heard, "s": StatusSeen, "p": ProbeSeen, "e": EventSeen}
+_CODES = {cls: code for code, cls in _KINDS.items()}
+
+
+def to_row(fact: Fact) -> list[Any]:
+    return [_CODES[type(fact)], *(getattr(fact, name) for name in fact.__slots__)]  # type: ignore[union-attr]
+
+
+def from_row(row: list[Any]) -> Fact:
+    cls = _KINDS[row[0]]
+    return cls(*row[1:])
+
+
+def facts_of(message: wire.Message, at_ms: int, sent_ms: int) -> list[Fact]:
+    """The facts in one valid message. `sent_ms` places unsynchronised records (collector.ingest.agentclock)."""
+    if isinstance(message, wire.Status):
+        return [StatusSeen(message.clinic, at_ms, message.state, message.boot, message.reason)]
+    if isinstance(message, wire.Telemetry):
+        facts: list[Fact] = [Heard(message.clinic, at_ms, message.boot, message.mono_now)]
+        for sample in message.samples:
+            if sample.m not in PROBE_KINDS or "target" not in sample.tags:
+                continue
+            f = sample.f
+            success = f.get("success")
+            if not isinstance(success, bool):
+                continue
+            facts.append(ProbeSeen(message.clinic, wire.effective_time(sample, message.mono_now, sent_ms), at_ms,
+                                   sample.m, sample.tags["target"], success, _text(f.get("reason")),
+                                   _number(f.get("loss_pct")), _number(f.get("rtt_avg_ms")),
+                                   _number(f.get("jitter_ms"))))
+        return facts
+    if isinstance(message, wire.Events):
+        facts = [Heard(message.clinic, at_ms, message.boot, message.mono_now)]
+        for event in message.events:
+            when = wire.effective_time(event, message.mono_now, sent_ms)
+            down_ms = up_ms = None
+            if event.kind == "outage":
+                down_ms, up_ms = _outage_times(event, when)
+            facts.append(EventSeen(message.clinic, when, at_ms, event.kind, message.boot, event.seq,
+                                   dict(event.detail), down_ms, up_ms))
+        return facts
+    return []
+
+
+def _outage_times(event: wire.schema.Event, when: int) -> tuple[int | None, int | None]:
+    """The agent's outage record (agent/runtime.py): monotonic times of the cut when the box did not
+    restart during it, else the wall time it began."""
+    d = event.detail
+    up_mono, down_mono = d.get("up_mono"), d.get("down_mono")
+    if not isinstance(up_mono, int) or isinstance(up_mono, bool):
+        return None, None
+    up_ms = when - (event.mono - up_mono)
+    if isinstance(down_mono, int) and not isinstance(down_mono, bool) and down_mono >= 0:
+        return when - (event.mono - down_mono), up_ms
+    down_t = d.get("down_t")
+    if isinstance(down_t, int) and not isinstance(down_t, bool) and down_t <= up_ms:
+        return down_t, up_ms
+    return None, up_ms
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None

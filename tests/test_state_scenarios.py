@@ -1,0 +1,165 @@
+"""Clinic state, causes, incidents and outage records on a simulated fleet with a scripted clock
+(tests/state_sim.py): each scenario asserts the exact sequence of state changes and incidents."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from collector.state.clinic import Transition
+from collector.state.engine import ClinicInfo, Window
+from collector.state.incidents import Incident
+from collector.state.outages import Outage
+from tests.state_sim import MIN, S, T0, Link, Sim
+
+LTE = ClinicInfo("Illes Balears", "Movistar", "lte")
+
+
+def changes(transitions: list[Transition], clinic: str = "c1") -> list[tuple]:
+    return [(t.old, t.new, t.cause or t.reason) for t in transitions if t.clinic == clinic]
+
+
+def last_versions(items: list) -> list:
+    """Records are handed out each time they change: keep each one's latest version, in first-seen order."""
+    latest: dict[str, object] = {}
+    for item in items:
+        latest[item.id] = item
+    return list(latest.values())
+
+
+def incidents(sim: Sim) -> list[Incident]:
+    return last_versions(sim.changes.incidents)  # type: ignore[return-value]
+
+
+def outages(sim: Sim) -> list[Outage]:
+    return last_versions(sim.changes.outages)  # type: ignore[return-value]
+
+
+def test_one_clinics_wan_loss_and_return() -> None:
+    sim = Sim({"c1": LTE})
+    sim.add("c1", Link(cuts=[(T0 + 10 * MIN, T0 + 20 * MIN)]), keepalive_s=60)
+    sim.run_until(T0 + 40 * MIN)
+    assert changes(sim.changes.transitions) == [("unknown", "up", None), ("up", "down", "wan"), ("down", "up", None)]
+    down = sim.changes.transitions[1]
+    # The broker's Last Will, 1.5 keepalives after the agent's last packet (at 9.5 min): within two
+    # keepalives of the cut.
+    assert down.detected_at - (T0 + 10 * MIN) <= 2 * 60 * S
+    [incident] = incidents(sim)
+    assert (incident.clinics(), incident.cause, incident.scope, incident.closed) == (
+        ["c1"], "wan", "clinic=c1", T0 + 20 * MIN)
+    [outage] = outages(sim)
+    assert (outage.cause, outage.source, outage.end) == ("wan", "agent", T0 + 20 * MIN)
+
+
+def test_the_agents_own_record_corrects_the_outage_after_the_link_returns() -> None:
+    sim = Sim({"c1": LTE})
+    agent = sim.add("c1", Link(cuts=[(T0 + 10 * MIN, T0 + 20 * MIN)]), keepalive_s=60)
+    first_failure = agent.next_probe
+    while first_failure < T0 + 10 * MIN:
+        first_failure += agent.probe_ms
+    first_failure = T0 + -(-(first_failure - T0) // S) * S  # probes run on the simulation's 1 s ticks
+    sim.run_until(T0 + 19 * MIN)
+    [seen] = outages(sim)  # while it lasts: the collector's own view, from the last message before the Will
+    assert (seen.source, seen.end, seen.opened_by) == ("collector", None, "will")
+    collector_start = seen.start
+    assert T0 + 9 * MIN <= collector_start < T0 + 10 * MIN
+    sim.run_until(T0 + 30 * MIN)
+    [outage] = outages(sim)
+    # The agent's record: lost when its keepalive went unanswered, back when it reconnected; its probes,
+    # sent once the link was back, date the cut's start to its first failed echo.
+    assert (outage.start, outage.end, outage.source) == (first_failure, T0 + 20 * MIN, "agent")
+    assert [(r["what"], r["from"]) for r in outage.revisions] == [
+        ("interval", [collector_start, None]), ("start", outage.revisions[0]["to"][0])]
+    assert outage.revisions[0]["to"][1] == T0 + 20 * MIN
+    assert all(r["why"] for r in outage.revisions)
+
+
+def test_a_power_cut_on_battery_then_silence_is_power() -> None:
+    sim = Sim({"c1": LTE})
+    agent = sim.add("c1")
+    sim.at(T0 + 10 * MIN, lambda t: agent.power_cut(t, battery_min=15, off_min=20))
+    sim.run_until(T0 + 70 * MIN)
+    assert changes(sim.changes.transitions) == [("unknown", "up", None), ("up", "down", "power"),
+                                                ("down", "up", None)]
+    assert "UPS on battery since 2026-09-21T14:23:20Z" in sim.changes.transitions[1].evidence
+    [outage] = outages(sim)
+    assert outage.cause == "power" and outage.revisions == []  # right from the start: nothing to revise
+    assert "box_restarted" in outage.marks  # and the box coming back as a fresh boot agrees
+    assert outage.end == T0 + 25 * MIN + 20 * MIN + 30 * S  # mains back, box boots, agent connects 30 s later
+    [incident] = incidents(sim)
+    assert incident.cause == "power"
+
+
+def test_a_clean_agent_shutdown_is_agent() -> None:
+    sim = Sim({"c1": LTE})
+    agent = sim.add("c1")
+    sim.at(T0 + 10 * MIN, agent.clean_stop)
+    sim.at(T0 + 15 * MIN, agent.start_run)
+    sim.run_until(T0 + 30 * MIN)
+    assert changes(sim.changes.transitions) == [("unknown", "up", None), ("up", "down", "agent"),
+                                                ("down", "up", None)]
+    assert [t.at for t in sim.changes.transitions[1:]] == [T0 + 10 * MIN, T0 + 15 * MIN]
+    [outage] = outages(sim)
+    assert (outage.cause, outage.start, outage.end) == ("agent", T0 + 10 * MIN, T0 + 15 * MIN)
+    assert "agent_restarted" in outage.marks  # its box kept running
+    assert len(incidents(sim)) == 1
+
+
+def test_a_regional_isp_failure_across_30_clinics_is_one_incident_of_30() -> None:
+    fleet = {f"ib-{i:02d}": LTE for i in range(30)}
+    fleet.update({f"ib-orange-{i}": ClinicInfo("Illes Balears", "Orange", "dsl") for i in range(3)})
+    fleet.update({f"ct-{i}": ClinicInfo("Catalunya", "Movistar", "fibre") for i in range(3)})
+    sim = Sim(fleet)
+    for clinic in fleet:
+        cuts = []
+        if clinic.startswith("ib-") and "orange" not in clinic:
+            # The ISP's failure spreads over two minutes.
+            cuts = [(T0 + 10 * MIN + int(clinic[3:]) * 4 * S, T0 + 40 * MIN)]
+        sim.add(clinic, Link(cuts=cuts))
+    sim.run_until(T0 + 60 * MIN)
+    counted = Counter((t.old, t.new, t.cause) for t in sim.changes.transitions)
+    assert counted == Counter({("unknown", "up", None): 36, ("up", "down", "wan"): 30, ("down", "up", None): 30})
+    detected = sorted(t.detected_at for t in sim.changes.transitions if t.new == "down")
+    assert detected[-1] - detected[0] >= 110 * S  # they really joined over two minutes
+    [incident] = incidents(sim)
+    assert incident.clinics() == sorted(c for c in fleet if c.startswith("ib-") and "orange" not in c)
+    assert (incident.scope, incident.cause, incident.closed) == (
+        "isp=Movistar region=Illes Balears", "wan", T0 + 40 * MIN)
+    assert {o.clinic for o in outages(sim)} == set(incident.clinics())
+
+
+def test_a_flapping_link_is_one_incident_and_never_down() -> None:
+    sim = Sim({"c1": LTE})
+    cuts = [(T0 + 10 * MIN + k * 3 * MIN, T0 + 10 * MIN + k * 3 * MIN + 20 * S) for k in range(20)]  # an hour
+    sim.add("c1", Link(cuts=cuts))
+    sim.run_until(T0 + 120 * MIN)
+    assert changes(sim.changes.transitions) == [("unknown", "up", None), ("up", "degraded", "flapping"),
+                                                ("degraded", "up", None)]
+    flapping_from, flapping_to = (t.at for t in sim.changes.transitions[1:])
+    assert T0 + 13 * MIN <= flapping_from <= T0 + 20 * MIN  # seen by the second or third cut
+    assert cuts[-1][1] < flapping_to <= cuts[-1][1] + 25 * MIN  # over once 21 quiet minutes have passed
+    [incident] = incidents(sim)
+    assert (incident.opened, incident.closed, incident.cause) == (flapping_from, flapping_to, "wan")
+
+
+def test_a_dying_link_over_a_day_is_degraded_never_down() -> None:
+    sim = Sim({"c1": LTE}, seed=11)
+    sim.add("c1", Link(loss_pct=30, rtt_ms=130, jitter_ms=25))
+    sim.run_until(T0 + 24 * 60 * MIN, tick_s=5)
+    assert changes(sim.changes.transitions) == [("unknown", "up", None), ("up", "degraded", "loss")]
+    assert incidents(sim) == [] and outages(sim) == []
+
+
+def test_maintenance_gives_no_incident() -> None:
+    sim = Sim({"c1": LTE, "c2": LTE})
+    sim.add("c1", Link(cuts=[(T0 + 15 * MIN, T0 + 30 * MIN)]))
+    sim.add("c2")
+    sim.engine.set_windows([Window(T0 + 10 * MIN, T0 + 40 * MIN, frozenset({"c1"}), reason="router swap")])
+    sim.run_until(T0 + 60 * MIN)
+    assert changes(sim.changes.transitions) == [("unknown", "up", None), ("up", "maintenance", None),
+                                                ("maintenance", "up", None)]
+    assert [t.at for t in sim.changes.transitions if t.clinic == "c1"][1:] == [T0 + 10 * MIN, T0 + 40 * MIN]
+    assert changes(sim.changes.transitions, "c2") == [("unknown", "up", None)]
+    assert incidents(sim) == []
+    # The agent's own record of the cut is kept (the report leaves maintenance time out).
+    [outage] = outages(sim)
+    assert (outage.source, outage.end) == ("agent", T0 + 30 * MIN)
