@@ -55,7 +55,12 @@ class Session:
                            keyfile=str(config.tls.key_file) if config.tls.key_file else None,
                            cert_reqs=ssl.CERT_REQUIRED)
         will = wire.Status(v=1, clinic=clinic_id, state="offline", boot=boot, agent=__version__, reason="lost")
-        client.will_set(wire.topic(clinic_id, "status"), wire.encode(will), qos=1, retain=True)
+        # Status messages carry the hold clock too, so the collector dates a Last Will (or a birth) that a
+        # broker held while the collector was away from when the broker published it.
+        will_expiry = Properties(PacketTypes.WILLMESSAGE)
+        will_expiry.MessageExpiryInterval = wire.HOLD_CLOCK_S
+        client.will_set(wire.topic(clinic_id, "status"), wire.encode(will), qos=1, retain=True,
+                        properties=will_expiry)
         client.max_inflight_messages_set(config.inflight_batches + 4)  # batches, plus birth and status
         client.on_connect = self._connected
         client.on_connect_fail = self._connect_failed
@@ -75,7 +80,8 @@ class Session:
         if self.connected:
             status = wire.Status(v=1, clinic=self.clinic_id, state="offline", boot=self.boot, agent=__version__,
                                  reason=reason)
-            info = self.client.publish(wire.topic(self.clinic_id, "status"), wire.encode(status), qos=1, retain=True)
+            info = self.client.publish(wire.topic(self.clinic_id, "status"), wire.encode(status), qos=1, retain=True,
+                                       properties=self._expiry)
             try:
                 info.wait_for_publish(2)
             except (RuntimeError, ValueError):
@@ -106,7 +112,8 @@ class Session:
         self._next_delay()
         client.subscribe(wire.topic(self.clinic_id, "config"), qos=1)
         birth = wire.Status(v=1, clinic=self.clinic_id, state="online", boot=self.boot, agent=__version__)
-        client.publish(wire.topic(self.clinic_id, "status"), wire.encode(birth), qos=1, retain=True)
+        client.publish(wire.topic(self.clinic_id, "status"), wire.encode(birth), qos=1, retain=True,
+                       properties=self._expiry)
         self.on_connection(True, "connected")
 
     def _connect_failed(self, _client: mqtt.Client, _u: object) -> None:
