@@ -16,6 +16,7 @@ import subprocess
 from pathlib import Path
 
 import wire
+from collector.state import digest
 from collector.registry import Registry
 
 COLLECTOR_USER = "clinicwatch-collector"
@@ -31,6 +32,8 @@ def acl_text() -> str:
         # clinicwatch/v1/+/<kind> (or its $share form).
         f"topic read {root}/#",
         f"topic write {root}/+/config",
+        # Ingest hands the state engine its facts over the broker (collector/state/digest.py).
+        f"topic readwrite {digest.TOPIC}",
         "",
         "# Every clinic: its username is its clinic id (%u).",
         *(f"pattern write {root}/%u/{kind}" for kind in ("telemetry", "event", "status")),

@@ -16,6 +16,7 @@ from paho.mqtt.properties import Properties
 
 import wire
 from collector.config import IntakeConfig
+from collector.state import digest
 
 log = logging.getLogger("clinicwatch.collector")
 
@@ -39,7 +40,14 @@ class Intake:
         client.on_disconnect = self._disconnected
         client.on_subscribe = self._subscribed
         client.on_message = self._message
+        client.on_publish = self._published
         client.reconnect_delay_set(1, 30)
+        # Facts for the state engine go out before the messages they come from are acknowledged: an
+        # acknowledgement waits until every digest published before it has its PUBACK.
+        client.max_inflight_messages_set(1000)
+        self._facts_lock = threading.Lock()
+        self._facts_outstanding: set[int] = set()
+        self._deferred: list[tuple[set[int], list[int]]] = []
         self.client = client
 
     def start(self) -> None:
@@ -56,9 +64,30 @@ class Intake:
         self.client.loop_stop()
 
     def ack(self, mids: Iterable[int]) -> None:
+        with self._facts_lock:
+            if self._facts_outstanding:
+                self._deferred.append((set(self._facts_outstanding), list(mids)))
+                return
+        self._ack_now(mids)
+
+    def _ack_now(self, mids: Iterable[int]) -> None:
         for mid in mids:
             if mid >= 0:
                 self.client.ack(mid, 1)
+
+    def publish_facts(self, payload: bytes) -> None:
+        """Publish a digest for the state engine (QoS 1); later acknowledgements wait for its PUBACK."""
+        with self._facts_lock:  # held so that the PUBACK cannot be handled before the mid is noted
+            info = self.client.publish(digest.TOPIC, payload, qos=1)
+            self._facts_outstanding.add(info.mid)
+
+    def _published(self, _client: mqtt.Client, _u: object, mid: int, _reason: object, _props: object) -> None:
+        with self._facts_lock:
+            self._facts_outstanding.discard(mid)
+            ready = [mids for waiting, mids in self._deferred if not waiting & self._facts_outstanding]
+            self._deferred = [(w, m) for w, m in self._deferred if w & self._facts_outstanding]
+        for mids in ready:
+            self._ack_now(mids)
 
     def _connected(self, client: mqtt.Client, _u: object, _flags: object, reason: mqtt.ReasonCode,
                    _props: object) -> None:

@@ -9,7 +9,12 @@ Protocol over one multiprocessing pipe, every frame pickled:
   intake -> store:  [(mid, qos, topic, payload, received_ms, held_s), ...]   a batch of received messages
                     ("reload",)                         check the registry file now; answered
                     None                                drain, write, acknowledge, stop; answered
-  store -> intake:  ("ack", bytes)                      packet ids (array 'i') to acknowledge
+  store -> intake:  ("facts", bytes)                    what clinic state needs from the messages handled
+                                                        so far (collector.state.digest), sent before the
+                                                        acknowledgement of any of them; at least every
+                                                        FACTS_S, empty or not (the state engine's sign that
+                                                        ingest is running)
+                    ("ack", bytes)                      packet ids (array 'i') to acknowledge
                     ("stats", dict)                     counters for /metrics, every STATS_S
                     ("reloaded", bool) / ("stopped",)   answers
 If the intake process dies, the store sees the pipe close and exits at once: nothing it holds was
@@ -37,10 +42,13 @@ from collector.registry import RegistryError, load_registry
 from collector.ingest.spool import Spool
 from collector.ingest.store import make_writer
 from collector.ingest.validate import DeadLetters, Validator
+from collector.state import digest
+from collector.state.facts import Fact
 
 log = logging.getLogger("clinicwatch.collector")
 REGISTRY_CHECK_S = 10.0
 STATS_S = 0.5
+FACTS_S = 0.25  # facts wait at most this long (and come at least this often: ingest's heartbeat)
 HANDOVER_BATCH = 256  # messages per frame to the store process
 HANDOVER_S = 0.01  # a partial frame waits at most this long
 
@@ -51,13 +59,24 @@ class Store:
     def __init__(self, config: CollectorConfig, ack: Any) -> None:
         self.config = config
         config.data_dir.mkdir(parents=True, exist_ok=True)
+        self.facts: list[Fact] = []
+        self.facts_lock = threading.Lock()
         self.validator = Validator(load_registry(config.registry), DeadLetters(config.data_dir / "dead-letters.jsonl"),
-                                   AgentClocks(config.data_dir / "agent-clocks.log"))
+                                   AgentClocks(config.data_dir / "agent-clocks.log"), facts=self._facts)
         self.registry_mtime = config.registry.stat().st_mtime
         self.registry_reload_ok = True
         self.spool = Spool(config.data_dir / "spool", int(config.spool_max_mb * 1024 * 1024))
         self.pipeline = Pipeline(make_writer(config.store), self.spool, ack, config.data_dir / "refused-points.jsonl",
                                  config.store.batch_points, config.store.flush_interval_s)
+
+    def _facts(self, facts: list[Fact]) -> None:
+        with self.facts_lock:
+            self.facts.extend(facts)
+
+    def take_facts(self) -> list[Fact]:
+        with self.facts_lock:
+            facts, self.facts = self.facts, []
+        return facts
 
     def start(self) -> None:
         self.pipeline.start()
@@ -113,9 +132,22 @@ def store_main(config: CollectorConfig, conn: Any) -> None:
         with send_lock:
             conn.send_bytes(data)
 
-    def ack(mids: list[int]) -> None:
-        send(("ack", array.array("i", mids).tobytes()))
+    store: Store | None = None
+    facts_sent = [time.monotonic()]
 
+    def send_facts() -> None:
+        # Under the send lock: facts of a message always go out before its acknowledgement.
+        assert store is not None
+        facts = store.take_facts()
+        send(("facts", digest.encode(facts, config.intake.client_id)))
+        facts_sent[0] = time.monotonic()
+
+    def ack(mids: list[int]) -> None:
+        with facts_lock:
+            send_facts()
+            send(("ack", array.array("i", mids).tobytes()))
+
+    facts_lock = threading.Lock()
     store = Store(config, ack)
     store.start()
     send(("stats", store.snapshot()))
@@ -123,7 +155,7 @@ def store_main(config: CollectorConfig, conn: Any) -> None:
     next_registry = time.monotonic() + REGISTRY_CHECK_S
     while True:
         try:
-            ready = conn.poll(STATS_S)
+            ready = conn.poll(FACTS_S)
             frame = pickle.loads(conn.recv_bytes()) if ready else ()
         except (EOFError, OSError):
             os._exit(0)  # the intake is gone: unacknowledged messages go back to the broker
@@ -140,6 +172,9 @@ def store_main(config: CollectorConfig, conn: Any) -> None:
             send(("reloaded", store.reload_registry()))
             next_registry = time.monotonic() + REGISTRY_CHECK_S
         now = time.monotonic()
+        if now - facts_sent[0] >= FACTS_S or len(store.facts) >= digest.MAX_FACTS:
+            with facts_lock:
+                send_facts()
         if now >= next_registry:
             store.reload_registry()
             next_registry = now + REGISTRY_CHECK_S
@@ -152,10 +187,10 @@ class StoreProcess:
     """The intake's handle on the store process: hands messages over in batches, applies its
     acknowledgements, keeps its latest counters."""
 
-    def __init__(self, config: CollectorConfig, ack: Any) -> None:
+    def __init__(self, config: CollectorConfig, ack: Any, facts: Any) -> None:
         import multiprocessing
 
-        self.config, self.ack = config, ack
+        self.config, self.ack, self.facts = config, ack, facts
         context = multiprocessing.get_context("spawn")  # no fork of a process with threads
         self._conn, child = context.Pipe()
         self._process = context.Process(target=store_main, args=(config, child), name="clinicwatch-store",
@@ -218,7 +253,9 @@ class StoreProcess:
                 if not self._stopping:
                     self._lost()
                 return
-            if kind == "ack":
+            if kind == "facts":
+                self.facts(rest[0])
+            elif kind == "ack":
                 mids = array.array("i")
                 mids.frombytes(rest[0])
                 self.ack(mids)

@@ -19,6 +19,7 @@ import wire
 from collector.ingest.agentclock import DRIFT, AgentClocks
 from collector.ingest.lineproto import TIME_BOUND, record_line, stamp, telemetry_lines, unstorable
 from collector.registry import Registry
+from collector.state.facts import Fact, facts_of
 
 MAX_CACHED_HEADS = 200_000  # series (clinic x measurement x tags); a national fleet has tens of thousands
 UNKNOWN_CLINIC = "unknown_clinic"  # collector-level reasons, beside the contract's own
@@ -42,8 +43,9 @@ class DeadLetters:
 
 class Validator:
     def __init__(self, registry: Registry, dead_letters: DeadLetters, clocks: AgentClocks | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, facts: Callable[[list[Fact]], None] | None = None) -> None:
         self.dead_letters = dead_letters
+        self.facts = facts  # given: what clinic state needs from each valid message goes there
         self.clocks = clocks or AgentClocks()
         self.clock = clock
         self.rejected: Counter[str] = Counter()
@@ -91,6 +93,10 @@ class Validator:
         if isinstance(message, (wire.Telemetry, wire.Events)) and message.mono_now is not None:
             placed = self.clocks.place(message.clinic, message.boot, message.mono_now, received_ms, held_s)
             sent_ms, bound_ms = placed.sent_ms, placed.bound_ms
+        if self.facts is not None:
+            # When the broker got it: a backlog drained after a restart keeps its own times.
+            at_ms = received_ms - held_s * 1000 if held_s is not None else received_ms
+            self.facts(facts_of(message, at_ms, sent_ms))
         if isinstance(message, wire.Telemetry):
             if len(self.heads) > MAX_CACHED_HEADS:
                 self.heads.clear()
