@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from collector.state.rules import StateRules
 from wire import yamlio
 from wire.codec import error_path
 
@@ -70,6 +71,18 @@ class StoreConfig(_Section):
         return _read_secret(self.token_file, "store.token_file")
 
 
+class StateConfig(_Section):
+    engine: bool = Field(default=True, description=(
+        "run the state engine in this collector; in a shared-subscription group exactly one collector does "
+        "(every ingest process feeds it)"))
+    client_id: str | None = Field(default=None, description="the engine's MQTT client id (default: intake's + '-state')")
+    maintenance_file: Path | None = Field(default=None, description=(
+        "YAML list of maintenance windows (clinics or regions, start, end); re-read when it changes"))
+    lag_s: float = Field(default=2.0, ge=0, le=60, description=(
+        "the engine judges the fleet this long in the past, so facts from several ingest processes are in"))
+    rules: StateRules = Field(default_factory=StateRules)
+
+
 class CollectorConfig(_Section):
     intake: IntakeConfig = Field(default_factory=IntakeConfig)
     store: StoreConfig
@@ -77,7 +90,9 @@ class CollectorConfig(_Section):
     data_dir: Path = Field(default=Path("/var/lib/clinicwatch-collector"), description="dead letters and spool")
     spool_max_mb: float = Field(default=2048, gt=0, description="past this, stop acknowledging: the broker holds")
     metrics_host: str = "127.0.0.1"
-    metrics_port: int = Field(default=9465, ge=0, le=65535, description="Prometheus /metrics; 0 turns it off")
+    metrics_port: int = Field(default=9465, ge=0, le=65535, description=(
+        "Prometheus /metrics and the state API (/api/v1/...); 0 turns both off"))
+    state: StateConfig = Field(default_factory=StateConfig)
 
 
 def load_collector_config(path: Path) -> CollectorConfig:
@@ -89,4 +104,8 @@ def load_collector_config(path: Path) -> CollectorConfig:
         raise ConfigError("\n".join(lines)) from None
     if not config.registry.is_absolute():
         config = config.model_copy(update={"registry": path.parent / config.registry})
+    window_file = config.state.maintenance_file
+    if window_file is not None and not window_file.is_absolute():
+        state = config.state.model_copy(update={"maintenance_file": path.parent / window_file})
+        config = config.model_copy(update={"state": state})
     return config

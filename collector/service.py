@@ -6,13 +6,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector as PromCollector
 
 from collector.config import CollectorConfig
 from collector.ingest.intake import Intake
 from collector.ingest.store_side import StoreProcess
+from collector.state.service import STATE_CODES, StateService
+from collector.web.api import Api
 
 log = logging.getLogger("clinicwatch.collector")
 
@@ -21,17 +23,22 @@ class Collector:
     def __init__(self, config: CollectorConfig) -> None:
         self.config = config
         self.intake = Intake(config.intake)
-        self.store = StoreProcess(config, self.intake.ack)
+        self.store = StoreProcess(config, self.intake.ack, self.intake.publish_facts)
         self.intake.handle = self.store.handle
         self.failed = self.store.failed
+        self.state = StateService(config) if config.state.engine else None
         self.metrics = CollectorRegistry()
         self.metrics.register(_Metrics(self))
+        self.api: Api | None = None
 
     def start(self) -> None:
+        if self.state is not None:
+            self.state.start()
         self.store.start()
         self.intake.start()
         if self.config.metrics_port:
-            start_http_server(self.config.metrics_port, self.config.metrics_host, registry=self.metrics)
+            self.api = Api(self.config.metrics_host, self.config.metrics_port, self.metrics, self.state)
+            self.api.start()
         log.info("collector running", extra={"fields": {"store": self.config.store.kind,
                                                         "clinics": self.store.snapshot()["clinics"]}})
 
@@ -39,6 +46,10 @@ class Collector:
         """Everything received is written and acknowledged (or left for the broker to redeliver)."""
         self.store.stop()
         self.intake.stop()
+        if self.state is not None:
+            self.state.stop()
+        if self.api is not None:
+            self.api.stop()
 
     def reload_registry(self) -> bool:
         """Check the registry file now (the store process also does every 10 s)."""
@@ -95,3 +106,30 @@ class _Metrics(PromCollector):
         for clinic, ms in snapshot["last_seen_ms"].items():
             seen.add_metric([clinic], ms / 1000)
         yield seen
+        if self.service.state is not None:
+            yield from _state_metrics(self.service.state.snapshot())
+
+
+def _state_metrics(snapshot: dict) -> Iterator[object]:
+    states = GaugeMetricFamily("clinicwatch_clinic_state", "1 for each clinic's current state, 0 for the others",
+                               labels=["clinic", "state"])
+    for clinic, current in snapshot["states"].items():
+        for name in STATE_CODES:
+            states.add_metric([clinic, name], 1 if name == current else 0)
+    yield states
+    yield GaugeMetricFamily("clinicwatch_incidents_open", "Open incidents", value=snapshot["open_incidents"])
+    yield GaugeMetricFamily("clinicwatch_state_blind", "1 while the state engine hears from no ingest process",
+                            value=1 if snapshot["blind"] else 0)
+    transitions = CounterMetricFamily("clinicwatch_state_transitions", "State changes, by the state entered",
+                                      labels=["state"])
+    for name, count in snapshot["transitions"].items():
+        transitions.add_metric([name], count)
+    yield transitions
+    counters = snapshot["counters"]
+    yield CounterMetricFamily("clinicwatch_state_facts", "Facts the state engine applied", value=counters["facts"])
+    yield CounterMetricFamily("clinicwatch_state_bad_digests", "Digests the state engine could not read",
+                              value=counters["bad_digests"])
+    yield CounterMetricFamily("clinicwatch_state_lines_written", "State, outage and incident points stored",
+                              value=counters["lines_written"])
+    yield CounterMetricFamily("clinicwatch_state_export_errors", "Failed writes of state points (retried)",
+                              value=counters["export_errors"])

@@ -31,9 +31,9 @@ def write_registry(directory: Path, clinics: list[str]) -> Path:
 
 def collector_config(directory: Path, broker_port: int, store: dict[str, Any], clinics: list[str],
                      client_id: str = "collector-1", share_group: str | None = None, metrics_port: int = 0,
-                     **extra: Any) -> Path:
+                     broker_host: str = "127.0.0.1", **extra: Any) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
-    config = {"intake": {"host": "127.0.0.1", "port": broker_port, "username": None, "client_id": client_id,
+    config = {"intake": {"host": broker_host, "port": broker_port, "username": None, "client_id": client_id,
                          "share_group": share_group},
               "store": {"flush_interval_s": 0.2, **store},
               "registry": str(write_registry(directory, clinics)),

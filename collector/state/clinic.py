@@ -190,18 +190,23 @@ class ClinicMachine:
             del self.lan[:bisect.bisect_left(self.lan, (horizon,))]
 
     def _earlier_start(self, fact: ProbeSeen) -> None:
-        """The agent's record dates a cut from when it noticed (a keepalive later); its probes, sent
-        after the link is back, show when the central targets stopped answering. The outage starts at
-        the first failure of the run of failures that leads into it."""
         for outage in self._records():
-            if outage.source != "agent" or not fact.t < outage.start <= fact.t + KEEP_FACTS_MS:
-                continue
-            between = self.central[bisect.bisect_left(self.central, (fact.t,)):
-                                   bisect.bisect_left(self.central, (outage.start,))]
-            if all(not ok for _, ok, *_ in between):
-                outage.revise(fact.at, "start", outage.start, fact.t,
-                              f"the agent's {fact.m} to {fact.target} failed from then ({fact.reason or 'no answer'})")
-                outage.start = fact.t
+            if outage.source == "agent" and fact.t < outage.start <= fact.t + KEEP_FACTS_MS:
+                self._refine_start(outage, fact.at)
+
+    def _refine_start(self, outage: Outage, at: int) -> None:
+        """The agent's record dates a cut from when it noticed (a keepalive later); its probes, sent after
+        the link is back, show when the central targets stopped answering. The outage starts at the first
+        failure of the run of failures that leads into it."""
+        i = bisect.bisect_left(self.central, (outage.start,))
+        first = None
+        while i > 0 and not self.central[i - 1][1] and outage.start - self.central[i - 1][0] <= KEEP_FACTS_MS:
+            i -= 1
+            first = self.central[i][0]
+        if first is not None and first < outage.start:
+            outage.revise(at, "start", outage.start, first, "the agent's probes of the central targets failed "
+                          "from then")
+            outage.start = first
 
     def _event(self, fact: EventSeen) -> None:
         if fact.seq <= self.seen_events.get(fact.boot, -1) and fact.kind != "outage":
@@ -259,6 +264,8 @@ class ClinicMachine:
         elif started and best.end is not None and best.end != fact.up_ms and fact.up_ms > best.start:
             best.revise(fact.at, "end", best.end, fact.up_ms, "the agent's record of when it connected again")
             best.end = fact.up_ms
+        if not started and down_ms is not None:
+            self._refine_start(best, fact.at)
         if fact.detail.get("power_cycled") is True:
             self._mark(best, "power_cycled", "the agent's box restarted during the outage", fact.at)
         elif not started:

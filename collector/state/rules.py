@@ -5,7 +5,7 @@ Clinic state); every value here is a default that an operator may override.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 LINK_TYPES = ("fibre", "dsl", "lte", "satellite", "other")
 
@@ -59,6 +59,14 @@ class StateRules(BaseModel):
         "region or with the same ISP, joins it"))
     blind_after_s: float = Field(default=15, gt=0, description=(
         "no word from any ingest process for this long: the collector is blind, and silence proves nothing"))
+
+    @field_validator("links")
+    @classmethod
+    def _keep_defaults(cls, links: dict[str, LinkRules]) -> dict[str, LinkRules]:
+        unknown = sorted(set(links) - set(LINK_TYPES))
+        if unknown:
+            raise ValueError(f"unknown link type(s) {', '.join(unknown)}; the registry's are {', '.join(LINK_TYPES)}")
+        return {**DEFAULT_LINKS, **links}  # a type not given keeps its defaults
 
     def link(self, kind: str) -> LinkRules:
         return self.links.get(kind) or self.links.get("other") or DEFAULT_LINKS["other"]

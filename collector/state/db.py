@@ -1,0 +1,164 @@
+"""The state engine on disk: one SQLite file (`data_dir/state.sqlite`, WAL, synchronous=FULL).
+
+Each commit holds, in one transaction, the clinics whose machines changed, the state changes, incidents
+and outage records they produced, the lines still to be written to the time-series store, and the
+moment the engine last judged the fleet. Facts are acknowledged to the broker only after the commit
+that includes them, so a SIGKILL at any point neither loses a fact (the broker sends it again) nor
+repeats a state change (the commit that recorded it also recorded the state it led to).
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any
+
+from collector.state.clinic import ClinicMachine, Transition
+from collector.state.incidents import Incident, Incidents
+from collector.state.outages import Outage
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS machine (clinic TEXT PRIMARY KEY, blob BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS transition (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, clinic TEXT NOT NULL, at INTEGER NOT NULL, detected_at INTEGER NOT NULL,
+    old TEXT NOT NULL, new TEXT NOT NULL, cause TEXT, reason TEXT, evidence TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS transition_clinic_at ON transition (clinic, at);
+CREATE TABLE IF NOT EXISTS incident (id TEXT PRIMARY KEY, opened INTEGER NOT NULL, closed INTEGER,
+    doc TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS outage (id TEXT PRIMARY KEY, clinic TEXT NOT NULL, start INTEGER NOT NULL, end INTEGER,
+    doc TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS outage_clinic_start ON outage (clinic, start);
+CREATE TABLE IF NOT EXISTS blind (start INTEGER NOT NULL, end INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS export (id INTEGER PRIMARY KEY AUTOINCREMENT, line TEXT NOT NULL);
+"""
+MACHINE_FORMAT = "1"  # bump when ClinicMachine's attributes change incompatibly
+
+
+class StateDB:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.executescript(SCHEMA)
+        self.lock = threading.Lock()
+
+    def close(self) -> None:
+        with self.lock:
+            self.db.close()
+
+    # -- the engine's own state ----------------------------------------------------------------------
+    def meta(self, key: str) -> str | None:
+        with self.lock:
+            row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def load_machines(self) -> dict[str, ClinicMachine]:
+        if self.meta("machine_format") not in (None, MACHINE_FORMAT):
+            return {}  # written by an incompatible version: start from what comes next (documented)
+        with self.lock:
+            rows = self.db.execute("SELECT clinic, blob FROM machine").fetchall()
+        return {clinic: pickle.loads(blob) for clinic, blob in rows}
+
+    def load_incidents(self) -> Incidents | None:
+        blob = self.meta("incidents")
+        return pickle.loads(bytes.fromhex(blob)) if blob else None
+
+    def commit(self, machines: list[ClinicMachine], transitions: list[Transition], incidents: list[Incident],
+               outages: list[Outage], blind: list[tuple[int, int]], lines: list[str], open_incidents: Incidents,
+               last_tick: int) -> None:
+        with self.lock:
+            db = self.db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.executemany("INSERT OR REPLACE INTO machine (clinic, blob) VALUES (?, ?)",
+                               [(m.clinic, _pickle_machine(m)) for m in machines])
+                db.executemany(
+                    "INSERT INTO transition (clinic, at, detected_at, old, new, cause, reason, evidence) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    [(t.clinic, t.at, t.detected_at, t.old, t.new, t.cause, t.reason, json.dumps(t.evidence))
+                     for t in transitions])
+                db.executemany("INSERT OR REPLACE INTO incident (id, opened, closed, doc) VALUES (?, ?, ?, ?)",
+                               [(i.id, i.opened, i.closed, json.dumps(i.as_dict())) for i in incidents])
+                db.executemany("INSERT OR REPLACE INTO outage (id, clinic, start, end, doc) VALUES (?, ?, ?, ?, ?)",
+                               [(o.id, o.clinic, o.start, o.end, json.dumps(o.as_dict())) for o in outages])
+                db.executemany("INSERT INTO blind (start, end) VALUES (?, ?)", blind)
+                db.executemany("INSERT INTO export (line) VALUES (?)", [(line,) for line in lines])
+                meta = {"last_tick": str(last_tick), "machine_format": MACHINE_FORMAT,
+                        "incidents": pickle.dumps(open_incidents).hex()}
+                db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", meta.items())
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+    # -- lines for the time-series store ---------------------------------------------------------------
+    def pending_lines(self, limit: int) -> list[tuple[int, str]]:
+        with self.lock:
+            return self.db.execute("SELECT id, line FROM export ORDER BY id LIMIT ?", (limit,)).fetchall()
+
+    def lines_done(self, upto_id: int) -> None:
+        with self.lock:
+            self.db.execute("DELETE FROM export WHERE id <= ?", (upto_id,))
+
+    def pending_count(self) -> int:
+        with self.lock:
+            return self.db.execute("SELECT count(*) FROM export").fetchone()[0]
+
+    # -- reading (API and report) ---------------------------------------------------------------------
+    def transitions(self, clinic: str | None = None, since: int | None = None, until: int | None = None,
+                    limit: int | None = None) -> list[dict[str, Any]]:
+        query, args = "SELECT clinic, at, detected_at, old, new, cause, reason, evidence FROM transition WHERE 1=1", []
+        if clinic is not None:
+            query, args = query + " AND clinic = ?", [*args, clinic]
+        if since is not None:
+            query, args = query + " AND at >= ?", [*args, since]
+        if until is not None:
+            query, args = query + " AND at < ?", [*args, until]
+        query += " ORDER BY id"
+        with self.lock:
+            rows = self.db.execute(query, args).fetchall()
+        out = [{"clinic": r[0], "at": r[1], "detected_at": r[2], "old": r[3], "new": r[4], "cause": r[5],
+                "reason": r[6], "evidence": json.loads(r[7])} for r in rows]
+        return out[-limit:] if limit else out
+
+    def outages(self, clinic: str | None = None, since: int | None = None,
+                until: int | None = None) -> list[dict[str, Any]]:
+        query, args = "SELECT doc FROM outage WHERE 1=1", []
+        if clinic is not None:
+            query, args = query + " AND clinic = ?", [*args, clinic]
+        if since is not None:
+            query, args = query + " AND (end IS NULL OR end > ?)", [*args, since]
+        if until is not None:
+            query, args = query + " AND start < ?", [*args, until]
+        with self.lock:
+            rows = self.db.execute(query + " ORDER BY start", args).fetchall()
+        return [json.loads(r[0]) for r in rows]
+
+    def incidents(self, open_only: bool = False, since: int | None = None) -> list[dict[str, Any]]:
+        query, args = "SELECT doc FROM incident WHERE 1=1", []
+        if open_only:
+            query += " AND closed IS NULL"
+        if since is not None:
+            query, args = query + " AND (closed IS NULL OR closed > ?)", [*args, since]
+        with self.lock:
+            rows = self.db.execute(query + " ORDER BY opened", args).fetchall()
+        return [json.loads(r[0]) for r in rows]
+
+    def blind(self, since: int | None = None, until: int | None = None) -> list[tuple[int, int]]:
+        with self.lock:
+            rows = self.db.execute("SELECT start, end FROM blind ORDER BY start").fetchall()
+        return [(a, b) for a, b in rows if (since is None or b > since) and (until is None or a < until)]
+
+
+def _pickle_machine(machine: ClinicMachine) -> bytes:
+    link, rules = machine.link, machine.rules
+    machine.link = machine.rules = None  # type: ignore[assignment]  # from the configuration at load
+    try:
+        return pickle.dumps(machine, protocol=pickle.HIGHEST_PROTOCOL)
+    finally:
+        machine.link, machine.rules = link, rules

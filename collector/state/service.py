@@ -1,0 +1,329 @@
+"""The state engine as a running service, inside one collector process (`state.engine: true`).
+
+  ingest processes --digests (MQTT, QoS 1)--> this service: engine.apply -> every second engine.tick
+                                              -> commit (collector.state.db) -> acknowledge the digests
+                                              -> lines to the time-series store (clinic_state, outage, incident)
+
+Why one engine fed by digests: in a shared-subscription group one clinic's messages land on any
+ingest process, so no process alone sees a clinic whole. Each ingest process extracts the few facts
+state needs from every valid message (collector.state.facts) and publishes them; this service
+subscribes on its own persistent session (not shared), so it sees every fact whichever process got
+the message, and facts wait in the broker while it restarts. The engine judges the fleet `lag_s`
+behind the clock so facts in flight from every process are in. See docs/collector.md, Clinic state.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from collector.config import CollectorConfig, ConfigError
+from collector.ingest.lineproto import record_line
+from collector.ingest.store import StoreError, make_writer
+from collector.registry import Registry, load_registry
+from collector.state import digest
+from collector.state.clinic import DEGRADED, DOWN, MAINTENANCE, UNKNOWN, UP, Transition
+from collector.state.db import StateDB
+from collector.state.engine import ClinicInfo, Engine, Window
+from collector.state.incidents import Incident
+from collector.state.outages import Outage
+from wire import yamlio
+from wire.codec import error_path
+
+log = logging.getLogger("clinicwatch.collector")
+STATE_CODES = {UP: 0, DEGRADED: 1, DOWN: 2, UNKNOWN: 3, MAINTENANCE: 4}
+TICK_S = 1.0
+RELOAD_S = 10.0
+EXPORT_BATCH = 5000
+
+
+# -- maintenance windows -----------------------------------------------------------------------------
+class _WindowModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    clinics: list[str] = Field(default_factory=list)
+    regions: list[str] = Field(default_factory=list)
+    start: dt.datetime
+    end: dt.datetime
+    reason: str = ""
+
+    @model_validator(mode="after")
+    def _check(self) -> "_WindowModel":
+        if self.start.tzinfo is None or self.end.tzinfo is None:
+            raise ValueError("start and end need a UTC offset, e.g. 2026-11-25T08:00:00+01:00")
+        if self.end <= self.start:
+            raise ValueError("end must be after start")
+        if not self.clinics and not self.regions:
+            raise ValueError("name the clinics or the regions it covers")
+        return self
+
+
+class _WindowsModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    windows: list[_WindowModel] = Field(default_factory=list)
+
+
+def load_windows(path: Path) -> list[Window]:
+    document = yamlio.load_file(path, "maintenance windows", ConfigError)
+    try:
+        model = _WindowsModel.model_validate(document)
+    except ValidationError as exc:
+        raise ConfigError("\n".join(f"{path}: {error_path(e['loc'], top='(top level)')}: {e['msg']}"
+                                    for e in exc.errors())) from None
+    return [Window(int(w.start.timestamp() * 1000), int(w.end.timestamp() * 1000), frozenset(w.clinics),
+                   frozenset(w.regions), w.reason) for w in model.windows]
+
+
+def clinic_infos(registry: Registry) -> dict[str, ClinicInfo]:
+    return {c.id: ClinicInfo(c.region, c.isp, c.link) for c in registry.clinics}
+
+
+# -- lines for the time-series store ---------------------------------------------------------------------
+def _tags(info: ClinicInfo) -> dict[str, str]:
+    return {k: v for k, v in (("region", info.region), ("isp", info.isp), ("link", info.link)) if v}
+
+
+def transition_line(t: Transition, info: ClinicInfo) -> str:
+    fields: dict[str, object] = {"state": t.new, "code": STATE_CODES[t.new], "previous": t.old,
+                                 "detected_ms": t.detected_at}
+    if t.cause:
+        fields["cause"] = t.cause
+    if t.reason:
+        fields["reason"] = t.reason
+    return record_line("clinic_state", t.clinic, t.at * 1_000_000, _tags(info), fields)
+
+
+def outage_line(o: Outage, info: ClinicInfo) -> str:
+    # The point's time is the outage's first estimated start (in its id), so that a revised start
+    # rewrites the same point; the corrected interval is in start_ms / end_ms.
+    first = int(o.id.rsplit(":", 1)[1])
+    fields: dict[str, object] = {"start_ms": o.start, "cause": o.cause, "source": o.source,
+                                 "revisions": len(o.revisions)}
+    if o.end is not None:
+        fields["end_ms"] = o.end
+        fields["duration_s"] = round((o.end - o.start) / 1000, 3)
+    return record_line("outage", o.clinic, first * 1_000_000, _tags(info), fields)
+
+
+def incident_line(i: Incident) -> str:
+    fields: dict[str, object] = {"clinics": len(i.clinics()), "open_clinics": len(i.open_members()),
+                                 "members": ",".join(i.clinics())[:1000], "scope": i.scope, "cause": i.cause,
+                                 "opened_ms": i.opened}
+    if i.closed is not None:
+        fields["closed_ms"] = i.closed
+        fields["duration_s"] = round((i.closed - i.opened) / 1000, 3)
+    # No clinic tag (an empty value is left out); the incident's id is its tag and its opening its time.
+    return record_line("incident", "", int(i.id.split("-")[1]) * 1_000_000, {"incident": i.id}, fields)
+
+
+class StateService:
+    def __init__(self, config: CollectorConfig) -> None:
+        self.config = config
+        state = config.state
+        self.registry_mtime = config.registry.stat().st_mtime
+        self.engine = Engine(clinic_infos(load_registry(config.registry)), state.rules)
+        self.windows_mtime: float | None = None
+        self._reload_windows()
+        self.db = StateDB(config.data_dir / "state.sqlite")
+        self._restore()
+        self.lock = threading.Lock()
+        self.pending_mids: list[int] = []
+        self.dirty: set[str] = set()
+        self.last_digest = 0.0  # monotonic time of the last digest from any ingest process
+        self.counters = {"facts": 0, "digests": 0, "bad_digests": 0, "transitions": 0, "export_errors": 0,
+                         "lines_written": 0}
+        self.transition_counts: dict[str, int] = {}
+        self.stopping = threading.Event()
+        self.writer = make_writer(config.store)
+        intake = config.intake
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=state.client_id or f"{intake.client_id}-state",
+                             protocol=mqtt.MQTTv5, manual_ack=True)
+        if intake.username:
+            client.username_pw_set(intake.username, intake.password())
+        if intake.ca_file:
+            client.tls_set(ca_certs=str(intake.ca_file))
+        client.on_connect = self._connected
+        client.on_message = self._message
+        client.reconnect_delay_set(1, 30)
+        self.client = client
+        self.subscribed = threading.Event()
+        self._threads = [threading.Thread(target=self._tick_loop, name="state-tick", daemon=True),
+                         threading.Thread(target=self._export_loop, name="state-export", daemon=True)]
+
+    # -- lifecycle ------------------------------------------------------------------------------------
+    def _restore(self) -> None:
+        machines = self.db.load_machines()
+        for clinic, machine in machines.items():
+            if clinic in self.engine.machines:
+                machine.link = self.engine.rules.link(self.engine.clinics[clinic].link)
+                machine.rules = self.engine.rules
+                self.engine.machines[clinic] = machine
+        incidents = self.db.load_incidents()
+        if incidents is not None:
+            incidents.window_ms = self.engine.incidents.window_ms
+            incidents.set_places(self.engine.incidents.places)
+            self.engine.incidents = incidents
+        last_tick = self.db.meta("last_tick")
+        if last_tick is not None:
+            # The engine was not watching from its last judgement until the first digest comes.
+            self.engine.blind_since = int(last_tick)
+            log.info("state restored", extra={"fields": {"clinics": len(machines), "since": int(last_tick)}})
+
+    def start(self) -> None:
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = self.config.intake.session_expiry_s
+        intake = self.config.intake
+        self.client.connect_async(intake.host, intake.port, keepalive=intake.keepalive_s, clean_start=False,
+                                  properties=props)
+        self.client.loop_start()
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        for thread in self._threads:
+            thread.join(10)
+        self.client.disconnect()
+        self.client.loop_stop()
+        self.db.close()
+
+    def _connected(self, client: mqtt.Client, _u: object, _f: object, reason: mqtt.ReasonCode, _p: object) -> None:
+        if reason.is_failure:
+            log.error("broker refused the state engine", extra={"fields": {"reason": str(reason)}})
+            return
+        client.subscribe(digest.TOPIC, qos=1)
+        self.subscribed.set()
+
+    # -- facts in -------------------------------------------------------------------------------------
+    def _message(self, client: mqtt.Client, _u: object, message: mqtt.MQTTMessage) -> None:
+        try:
+            got = digest.decode(message.payload)
+        except ValueError as exc:
+            log.error("a digest the state engine cannot read; dropped", extra={"fields": {"error": str(exc)}})
+            with self.lock:
+                self.counters["bad_digests"] += 1
+                self.pending_mids.append(message.mid)
+            return
+        with self.lock:
+            for fact in got.facts:
+                self.engine.apply(fact)
+                self.dirty.add(fact.clinic)
+            self.counters["facts"] += len(got.facts)
+            self.counters["digests"] += 1
+            self.last_digest = time.monotonic()
+            self.pending_mids.append(message.mid)
+
+    # -- judging --------------------------------------------------------------------------------------
+    def _tick_loop(self) -> None:
+        next_reload = time.monotonic() + RELOAD_S
+        while not self.stopping.wait(TICK_S):
+            try:
+                self.tick()
+                if time.monotonic() >= next_reload:
+                    self._reload()
+                    next_reload = time.monotonic() + RELOAD_S
+            except Exception:  # noqa: BLE001 - the engine must keep judging; the error is logged
+                log.exception("state engine tick failed")
+
+    def tick(self) -> None:
+        now = time.time_ns() // 1_000_000 - int(self.config.state.lag_s * 1000)
+        with self.lock:
+            seeing = time.monotonic() - self.last_digest < self.config.state.rules.blind_after_s
+            changes = self.engine.tick(now, seeing)
+            infos = self.engine.clinics
+            lines = [transition_line(t, infos[t.clinic]) for t in changes.transitions]
+            lines += [outage_line(o, infos[o.clinic]) for o in changes.outages if o.clinic in infos]
+            lines += [incident_line(i) for i in changes.incidents]
+            touched = self.dirty | {t.clinic for t in changes.transitions} | {o.clinic for o in changes.outages}
+            machines = [self.engine.machines[c] for c in touched if c in self.engine.machines]
+            self.db.commit(machines, changes.transitions, changes.incidents, changes.outages, changes.blind, lines,
+                           self.engine.incidents, now)
+            self.dirty = set()
+            mids, self.pending_mids = self.pending_mids, []
+            self.counters["transitions"] += len(changes.transitions)
+            for t in changes.transitions:
+                self.transition_counts[t.new] = self.transition_counts.get(t.new, 0) + 1
+        for t in changes.transitions:
+            log.info("clinic state", extra={"fields": {"clinic": t.clinic, "from": t.old, "to": t.new,
+                                                       "cause": t.cause, "reason": t.reason}})
+        for mid in mids:
+            self.client.ack(mid, 1)
+
+    def _reload(self) -> None:
+        try:
+            mtime = self.config.registry.stat().st_mtime
+            if mtime != self.registry_mtime:
+                registry = load_registry(self.config.registry)
+                with self.lock:
+                    self.engine.set_clinics(clinic_infos(registry))
+                self.registry_mtime = mtime
+        except Exception as exc:  # noqa: BLE001 - ingest reports a bad registry; keep the one we have
+            log.warning("state engine kept its registry", extra={"fields": {"error": str(exc)}})
+        self._reload_windows()
+
+    def _reload_windows(self) -> None:
+        path = self.config.state.maintenance_file
+        if path is None:
+            return
+        try:
+            mtime = path.stat().st_mtime if path.exists() else None
+            if mtime == self.windows_mtime:
+                return
+            windows = load_windows(path) if mtime is not None else []
+        except (OSError, ConfigError) as exc:
+            log.error("maintenance windows not loaded; keeping the previous ones",
+                      extra={"fields": {"error": str(exc)}})
+            return
+        lock = getattr(self, "lock", None)
+        if lock is not None:
+            with lock:
+                self.engine.set_windows(windows)
+        else:
+            self.engine.set_windows(windows)
+        self.windows_mtime = mtime
+        log.info("maintenance windows loaded", extra={"fields": {"windows": len(windows)}})
+
+    # -- lines out ------------------------------------------------------------------------------------
+    def _export_loop(self) -> None:
+        backoff = 1.0
+        while not self.stopping.wait(backoff if backoff > 1 else TICK_S):
+            rows = self.db.pending_lines(EXPORT_BATCH)
+            if not rows:
+                backoff = 1.0
+                continue
+            try:
+                self.writer([line for _, line in rows])
+            except StoreError as exc:
+                self.counters["export_errors"] += 1
+                if exc.retryable:
+                    backoff = min(backoff * 2, 30.0)
+                    continue
+                log.error("the store refused state lines; dropped", extra={"fields": {"error": str(exc)}})
+            self.db.lines_done(rows[-1][0])
+            self.counters["lines_written"] += len(rows)
+            backoff = 1.0
+
+    # -- reading --------------------------------------------------------------------------------------
+    def clinics(self) -> list[dict[str, Any]]:
+        with self.lock:
+            out = []
+            for clinic, machine in self.engine.machines.items():
+                view = machine.view()
+                view["incident"] = self.engine.incidents.by_clinic.get(clinic)
+                out.append(view)
+        return out
+
+    def snapshot(self) -> dict[str, Any]:
+        with self.lock:
+            states = {c: m.state for c, m in self.engine.machines.items()}
+            return {"states": states, "open_incidents": len(self.engine.incidents.open),
+                    "blind": self.engine.blind_since is not None, "counters": dict(self.counters),
+                    "transitions": dict(self.transition_counts), "pending_lines": None}

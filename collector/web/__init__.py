@@ -1,0 +1,1 @@
+"""What the collector serves over HTTP: Prometheus metrics and the state API (docs/collector.md)."""

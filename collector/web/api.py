@@ -1,0 +1,114 @@
+"""The collector's HTTP endpoint: `/metrics` (Prometheus) and a small read-only JSON API of clinic state.
+
+    GET /api/v1/clinics                   every clinic: state, since, cause, reason, last heard, incident
+    GET /api/v1/clinics/<id>              one clinic, with its last 50 state changes and its outages of 30 days
+    GET /api/v1/incidents[?state=open]    incidents (open ones, or those of the last 30 days)
+    GET /api/v1/incidents/<id>
+    GET /api/v1/outages?clinic=&since=&until=   outage records (times in UTC ms)
+
+Times are UTC milliseconds. Served by the standard library's threading HTTP server: a handful of
+operators' requests, not a web application.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+log = logging.getLogger("clinicwatch.collector")
+DAY_MS = 86_400_000
+
+
+class Api:
+    def __init__(self, host: str, port: int, metrics: CollectorRegistry, state: Any | None) -> None:
+        self.metrics, self.state = metrics, state
+        api = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - the standard library's name
+                api.handle(self)
+
+            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+                pass
+
+        self.server = ThreadingHTTPServer((host, port), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+
+    def start(self) -> None:
+        threading.Thread(target=self.server.serve_forever, name="http", daemon=True).start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def handle(self, request: BaseHTTPRequestHandler) -> None:
+        url = urllib.parse.urlsplit(request.path)
+        query = dict(urllib.parse.parse_qsl(url.query))
+        parts = [urllib.parse.unquote(p) for p in url.path.strip("/").split("/") if p]
+        try:
+            if parts == ["metrics"]:
+                self._send(request, 200, generate_latest(self.metrics), CONTENT_TYPE_LATEST)
+                return
+            if parts[:2] != ["api", "v1"] or len(parts) < 3:
+                raise _NotFound("no such page: try /metrics or /api/v1/clinics")
+            if self.state is None:
+                raise _NotFound("this collector does not run the state engine (state.engine: false)")
+            body = self._api(parts[2:], query)
+            self._send(request, 200, json.dumps(body).encode(), "application/json")
+        except _NotFound as exc:
+            self._send(request, 404, json.dumps({"error": str(exc)}).encode(), "application/json")
+        except ValueError as exc:
+            self._send(request, 400, json.dumps({"error": str(exc)}).encode(), "application/json")
+
+    def _api(self, parts: list[str], query: dict[str, str]) -> Any:
+        state, db = self.state, self.state.db
+        month_ago = time.time_ns() // 1_000_000 - 30 * DAY_MS
+        if parts == ["clinics"]:
+            return state.clinics()
+        if parts[0] == "clinics" and len(parts) == 2:
+            found = [c for c in state.clinics() if c["clinic"] == parts[1]]
+            if not found:
+                raise _NotFound(f"no clinic {parts[1]!r} in the registry")
+            return {**found[0], "transitions": db.transitions(clinic=parts[1], limit=50),
+                    "outages": db.outages(clinic=parts[1], since=month_ago)}
+        if parts == ["incidents"]:
+            if query.get("state", "all") not in ("open", "all"):
+                raise ValueError("state is open or all")
+            return db.incidents(open_only=True) if query.get("state") == "open" else db.incidents(since=month_ago)
+        if parts[0] == "incidents" and len(parts) == 2:
+            found = [i for i in db.incidents() if i["id"] == parts[1]]
+            if not found:
+                raise _NotFound(f"no incident {parts[1]!r}")
+            return found[0]
+        if parts == ["outages"]:
+            return db.outages(clinic=query.get("clinic"), since=_ms(query, "since"), until=_ms(query, "until"))
+        raise _NotFound("no such resource: clinics, incidents, outages")
+
+    @staticmethod
+    def _send(request: BaseHTTPRequestHandler, code: int, body: bytes, content_type: str) -> None:
+        request.send_response(code)
+        request.send_header("Content-Type", content_type)
+        request.send_header("Content-Length", str(len(body)))
+        request.end_headers()
+        request.wfile.write(body)
+
+
+class _NotFound(Exception):
+    pass
+
+
+def _ms(query: dict[str, str], key: str) -> int | None:
+    if key not in query:
+        return None
+    try:
+        return int(query[key])
+    except ValueError:
+        raise ValueError(f"{key} is a time in UTC milliseconds") from None
