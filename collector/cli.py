@@ -100,6 +100,11 @@ def _run(args: argparse.Namespace) -> int:
     try:
         config = load_collector_config(args.config)
         registry = load_registry(config.registry)
+        windows = config.state.maintenance_file
+        if windows is not None and windows.exists():
+            from collector.state.service import load_windows
+
+            load_windows(windows)
     except (ConfigError, RegistryError) as exc:
         print(exc, file=sys.stderr)
         return 2

@@ -97,7 +97,9 @@ class ClinicMachine:
         self.flapping = False
         self.flap_pct = 0.0
         self._flap_slot = -1
-        self._dirty = True
+        self._quality_dirty = True  # a central probe result arrived, or a cut's interval changed
+        self._flap_dirty = True  # a failing probe result arrived, or a cut's interval changed
+        self._bad_any = False  # some slot of the flap window was bad at the last look
         self.outage_seq = 0
 
     # -- facts ---------------------------------------------------------------------------------
@@ -119,7 +121,6 @@ class ClinicMachine:
         elif isinstance(fact, EventSeen):
             self._heard(fact.at)
             self._event(fact)
-        self._dirty = True
 
     _offline_boot: str | None = None
 
@@ -177,7 +178,9 @@ class ClinicMachine:
                                f"({fact.reason or 'no reason given'})", fact.t)
         else:
             bisect.insort(self.central, (fact.t, fact.success, fact.loss_pct, fact.rtt_ms, fact.jitter_ms))
+            self._quality_dirty = True
             if not fact.success:
+                self._flap_dirty = True
                 self._earlier_start(fact)
             outage = self._covering(fact.t)
             if outage is not None and not fact.success and fact.t > outage.start:
@@ -188,6 +191,9 @@ class ClinicMachine:
             del self.central[:bisect.bisect_left(self.central, (horizon,))]
         if self.lan and self.lan[0][0] < horizon:
             del self.lan[:bisect.bisect_left(self.lan, (horizon,))]
+
+    def _cuts_changed(self) -> None:
+        self._quality_dirty = self._flap_dirty = True
 
     def _earlier_start(self, fact: ProbeSeen) -> None:
         for outage in self._records():
@@ -204,6 +210,7 @@ class ClinicMachine:
             i -= 1
             first = self.central[i][0]
         if first is not None and first < outage.start:
+            self._cuts_changed()
             outage.revise(at, "start", outage.start, first, "the agent's probes of the central targets failed "
                           "from then")
             outage.start = first
@@ -254,7 +261,9 @@ class ClinicMachine:
                 self._mark(outage, "power_cycled", "the agent's box restarted during the cut", fact.at)
             outage.cause = self._cause_of(outage)[0]
             self.outages.append(outage)
+            self._cuts_changed()
             return
+        self._cuts_changed()
         if not started and down_ms is not None and (best.start, best.end) != (down_ms, fact.up_ms):
             best.revise(fact.at, "interval", [best.start, best.end], [down_ms, fact.up_ms],
                         "the agent's own record of the cut")
@@ -312,9 +321,7 @@ class ClinicMachine:
     # -- evaluation ----------------------------------------------------------------------------
     def evaluate(self, now: int, maintenance: bool = False, blind: bool = False) -> Transition | None:
         """The state now; a Transition if it changed. While the collector is blind, silence proves nothing."""
-        if self._dirty or self._slot(now - self.rules.flap_settle_s * 1000) != self._flap_slot:
-            self._judge(now)
-            self._dirty = False
+        self._judge(now)
         new, cause, reason, began, evidence, opened_by = self._target(now, maintenance, blind)
         if new == self.state and reason == self.reason:
             return None
@@ -385,6 +392,7 @@ class ClinicMachine:
                         source="collector", boot=self.boot, opened_by=opened_by)
         outage.evidence.extend(evidence)
         self.outage, self.return_at = outage, None
+        self._cuts_changed()
         marks = outage.marks
         if opened_by == "shutdown":
             marks["shutdown"] = "the agent stopped cleanly"
@@ -413,6 +421,7 @@ class ClinicMachine:
         if outage is None:
             return
         outage.end, outage.changed = max(end, outage.start), True
+        self._cuts_changed()
         self.outages.append(outage)
         self.latest_closed, self.outage = outage, None
 
@@ -420,7 +429,31 @@ class ClinicMachine:
     def _slot(self, t: float) -> int:
         return int(t // (self.rules.flap_slot_s * 1000))
 
+    def next_due(self, now: int) -> int | None:
+        """When this clinic must be looked at again if no fact comes first (None: only a fact can change it)."""
+        due = []
+        if self.last_heard is not None and self.online is not False and self.state != DOWN:
+            due.append(max(self.last_heard, self.grace_until) + int(self.link.silence_s * 1000) + 1)
+        if self.flapping or self._bad_any:
+            size = int(self.rules.flap_slot_s * 1000)
+            settle = int(self.rules.flap_settle_s * 1000)
+            due.append(((now - settle) // size + 1) * size + settle)
+        if self.flapping and self.state != DOWN:
+            due.append(now + int(self.rules.flap_down_hold_s * 1000) // 4 + 1)
+        return min(due) if due else None
+
     def _judge(self, now: int) -> None:
+        rules = self.rules
+        if self._quality_dirty:
+            self._judge_quality(now)
+            self._quality_dirty = False
+        last_slot = self._slot(now - rules.flap_settle_s * 1000)
+        if self._flap_dirty or (last_slot != self._flap_slot and (self._bad_any or self.flapping)):
+            self._judge_flapping(now, last_slot)
+            self._flap_dirty = False
+        self._flap_slot = last_slot
+
+    def _judge_quality(self, now: int) -> None:
         rules = self.rules
         window_start = now - rules.quality_window_s * 1000
         # Probe results taken during a cut belong to the outage, not to the link's quality.
@@ -432,11 +465,17 @@ class ClinicMachine:
         recent = [x for x, in_cut in zip(window, _in_runs(window, rules.blip_min_probes))
                   if x[2] is not None and not in_cut]
         self.quality_bad = self._quality(recent)
-        last_slot = self._slot(now - rules.flap_settle_s * 1000)
-        self._flap_slot = last_slot
+
+    def _judge_flapping(self, now: int, last_slot: int) -> None:
+        rules = self.rules
         slots = range(last_slot - WINDOW + 1, last_slot + 1)
         first = self._slot(self.first_heard) if self.first_heard is not None else last_slot
         bad = [self._slot_bad(s, now) if s >= first else False for s in slots]
+        # Keep looking while a bad slot is in the window, or one may still come (a cut open, or one
+        # ending after the window: judged once its slot settles).
+        later = int((last_slot + 1) * rules.flap_slot_s * 1000)
+        self._bad_any = (any(bad) or any(o.end is None or o.end >= later for o in self._records())
+                         or any(not ok for _, ok, *_ in self.central[bisect.bisect_left(self.central, (later,)):]))
         self.flap_pct = percent_state_change(bad)
         if not self.flapping and self.flap_pct >= rules.flap_high_pct:
             self.flapping = True

@@ -5,6 +5,7 @@ service around it (collector.state.service) feeds it, keeps it on disk and write
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass, field
 
 from collector.state.clinic import DEGRADED, DOWN, MAINTENANCE, ClinicMachine, Transition
@@ -54,6 +55,12 @@ class Engine:
         self.windows: list[Window] = []
         self.blind_since: int | None = None
         self.now = 0
+        self.now_before = 0
+        # Clinics are looked at when a fact about them came, or when they are due (a silence deadline,
+        # a flap slot settling): not every clinic every second (bench.state_engine).
+        self.touched: set[str] = set()
+        self.due: list[tuple[int, str]] = []
+        self.due_at: dict[str, int] = {}  # the one look each clinic is due for
         self.set_clinics(clinics)
 
     def set_clinics(self, clinics: dict[str, ClinicInfo]) -> None:
@@ -64,14 +71,22 @@ class Engine:
             else:
                 self.machines[clinic].link = self.rules.link(info.link)
         self.incidents.set_places({c: Place(i.region, i.isp) for c, i in clinics.items()})
+        self.touched |= set(clinics)
 
     def set_windows(self, windows: list[Window]) -> None:
         self.windows = list(windows)
+        self.touched |= set(self.machines)
 
     def apply(self, fact: Fact) -> None:
         machine = self.machines.get(fact.clinic)
         if machine is not None:  # ingest only passes registered clinics; a registry reload may race
             machine.apply(fact)
+            self.touched.add(fact.clinic)
+
+    def _edges(self, now: int) -> int | None:
+        """The next start or end of a maintenance window."""
+        edges = [e for w in self.windows for e in (w.start, w.end) if e > now]
+        return min(edges) if edges else None
 
     def tick(self, now: int, seeing: bool = True) -> Changes:
         """Evaluate every clinic at `now`. `seeing` is False while no ingest process is heard from."""
@@ -85,8 +100,22 @@ class Engine:
             for machine in self.machines.values():
                 machine.sight_restored(now)
             self.blind_since = None
+            self.touched |= set(self.machines)
         blind = self.blind_since is not None
-        for clinic, machine in self.machines.items():
+        while self.due and self.due[0][0] <= now:
+            when, clinic = heapq.heappop(self.due)
+            if self.due_at.get(clinic) == when:  # else a later look replaced this one
+                del self.due_at[clinic]
+                self.touched.add(clinic)
+        edge = self._edges(self.now_before) if self.windows else None
+        if edge is not None and edge <= now:
+            self.touched |= set(self.machines)
+        self.now_before = now
+        touched, self.touched = self.touched, set()
+        for clinic in touched:
+            machine = self.machines.get(clinic)
+            if machine is None:
+                continue
             info = self.clinics[clinic]
             maintenance = any(w.covers(clinic, info, now) for w in self.windows)
             before = (machine.state, machine.reason, machine.cause)
@@ -101,6 +130,13 @@ class Engine:
                 elif in_incident(*before[:2]):
                     self.incidents.up(clinic, transition.at if transition else now)
             changes.outages.extend(machine.take_closed())
+            due = machine.next_due(now)
+            if due is None or blind:
+                self.due_at.pop(clinic, None)
+            elif self.due_at.get(clinic) != due:
+                self.due_at[clinic] = due
+                heapq.heappush(self.due, (due, clinic))
+        changes.transitions.sort(key=lambda t: (t.detected_at, t.clinic))
         changes.incidents = self.incidents.take_changed()
         return changes
 

@@ -11,16 +11,14 @@ record's effective time (wire contract, Time).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import wire
 
 PROBE_KINDS = frozenset({"icmp", "tcp", "dns", "http"})
 
 
-@dataclass(frozen=True, slots=True)
-class Heard:
+class Heard(NamedTuple):
     """A valid message of any kind arrived from the clinic's agent."""
     clinic: str
     at: int
@@ -29,8 +27,7 @@ class Heard:
     mono_now: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class StatusSeen:
+class StatusSeen(NamedTuple):
     clinic: str
     at: int
     state: str  # online | offline
@@ -38,8 +35,7 @@ class StatusSeen:
     reason: str | None  # offline: "lost" (the Last Will), "shutdown" (clean stop), ...
 
 
-@dataclass(frozen=True, slots=True)
-class ProbeSeen:
+class ProbeSeen(NamedTuple):
     clinic: str
     t: int
     at: int
@@ -52,32 +48,30 @@ class ProbeSeen:
     jitter_ms: float | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class EventSeen:
+class EventSeen(NamedTuple):
     clinic: str
     t: int
     at: int
     kind: str
     boot: str
     seq: int
-    detail: dict[str, Any] = field(default_factory=dict)
+    detail: dict[str, Any] = {}  # read only, never changed in place
     # For `outage`: the agent's own times for the cut it lived through (UTC ms).
     down_ms: int | None = None
     up_ms: int | None = None
 
 
 Fact = Heard | StatusSeen | ProbeSeen | EventSeen
-_KINDS: dict[str, type] = {"h": Heard, "s": StatusSeen, "p": ProbeSeen, "e": EventSeen}
+_KINDS: dict[str, Any] = {"h": Heard, "s": StatusSeen, "p": ProbeSeen, "e": EventSeen}
 _CODES = {cls: code for code, cls in _KINDS.items()}
 
 
 def to_row(fact: Fact) -> list[Any]:
-    return [_CODES[type(fact)], *(getattr(fact, name) for name in fact.__slots__)]  # type: ignore[union-attr]
+    return [_CODES[type(fact)], *fact]
 
 
 def from_row(row: list[Any]) -> Fact:
-    cls = _KINDS[row[0]]
-    return cls(*row[1:])
+    return _KINDS[row[0]](*row[1:])  # type: ignore[no-any-return]
 
 
 def facts_of(message: wire.Message, at_ms: int, sent_ms: int) -> list[Fact]:

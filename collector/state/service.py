@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from collector.config import CollectorConfig, ConfigError
 from collector.ingest.lineproto import record_line
 from collector.ingest.store import StoreError, make_writer
+from collector.ingest.validate import DeadLetters
 from collector.registry import Registry, load_registry
 from collector.state import digest
 from collector.state.clinic import DEGRADED, DOWN, MAINTENANCE, UNKNOWN, UP, Transition
@@ -133,6 +134,7 @@ class StateService:
         self.windows_mtime: float | None = None
         self._reload_windows()
         self.db = StateDB(config.data_dir / "state.sqlite")
+        self.dead_letters = DeadLetters(config.data_dir / "dead-letters.jsonl")
         self._restore()
         self.lock = threading.Lock()
         self.pending_mids: list[int] = []
@@ -207,7 +209,10 @@ class StateService:
         try:
             got = digest.decode(message.payload)
         except ValueError as exc:
-            log.error("a digest the state engine cannot read; dropped", extra={"fields": {"error": str(exc)}})
+            # Only collector processes may publish here (the broker's ACL); kept for inspection all the same.
+            log.error("a digest the state engine cannot read; kept in the dead letters",
+                      extra={"fields": {"error": str(exc)}})
+            self.dead_letters.keep(message.topic, message.payload, "bad_digest", str(exc), time.time_ns() // 1_000_000)
             with self.lock:
                 self.counters["bad_digests"] += 1
                 self.pending_mids.append(message.mid)
