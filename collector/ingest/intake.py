@@ -21,6 +21,28 @@ from collector.state import digest
 log = logging.getLogger("clinicwatch.collector")
 
 
+def session_client(config: IntakeConfig, client_id: str) -> mqtt.Client:
+    """A paho client for the collector's broker: MQTT v5, manual acknowledgement, the collector's
+    credentials and TLS (the intake's, and the state engine's own session)."""
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5, manual_ack=True)
+    if config.username:
+        client.username_pw_set(config.username, config.password())
+    if config.ca_file:
+        client.tls_set(ca_certs=str(config.ca_file))
+    client.reconnect_delay_set(1, 30)
+    return client
+
+
+def start_session(client: mqtt.Client, config: IntakeConfig, receive_maximum: int | None = None) -> None:
+    """Connect in the background with a persistent session (the broker queues for us while we are away)."""
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = config.session_expiry_s
+    if receive_maximum is not None:
+        props.ReceiveMaximum = receive_maximum
+    client.connect_async(config.host, config.port, keepalive=config.keepalive_s, clean_start=False, properties=props)
+    client.loop_start()
+
+
 class Intake:
     def __init__(self, config: IntakeConfig) -> None:
         self.config = config
@@ -30,18 +52,12 @@ class Intake:
         self.connected = threading.Event()  # set once the broker has granted the subscriptions (SUBACK)
         self.stopping = False
         self._topics: list[str] = []
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=config.client_id, protocol=mqtt.MQTTv5,
-                             manual_ack=True)
-        if config.username:
-            client.username_pw_set(config.username, config.password())
-        if config.ca_file:
-            client.tls_set(ca_certs=str(config.ca_file))
+        client = session_client(config, config.client_id)
         client.on_connect = self._connected
         client.on_disconnect = self._disconnected
         client.on_subscribe = self._subscribed
         client.on_message = self._message
         client.on_publish = self._published
-        client.reconnect_delay_set(1, 30)
         # Facts for the state engine go out before the messages they come from are acknowledged: an
         # acknowledgement waits until every digest published before it has its PUBACK.
         client.max_inflight_messages_set(1000)
@@ -51,12 +67,7 @@ class Intake:
         self.client = client
 
     def start(self) -> None:
-        props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = self.config.session_expiry_s
-        props.ReceiveMaximum = self.config.receive_maximum
-        self.client.connect_async(self.config.host, self.config.port, keepalive=self.config.keepalive_s,
-                                  clean_start=False, properties=props)
-        self.client.loop_start()
+        start_session(self.client, self.config, self.config.receive_maximum)
 
     def stop(self) -> None:
         self.stopping = True

@@ -113,10 +113,9 @@ class Engine:
         self.now_before = now
         touched, self.touched = self.touched, set()
         for clinic in touched:
-            machine = self.machines.get(clinic)
-            if machine is None:
-                continue
-            info = self.clinics[clinic]
+            machine, info = self.machines.get(clinic), self.clinics.get(clinic)
+            if machine is None or info is None:
+                continue  # left the registry: its records stay, it is no longer judged
             maintenance = any(w.covers(clinic, info, now) for w in self.windows)
             before = (machine.state, machine.reason, machine.cause)
             transition = machine.evaluate(now, maintenance, blind)

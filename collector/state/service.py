@@ -22,11 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from collector.config import CollectorConfig, ConfigError
+from collector.ingest.intake import session_client, start_session
 from collector.ingest.lineproto import record_line
 from collector.ingest.store import StoreError, make_writer
 from collector.ingest.validate import DeadLetters
@@ -145,16 +144,9 @@ class StateService:
         self.transition_counts: dict[str, int] = {}
         self.stopping = threading.Event()
         self.writer = make_writer(config.store)
-        intake = config.intake
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=state.client_id or f"{intake.client_id}-state",
-                             protocol=mqtt.MQTTv5, manual_ack=True)
-        if intake.username:
-            client.username_pw_set(intake.username, intake.password())
-        if intake.ca_file:
-            client.tls_set(ca_certs=str(intake.ca_file))
+        client = session_client(config.intake, state.client_id or f"{config.intake.client_id}-state")
         client.on_connect = self._connected
         client.on_message = self._message
-        client.reconnect_delay_set(1, 30)
         self.client = client
         self.subscribed = threading.Event()
         self._threads = [threading.Thread(target=self._tick_loop, name="state-tick", daemon=True),
@@ -180,12 +172,7 @@ class StateService:
             log.info("state restored", extra={"fields": {"clinics": len(machines), "since": int(last_tick)}})
 
     def start(self) -> None:
-        props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = self.config.intake.session_expiry_s
-        intake = self.config.intake
-        self.client.connect_async(intake.host, intake.port, keepalive=intake.keepalive_s, clean_start=False,
-                                  properties=props)
-        self.client.loop_start()
+        start_session(self.client, self.config.intake)
         for thread in self._threads:
             thread.start()
 
@@ -320,9 +307,10 @@ class StateService:
     def clinics(self) -> list[dict[str, Any]]:
         with self.lock:
             out = []
-            for clinic, machine in self.engine.machines.items():
-                view = machine.view()
-                view["incident"] = self.engine.incidents.by_clinic.get(clinic)
+            for clinic, info in self.engine.clinics.items():
+                view = self.engine.machines[clinic].view()
+                view.update(region=info.region, isp=info.isp, link=info.link,
+                            incident=self.engine.incidents.by_clinic.get(clinic))
                 out.append(view)
         return out
 
