@@ -41,8 +41,11 @@ class Link:
 
 class SimAgent:
     def __init__(self, clinic: str, link: Link, rng: random.Random, probe_s: float = 10, flush_s: float = 30,
-                 keepalive_s: float = 60, start: int = T0, box_up_since: int | None = None) -> None:
+                 keepalive_s: float = 60, start: int = T0, box_up_since: int | None = None,
+                 route: str | None = None) -> None:
         self.clinic, self.link, self.rng = clinic, link, rng
+        self.route = route  # a traceroute path to the records service, reported every 15 minutes
+        self.next_route = start
         self.probe_ms, self.flush_ms, self.ka_ms = int(probe_s * S), int(flush_s * S), int(keepalive_s * S)
         self.boot_n = 0
         self.outbox_samples: list[wire.Sample] = []
@@ -165,6 +168,13 @@ class SimAgent:
             self.last_packet = t  # PINGREQ
 
     def probe(self, t: int) -> None:
+        if self.route is not None and t >= self.next_route and self.link.up(t):
+            self.next_route = t + 15 * MIN
+            self.seq += 1
+            self.outbox_samples.append(wire.Sample(seq=self.seq, t=t, mono=self.mono(t), sync="ntp", m="traceroute",
+                                                   tags={"target": "records"},
+                                                   f={"success": True, "path": self.route, "reached": True,
+                                                      "hops": self.route.count(">") + 1}))
         for target in ("records", "hub", "gateway"):
             up = self.link.up(t) or target == "gateway"
             loss = 100.0 if not up else (0.0 if target == "gateway" else self._loss())

@@ -127,6 +127,21 @@ def test_a_regional_isp_failure_across_30_clinics_is_one_incident_of_30() -> Non
     assert {o.clinic for o in outages(sim)} == set(incident.clinics())
 
 
+def test_clinics_behind_one_upstream_hop_are_one_incident_whatever_their_region_and_isp() -> None:
+    # A wholesale network resold under two brands in two regions: the traceroutes share the hop past
+    # the clinics' routers. A third clinic fails at the same time behind another network.
+    fleet = {"a": ClinicInfo("Illes Balears", "Movistar", "lte"), "b": ClinicInfo("Catalunya", "Digi", "lte"),
+             "c": ClinicInfo("Lombardia", "Fastweb", "dsl")}
+    sim = Sim(fleet)
+    routes = {"a": "192.168.1.1>10.40.0.1>203.0.113.9", "b": "192.168.8.1>10.40.0.1>203.0.113.9",
+              "c": "192.168.1.1>172.20.0.1>198.51.100.7"}
+    for clinic in fleet:
+        sim.add(clinic, Link(cuts=[(T0 + 20 * MIN, T0 + 40 * MIN)]), route=routes[clinic])
+    sim.run_until(T0 + 60 * MIN)
+    found = sorted((i.clinics(), i.scope) for i in incidents(sim))
+    assert found == [(["a", "b"], "upstream=10.40.0.1"), (["c"], "clinic=c")]
+
+
 def test_a_flapping_link_is_one_incident_and_never_down() -> None:
     sim = Sim({"c1": LTE})
     cuts = [(T0 + 10 * MIN + k * 3 * MIN, T0 + 10 * MIN + k * 3 * MIN + 20 * S) for k in range(20)]  # an hour

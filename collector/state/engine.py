@@ -9,7 +9,7 @@ import heapq
 from dataclasses import dataclass, field
 
 from collector.state.clinic import DEGRADED, DOWN, MAINTENANCE, ClinicMachine, Transition
-from collector.state.facts import Fact
+from collector.state.facts import Fact, RouteSeen
 from collector.state.incidents import Incident, Incidents, Place
 from collector.state.outages import Outage
 from collector.state.rules import StateRules
@@ -61,6 +61,7 @@ class Engine:
         self.touched: set[str] = set()
         self.due: list[tuple[int, str]] = []
         self.due_at: dict[str, int] = {}  # the one look each clinic is due for
+        self.route_t: dict[str, int] = {}  # when each clinic's upstream was last learnt
         self.set_clinics(clinics)
 
     def set_clinics(self, clinics: dict[str, ClinicInfo]) -> None:
@@ -70,7 +71,9 @@ class Engine:
                 self.machines[clinic] = ClinicMachine(clinic, self.rules.link(info.link), self.rules)
             else:
                 self.machines[clinic].link = self.rules.link(info.link)
-        self.incidents.set_places({c: Place(i.region, i.isp) for c, i in clinics.items()})
+        known = self.incidents.places
+        self.incidents.set_places({c: Place(i.region, i.isp, known[c].upstream if c in known else "")
+                                   for c, i in clinics.items()})
         self.touched |= set(clinics)
 
     def set_windows(self, windows: list[Window]) -> None:
@@ -79,9 +82,25 @@ class Engine:
 
     def apply(self, fact: Fact) -> None:
         machine = self.machines.get(fact.clinic)
-        if machine is not None:  # ingest only passes registered clinics; a registry reload may race
-            machine.apply(fact)
-            self.touched.add(fact.clinic)
+        if machine is None:  # ingest only passes registered clinics; a registry reload may race
+            return
+        if isinstance(fact, RouteSeen):
+            self._route(fact)
+            return
+        machine.apply(fact)
+        self.touched.add(fact.clinic)
+
+    def _route(self, fact: RouteSeen) -> None:
+        """A clinic's upstream: the second hop of its latest traceroute to a central target, the first past
+        the clinic's own router. Clinics behind the same one fail together when it does."""
+        if fact.target in self.rules.lan_targets or fact.t < self.route_t.get(fact.clinic, 0):
+            return
+        hops = fact.path.split(">")
+        upstream = hops[1] if len(hops) > 2 and hops[1] != "*" else ""
+        self.route_t[fact.clinic] = fact.t
+        info = self.clinics.get(fact.clinic)
+        if info is not None:
+            self.incidents.places[fact.clinic] = Place(info.region, info.isp, upstream)
 
     def _edges(self, now: int) -> int | None:
         """The next start or end of a maintenance window."""

@@ -61,8 +61,17 @@ class EventSeen(NamedTuple):
     up_ms: int | None = None
 
 
-Fact = Heard | StatusSeen | ProbeSeen | EventSeen
-_KINDS: dict[str, Any] = {"h": Heard, "s": StatusSeen, "p": ProbeSeen, "e": EventSeen}
+class RouteSeen(NamedTuple):
+    """A traceroute towards a central target: hop addresses joined by >, * for a silent hop."""
+    clinic: str
+    t: int
+    at: int
+    target: str
+    path: str
+
+
+Fact = Heard | StatusSeen | ProbeSeen | EventSeen | RouteSeen
+_KINDS: dict[str, Any] = {"h": Heard, "s": StatusSeen, "p": ProbeSeen, "e": EventSeen, "r": RouteSeen}
 _CODES = {cls: code for code, cls in _KINDS.items()}
 
 
@@ -82,6 +91,9 @@ def facts_of(message: wire.Message, at_ms: int, sent_ms: int) -> list[Fact]:
         facts: list[Fact] = [Heard(message.clinic, at_ms, message.boot, message.mono_now)]
         for sample in message.samples:
             if sample.m not in PROBE_KINDS or "target" not in sample.tags:
+                if sample.m == "traceroute" and isinstance(sample.f.get("path"), str) and "target" in sample.tags:
+                    facts.append(RouteSeen(message.clinic, wire.effective_time(sample, message.mono_now, sent_ms),
+                                           at_ms, sample.tags["target"], sample.f["path"]))  # type: ignore[arg-type]
                 continue
             f = sample.f
             success = f.get("success")

@@ -34,7 +34,7 @@ from collector.state import digest
 from collector.state.clinic import DEGRADED, DOWN, MAINTENANCE, UNKNOWN, UP, Transition
 from collector.state.db import StateDB
 from collector.state.engine import ClinicInfo, Engine, Window
-from collector.state.incidents import Incident
+from collector.state.incidents import Incident, Place
 from collector.state.outages import Outage
 from wire import yamlio
 from wire.codec import error_path
@@ -163,7 +163,9 @@ class StateService:
         incidents = self.db.load_incidents()
         if incidents is not None:
             incidents.window_ms = self.engine.incidents.window_ms
-            incidents.set_places(self.engine.incidents.places)
+            learnt = incidents.places  # upstream hops learnt before the restart
+            incidents.set_places({c: Place(p.region, p.isp, learnt[c].upstream if c in learnt else "")
+                                  for c, p in self.engine.incidents.places.items()})
             self.engine.incidents = incidents
         last_tick = self.db.meta("last_tick")
         if last_tick is not None:
