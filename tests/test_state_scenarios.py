@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from collections import Counter
 
+import wire
+
 from collector.state.clinic import Transition
 from collector.state.engine import ClinicInfo, Window
 from collector.state.incidents import Incident
@@ -178,3 +180,34 @@ def test_maintenance_gives_no_incident() -> None:
     # The agent's own record of the cut is kept (the report leaves maintenance time out).
     [outage] = outages(sim)
     assert (outage.source, outage.end) == ("agent", T0 + 30 * MIN)
+
+
+def test_central_targets_failing_while_the_agent_reports_is_down_wan_from_the_first_failure() -> None:
+    # The records service's network is cut off, the path to the broker is not: the agent keeps reporting.
+    sim = Sim({"c1": LTE})
+    agent = sim.add("c1")
+    broken = (T0 + 10 * MIN, T0 + 20 * MIN)
+    agent.probe = _probe_with(agent, lambda t, target: target == "gateway" or not broken[0] <= t < broken[1])
+    sim.run_until(T0 + 30 * MIN)
+    assert changes(sim.changes.transitions) == [("unknown", "up", None), ("up", "down", "wan"), ("down", "up", None)]
+    down, back = sim.changes.transitions[1:]
+    [outage] = outages(sim)
+    assert broken[0] <= outage.start < broken[0] + 10 * S and broken[1] <= outage.end < broken[1] + 10 * S
+    assert (down.at, back.at) == (outage.start, outage.end)
+    assert outage.opened_by == "probes" and "agent_running" in outage.marks
+
+
+def _probe_with(agent, answers):
+    """The agent's ICMP rounds, with `answers(t, target)` deciding which targets answer."""
+    def probe(t: int) -> None:
+        for target in ("records", "hub", "gateway"):
+            ok = answers(t, target)
+            fields: dict = {"success": ok, "loss_pct": 0.0 if ok else 100.0, "sent": 5}
+            if ok:
+                fields.update(rtt_avg_ms=20.0, jitter_ms=2.0)
+            else:
+                fields["reason"] = "timeout"
+            agent.seq += 1
+            agent.outbox_samples.append(wire.Sample(seq=agent.seq, t=t, mono=agent.mono(t), sync="ntp", m="icmp",
+                                                    tags={"target": target}, f=fields))
+    return probe

@@ -29,7 +29,7 @@ from collector.state.rules import LinkRules, StateRules
 
 UP, DEGRADED, DOWN, UNKNOWN, MAINTENANCE = "up", "degraded", "down", "unknown", "maintenance"
 LAN_EVENTS = ("device_reboot", "interface_down")
-KEEP_FACTS_MS = 3_600_000  # probe results kept per clinic (time span), for quality and flap windows
+KEEP_FACTS_MS = 1_500_000  # probe results kept per clinic: the flap window (21 one-minute slots) and its settling
 REVISE_WITHIN_MS = 6 * 3_600_000  # evidence arriving this long after an outage ended may still revise it
 MATCH_SLACK_MS = 5_000
 # When two marks point at different causes, the first in this order wins.
@@ -348,7 +348,10 @@ class ClinicMachine:
             began, opened_by, evidence = down
             if self.state == DOWN or not self.flapping or now - began >= self.rules.flap_down_hold_s * 1000:
                 return DOWN, None, None, began, evidence, opened_by
-        if self.state == DOWN:
+        if self.state == DOWN and self.outage is not None and self.outage.opened_by == "probes":
+            back = [t for t, ok, *_ in self.central[bisect.bisect_left(self.central, (self.outage.start,)):] if ok]
+            began = back[0] if back else now  # the first central probe that answered again
+        elif self.state == DOWN:
             began = self.return_at if self.return_at is not None else now
         else:
             began = now
