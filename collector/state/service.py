@@ -312,7 +312,8 @@ class StateService:
             for clinic, info in self.engine.clinics.items():
                 view = self.engine.machines[clinic].view()
                 view.update(region=info.region, isp=info.isp, link=info.link,
-                            incident=self.engine.incidents.by_clinic.get(clinic))
+                            incident=self.engine.incidents.by_clinic.get(clinic),
+                            blind=self.engine.blind_since is not None)
                 out.append(view)
         return out
 
