@@ -80,6 +80,8 @@ class StateConfig(_Section):
         "YAML list of maintenance windows (clinics or regions, start, end); re-read when it changes"))
     lag_s: float = Field(default=2.0, ge=0, le=60, description=(
         "the engine judges the fleet this long in the past, so facts from several ingest processes are in"))
+    snapshot_s: float = Field(default=300, gt=0, description=(
+        "how often the whole engine is written down; after a restart the journal since is replayed"))
     rules: StateRules = Field(default_factory=StateRules)
 
 

@@ -15,7 +15,6 @@ import yaml
 from collector import cli
 from collector.state.clinic import Transition
 from collector.state.db import StateDB
-from collector.state.incidents import Incidents
 from collector.state.outages import Outage
 
 H = 3_600_000
@@ -56,7 +55,7 @@ def month(tmp_path: Path) -> Path:
         _outage("b", utc(15, 0), utc(15, 6), source="collector"),  # 6 h
         _outage("b", utc(31, 23), utc(1, 2, month=11)),  # 1 h of it in October
         _outage("c", utc(30, 12), None, source="collector")]  # still open: 36 h to the month's end
-    db.commit([], transitions, [], outages, [(utc(20, 0), utc(20, 1))], [], Incidents(180), utc(24, month=11))
+    db.commit([], transitions, [], outages, [(utc(20, 0), utc(20, 1))], [], utc(24, month=11))
     db.close()
     return config
 

@@ -1,27 +1,34 @@
 """The state engine on disk: one SQLite file (`data_dir/state.sqlite`, WAL, synchronous=FULL).
 
-Each commit holds, in one transaction, the clinics whose machines changed, the state changes, incidents
-and outage records they produced, the lines still to be written to the time-series store, and the
-moment the engine last judged the fleet. Facts are acknowledged to the broker only after the commit
-that includes them, so a SIGKILL at any point neither loses a fact (the broker sends it again) nor
-repeats a state change (the commit that recorded it also recorded the state it led to).
+The engine's own state is kept as a snapshot plus a journal (event sourcing): every digest the engine
+applied, every moment it judged the fleet, every registry or maintenance change, in the order they
+happened. The engine is deterministic, so the snapshot with the journal replayed is the engine as it
+was. Each second's commit holds, in one transaction, the journal since the last one, the state changes,
+incidents and outage records that second produced, and the lines still to be written to the time-series
+store; the engine acknowledges digests to the broker only after the commit that journals them. So a
+SIGKILL at any point neither loses a fact (the broker sends it again) nor repeats a state change (the
+journal that produced it is committed with it, and replaying it yields the state after it). Every
+`snapshot_s` the whole engine is written and the journal before it dropped. Writing a clinic's whole
+state at each of its reports cost more than the rest of the engine (bench.state_engine): the journal
+costs a row per digest.
 """
 
 from __future__ import annotations
 
 import json
-import pickle
 import sqlite3
 import threading
 from pathlib import Path
 from typing import Any
 
-from collector.state.clinic import ClinicMachine, Transition
-from collector.state.incidents import Incident, Incidents
+from collector.state.clinic import Transition
+from collector.state.incidents import Incident
 from collector.state.outages import Outage
 
 SCHEMA = """
-CREATE TABLE IF NOT EXISTS machine (clinic TEXT PRIMARY KEY, blob BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS journal (id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, body BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS snapshot (one INTEGER PRIMARY KEY CHECK (one = 1), journal_id INTEGER NOT NULL,
+    format TEXT NOT NULL, blob BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS transition (
     id INTEGER PRIMARY KEY AUTOINCREMENT, clinic TEXT NOT NULL, at INTEGER NOT NULL, detected_at INTEGER NOT NULL,
@@ -35,7 +42,7 @@ CREATE INDEX IF NOT EXISTS outage_clinic_start ON outage (clinic, start);
 CREATE TABLE IF NOT EXISTS blind (start INTEGER NOT NULL, end INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS export (id INTEGER PRIMARY KEY AUTOINCREMENT, line TEXT NOT NULL);
 """
-MACHINE_FORMAT = "1"  # bump when ClinicMachine's attributes change incompatibly
+SNAPSHOT_FORMAT = "1"  # bump when the engine's classes change incompatibly
 
 
 class StateDB:
@@ -57,26 +64,24 @@ class StateDB:
             row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return row[0] if row else None
 
-    def load_machines(self) -> dict[str, ClinicMachine]:
-        if self.meta("machine_format") not in (None, MACHINE_FORMAT):
-            return {}  # written by an incompatible version: start from what comes next (documented)
+    def load(self) -> tuple[bytes | None, list[tuple[str, bytes]]]:
+        """The latest snapshot (None if none, or written by an incompatible version: documented) and the
+        journal after it, in order."""
         with self.lock:
-            rows = self.db.execute("SELECT clinic, blob FROM machine").fetchall()
-        return {clinic: pickle.loads(blob) for clinic, blob in rows}
+            row = self.db.execute("SELECT journal_id, format, blob FROM snapshot WHERE one = 1").fetchone()
+            since = row[0] if row else 0
+            journal = self.db.execute("SELECT kind, body FROM journal WHERE id > ? ORDER BY id", (since,)).fetchall()
+        if row is not None and row[1] != SNAPSHOT_FORMAT:
+            return None, []
+        return (row[2] if row else None), [(kind, bytes(body)) for kind, body in journal]
 
-    def load_incidents(self) -> Incidents | None:
-        blob = self.meta("incidents")
-        return pickle.loads(bytes.fromhex(blob)) if blob else None
-
-    def commit(self, machines: list[ClinicMachine], transitions: list[Transition], incidents: list[Incident],
-               outages: list[Outage], blind: list[tuple[int, int]], lines: list[str], open_incidents: Incidents,
-               last_tick: int) -> None:
+    def commit(self, journal: list[tuple[str, bytes]], transitions: list[Transition], incidents: list[Incident],
+               outages: list[Outage], blind: list[tuple[int, int]], lines: list[str], last_tick: int) -> None:
         with self.lock:
             db = self.db
             db.execute("BEGIN IMMEDIATE")
             try:
-                db.executemany("INSERT OR REPLACE INTO machine (clinic, blob) VALUES (?, ?)",
-                               [(m.clinic, _pickle_machine(m)) for m in machines])
+                db.executemany("INSERT INTO journal (kind, body) VALUES (?, ?)", journal)
                 db.executemany(
                     "INSERT INTO transition (clinic, at, detected_at, old, new, cause, reason, evidence) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -88,9 +93,22 @@ class StateDB:
                                [(o.id, o.clinic, o.start, o.end, json.dumps(o.as_dict())) for o in outages])
                 db.executemany("INSERT INTO blind (start, end) VALUES (?, ?)", blind)
                 db.executemany("INSERT INTO export (line) VALUES (?)", [(line,) for line in lines])
-                meta = {"last_tick": str(last_tick), "machine_format": MACHINE_FORMAT,
-                        "incidents": pickle.dumps(open_incidents).hex()}
-                db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", meta.items())
+                db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('last_tick', ?)", (str(last_tick),))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+    def snapshot(self, blob: bytes) -> None:
+        """The whole engine as of the last commit; the journal before it is no longer needed."""
+        with self.lock:
+            db = self.db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                last = db.execute("SELECT coalesce(max(id), 0) FROM journal").fetchone()[0]
+                db.execute("INSERT OR REPLACE INTO snapshot (one, journal_id, format, blob) VALUES (1, ?, ?, ?)",
+                           (last, SNAPSHOT_FORMAT, blob))
+                db.execute("DELETE FROM journal WHERE id <= ?", (last,))
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
@@ -154,11 +172,3 @@ class StateDB:
             rows = self.db.execute("SELECT start, end FROM blind ORDER BY start").fetchall()
         return [(a, b) for a, b in rows if (since is None or b > since) and (until is None or a < until)]
 
-
-def _pickle_machine(machine: ClinicMachine) -> bytes:
-    link, rules = machine.link, machine.rules
-    machine.link = machine.rules = None  # type: ignore[assignment]  # from the configuration at load
-    try:
-        return pickle.dumps(machine, protocol=pickle.HIGHEST_PROTOCOL)
-    finally:
-        machine.link, machine.rules = link, rules

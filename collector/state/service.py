@@ -15,7 +15,9 @@ behind the clock so facts in flight from every process are in. See docs/collecto
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
+import pickle
 import threading
 import time
 from pathlib import Path
@@ -34,7 +36,7 @@ from collector.state import digest
 from collector.state.clinic import DEGRADED, DOWN, MAINTENANCE, UNKNOWN, UP, Transition
 from collector.state.db import StateDB
 from collector.state.engine import ClinicInfo, Engine, Window
-from collector.state.incidents import Incident, Place
+from collector.state.incidents import Incident
 from collector.state.outages import Outage
 from wire import yamlio
 from wire.codec import error_path
@@ -124,21 +126,38 @@ def incident_line(i: Incident) -> str:
     return record_line("incident", "", int(i.id.split("-")[1]) * 1_000_000, {"incident": i.id}, fields)
 
 
+def replay(engine: Engine, kind: str, body: bytes) -> None:
+    """One journal entry, as the engine lived it (what it produced then is already recorded)."""
+    if kind == "digest":
+        for fact in digest.decode(body).facts:
+            engine.apply(fact)
+    elif kind == "tick":
+        now, seeing = json.loads(body)
+        engine.tick(now, seeing)
+    elif kind == "clinics":
+        engine.set_clinics({c: ClinicInfo(*v) for c, v in json.loads(body).items()})
+    elif kind == "windows":
+        engine.set_windows([Window(a, b, frozenset(c), frozenset(r), why) for a, b, c, r, why in json.loads(body)])
+    else:
+        raise ValueError(f"unknown journal entry {kind!r}")
+
+
 class StateService:
     def __init__(self, config: CollectorConfig) -> None:
         self.config = config
         state = config.state
         self.registry_mtime = config.registry.stat().st_mtime
-        self.engine = Engine(clinic_infos(load_registry(config.registry)), state.rules)
         self.windows_mtime: float | None = None
-        self._reload_windows()
         self.db = StateDB(config.data_dir / "state.sqlite")
         self.dead_letters = DeadLetters(config.data_dir / "dead-letters.jsonl")
-        self._restore()
         self.lock = threading.Lock()
+        self.journal: list[tuple[str, bytes]] = []  # since the last commit, in the order it happened
+        self.engine = self._restore()
+        self.set_clinics(clinic_infos(load_registry(config.registry)))
+        self._reload_windows()
         self.pending_mids: list[int] = []
-        self.dirty: set[str] = set()
         self.last_digest = 0.0  # monotonic time of the last digest from any ingest process
+        self.next_snapshot = time.monotonic() + state.snapshot_s
         self.counters = {"facts": 0, "digests": 0, "bad_digests": 0, "transitions": 0, "export_errors": 0,
                          "lines_written": 0}
         self.transition_counts: dict[str, int] = {}
@@ -153,25 +172,38 @@ class StateService:
                          threading.Thread(target=self._export_loop, name="state-export", daemon=True)]
 
     # -- lifecycle ------------------------------------------------------------------------------------
-    def _restore(self) -> None:
-        machines = self.db.load_machines()
-        for clinic, machine in machines.items():
-            if clinic in self.engine.machines:
-                machine.link = self.engine.rules.link(self.engine.clinics[clinic].link)
-                machine.rules = self.engine.rules
-                self.engine.machines[clinic] = machine
-        incidents = self.db.load_incidents()
-        if incidents is not None:
-            incidents.window_ms = self.engine.incidents.window_ms
-            learnt = incidents.places  # upstream hops learnt before the restart
-            incidents.set_places({c: Place(p.region, p.isp, learnt[c].upstream if c in learnt else "")
-                                  for c, p in self.engine.incidents.places.items()})
-            self.engine.incidents = incidents
+    def _restore(self) -> Engine:
+        """The engine as it was at its last commit: the snapshot, then the journal replayed in order."""
+        rules = self.config.state.rules
+        blob, journal = self.db.load()
+        engine = pickle.loads(blob) if blob is not None else Engine({}, rules)
+        engine.rules = rules  # the rules of this configuration apply from now on
+        engine.incidents.window_ms = int(rules.group_window_s * 1000)
+        for machine in engine.machines.values():
+            machine.rules = rules
+        for kind, body in journal:
+            replay(engine, kind, body)
+        for clinic, machine in engine.machines.items():
+            machine.link = rules.link(engine.clinics[clinic].link if clinic in engine.clinics else "other")
         last_tick = self.db.meta("last_tick")
         if last_tick is not None:
             # The engine was not watching from its last judgement until the first digest comes.
-            self.engine.blind_since = int(last_tick)
-            log.info("state restored", extra={"fields": {"clinics": len(machines), "since": int(last_tick)}})
+            engine.blind_since = engine.blind_since if engine.blind_since is not None else int(last_tick)
+            log.info("state restored", extra={"fields": {"clinics": len(engine.machines), "journal": len(journal),
+                                                         "since": int(last_tick)}})
+        return engine
+
+    def set_clinics(self, clinics: dict[str, ClinicInfo]) -> None:
+        with self.lock:
+            self.engine.set_clinics(clinics)
+            self.journal.append(("clinics", json.dumps({c: [i.region, i.isp, i.link] for c, i in clinics.items()})
+                                 .encode()))
+
+    def set_windows(self, windows: list[Window]) -> None:
+        with self.lock:
+            self.engine.set_windows(windows)
+            self.journal.append(("windows", json.dumps([[w.start, w.end, sorted(w.clinics), sorted(w.regions),
+                                                         w.reason] for w in windows]).encode()))
 
     def start(self) -> None:
         start_session(self.client, self.config.intake)
@@ -209,7 +241,7 @@ class StateService:
         with self.lock:
             for fact in got.facts:
                 self.engine.apply(fact)
-                self.dirty.add(fact.clinic)
+            self.journal.append(("digest", message.payload))
             self.counters["facts"] += len(got.facts)
             self.counters["digests"] += 1
             self.last_digest = time.monotonic()
@@ -232,16 +264,18 @@ class StateService:
         with self.lock:
             seeing = time.monotonic() - self.last_digest < self.config.state.rules.blind_after_s
             changes = self.engine.tick(now, seeing)
+            self.journal.append(("tick", json.dumps([now, seeing]).encode()))
             infos = self.engine.clinics
             lines = [transition_line(t, infos[t.clinic]) for t in changes.transitions]
             lines += [outage_line(o, infos[o.clinic]) for o in changes.outages if o.clinic in infos]
             lines += [incident_line(i) for i in changes.incidents]
-            touched = self.dirty | {t.clinic for t in changes.transitions} | {o.clinic for o in changes.outages}
-            machines = [self.engine.machines[c] for c in touched if c in self.engine.machines]
-            self.db.commit(machines, changes.transitions, changes.incidents, changes.outages, changes.blind, lines,
-                           self.engine.incidents, now)
-            self.dirty = set()
+            self.db.commit(self.journal, changes.transitions, changes.incidents, changes.outages, changes.blind,
+                           lines, now)
+            self.journal = []
             mids, self.pending_mids = self.pending_mids, []
+            if time.monotonic() >= self.next_snapshot:
+                self.db.snapshot(pickle.dumps(self.engine, protocol=pickle.HIGHEST_PROTOCOL))
+                self.next_snapshot = time.monotonic() + self.config.state.snapshot_s
             self.counters["transitions"] += len(changes.transitions)
             for t in changes.transitions:
                 self.transition_counts[t.new] = self.transition_counts.get(t.new, 0) + 1
@@ -256,8 +290,7 @@ class StateService:
             mtime = self.config.registry.stat().st_mtime
             if mtime != self.registry_mtime:
                 registry = load_registry(self.config.registry)
-                with self.lock:
-                    self.engine.set_clinics(clinic_infos(registry))
+                self.set_clinics(clinic_infos(registry))
                 self.registry_mtime = mtime
         except Exception as exc:  # noqa: BLE001 - ingest reports a bad registry; keep the one we have
             log.warning("state engine kept its registry", extra={"fields": {"error": str(exc)}})
@@ -276,12 +309,7 @@ class StateService:
             log.error("maintenance windows not loaded; keeping the previous ones",
                       extra={"fields": {"error": str(exc)}})
             return
-        lock = getattr(self, "lock", None)
-        if lock is not None:
-            with lock:
-                self.engine.set_windows(windows)
-        else:
-            self.engine.set_windows(windows)
+        self.set_windows(windows)
         self.windows_mtime = mtime
         log.info("maintenance windows loaded", extra={"fields": {"windows": len(windows)}})
 
