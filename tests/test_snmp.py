@@ -581,6 +581,22 @@ def test_the_edge_box_snmpd_config_serves_the_agent_over_v3_and_nothing_else(sta
     assert v2c.returncode != 0  # no community at all
 
 
+@pytest.mark.privileged
+def test_a_tunnel_interface_does_not_stop_the_interface_walk(emulated_link, start_server, polling) -> None:
+    # A router with a VPN has a TUN interface; net-snmp answered genErr to the walk's GETBULK of every
+    # interface column at its row, and the poll stopped there (partial, later interfaces missing). An
+    # emulated link's TUN device sits in this namespace as a VPN's would on the router.
+    link = emulated_link("fibre")
+    shipped = (Path(__file__).resolve().parent.parent / "firmware_configs" / "snmpd" / "edge-box-snmpd.conf")
+    body = "\n".join(line for line in shipped.read_text().splitlines() if not line.startswith("agentAddress"))
+    snmpd = start_server(Snmpd(body + '\ncreateUser clinicwatch SHA "box-auth-2026" AES "box-priv-2026"\n'))
+    v3 = {"user": "clinicwatch", "auth_key": "box-auth-2026", "priv_key": "box-priv-2026"}
+    polled = polling(snmpd, version="3", v3=v3).poll()
+    assert polled.status == "ok", polled.detail
+    interfaces = samples(polled, "snmp_if")
+    assert link.central_dev in interfaces and "eth0" in interfaces, sorted(interfaces)  # with the others
+
+
 def test_snmpv1_devices_are_walked_with_getnext_and_missing_objects_do_not_fail_the_poll(device, polling) -> None:
     # Old UPS network cards speak only SNMPv1: no GETBULK, no 64-bit counters, and a GET that names
     # one missing object fails whole (noSuchName).

@@ -31,6 +31,7 @@ PRIV = {"des": usm.USM_PRIV_CBC56_DES, "aes": usm.USM_PRIV_CFB128_AES,
         "aes192": usm.USM_PRIV_CFB192_AES_BLUMENTHAL, "aes256": usm.USM_PRIV_CFB256_AES_BLUMENTHAL,
         "aes192c": usm.USM_PRIV_CFB192_AES, "aes256c": usm.USM_PRIV_CFB256_AES}
 MAX_WALK_REQUESTS = 500  # a table larger than this many pages is a device bug, not a clinic router
+GEN_ERR_RETRIES = 2  # a walk's request answered genErr is asked again this many times
 
 
 class _NoSuchName(Exception):
@@ -226,6 +227,45 @@ class Client:
                                      f"{format_oid(oids[int(index) - 1]) if index else '?'}")
         return {tuple(oid): convert(value, at) for oid, value in binds}
 
+    async def _walk_apart(self, target: Any, rows: dict[Oid, dict[Oid, Reading]], last: dict[Oid, Oid]) -> list[str]:
+        """Finish a walk one column and one row at a time (GETNEXT), stepping over a row whose value the
+        device cannot read (genErr) to the next row another column has. Returns what was stepped over."""
+        problems: list[str] = []
+        for column in list(last):
+            at_oid = last[column]
+            for _ in range(MAX_WALK_REQUESTS):
+                self.requests += 1
+                sent = time.monotonic()
+                try:
+                    indication, status, _index, binds = await next_cmd(
+                        self.engine, self.auth, target, self.context, ObjectType(ObjectIdentity(format_oid(at_oid))),
+                        lookupMib=False)
+                except Exception as exc:  # noqa: BLE001 - a malformed reply must not end the poll
+                    indication, status, binds = errind.OtherError(str(exc)), 0, []
+                if indication:
+                    problems.append(f"{format_oid(column)}: {_status(indication)}")
+                    break
+                if status:
+                    if status.prettyPrint() not in ("genErr", "noSuchName"):
+                        problems.append(f"{format_oid(column)}: device answered {status.prettyPrint()}")
+                        break
+                    done = at_oid[len(column):]
+                    later = sorted({i for r in rows.values() for i in r if i > done})
+                    if status.prettyPrint() == "noSuchName" or not later:
+                        break
+                    problems.append(f"{format_oid(column + later[0])} unreadable ({status.prettyPrint()})")
+                    at_oid = column + later[0]  # the next GETNEXT answers the row after it
+                    continue
+                if not binds:
+                    break
+                oid, value = tuple(binds[0][0]), binds[0][1]
+                reading = convert(value, (sent + time.monotonic()) / 2)
+                if reading is None or oid[:len(column)] != column or oid <= at_oid:
+                    break
+                rows[column][oid[len(column):]] = reading
+                at_oid = oid
+        return problems
+
     async def walk(self, columns: list[Oid], max_repetitions: int | None = None,
                    ) -> tuple[dict[Oid, dict[Oid, Reading]], str]:
         """Every row of each column (GETBULK, all columns in each request): {column: {index: Reading}}.
@@ -236,6 +276,7 @@ class Client:
         target = await self._target()
         rows: dict[Oid, dict[Oid, Reading]] = {c: {} for c in columns}
         last = {c: c for c in columns}
+        gen_errs = 0
         for _ in range(MAX_WALK_REQUESTS):
             if not last:
                 return rows, ""
@@ -258,6 +299,13 @@ class Client:
                 last.pop(asked[int(_index) - 1] if 0 < int(_index) <= len(asked) else asked[0], None)
                 continue
             at = (sent + time.monotonic()) / 2
+            if status and status.prettyPrint() == "genErr" and gen_errs < GEN_ERR_RETRIES:
+                # net-snmp answers genErr for a whole request when one value of it cannot be read: a row
+                # of a VPN's TUN interface (OpenWrt's snmpd is net-snmp), or a table changing under the
+                # walk. One column at a time, a value that cannot be read is stepped over.
+                gen_errs += 1
+                problems = await self._walk_apart(target, rows, last)
+                return rows, "; ".join(problems)
             if indication or status:
                 if not any(rows.values()):
                     if indication:
