@@ -29,6 +29,7 @@ from collector.state.rules import LinkRules, StateRules
 
 UP, DEGRADED, DOWN, UNKNOWN, MAINTENANCE = "up", "degraded", "down", "unknown", "maintenance"
 LAN_EVENTS = ("device_reboot", "interface_down")
+QUALITY_EVERY_MS = 60_000
 KEEP_FACTS_MS = 1_500_000  # probe results kept per clinic: the flap window (21 one-minute slots) and its settling
 REVISE_WITHIN_MS = 6 * 3_600_000  # evidence arriving this long after an outage ended may still revise it
 MATCH_SLACK_MS = 5_000
@@ -98,6 +99,7 @@ class ClinicMachine:
         self.flap_pct = 0.0
         self._flap_slot = -1
         self._quality_dirty = True  # a central probe result arrived, or a cut's interval changed
+        self._quality_next = 0  # not judged again before this
         self._flap_dirty = True  # a failing probe result arrived, or a cut's interval changed
         self._bad_any = False  # some slot of the flap window was bad at the last look
         self.outage_seq = 0
@@ -443,13 +445,18 @@ class ClinicMachine:
             due.append(((now - settle) // size + 1) * size + settle)
         if self.flapping and self.state != DOWN:
             due.append(now + int(self.rules.flap_down_hold_s * 1000) // 4 + 1)
+        if self._quality_dirty:
+            due.append(self._quality_next)
         return min(due) if due else None
 
     def _judge(self, now: int) -> None:
         rules = self.rules
-        if self._quality_dirty:
+        if self._quality_dirty and now >= self._quality_next:
+            # Judged over 10 minutes, so once a minute is soon enough (bench.state_engine: it was the
+            # engine's largest cost when judged at every report).
             self._judge_quality(now)
             self._quality_dirty = False
+            self._quality_next = now + QUALITY_EVERY_MS
         last_slot = self._slot(now - rules.flap_settle_s * 1000)
         if self._flap_dirty or (last_slot != self._flap_slot and (self._bad_any or self.flapping)):
             self._judge_flapping(now, last_slot)
