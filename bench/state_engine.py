@@ -1,0 +1,287 @@
+"""Benchmark: what clinic state costs beside ingest, and how soon a cut link is `down`.
+
+    .venv/bin/python -m bench.state_engine [--clinics 10000] [--minutes 10] [--cuts 10] [--keepalive 10]
+
+1. Throughput (no privileges needed): a fleet of `--clinics` clinics, each sending a 2-sample ICMP
+   report every 30 s, a status now and then and an event per 100 reports, for `--minutes` of
+   scripted time. Every message is run through ingest's validation and line protocol
+   (collector.ingest.validate.Validator, the store process's work) without facts and with them,
+   its facts through a digest (encode and decode, as between ingest and the engine) and the state
+   engine (apply, and a tick every second of scripted time), all in this process on the same
+   messages. The figure is the state's CPU per message against ingest's store-process CPU per
+   message, both measured here in the same run (ingest's MQTT intake costs about as much again,
+   bench.collector_ingest, so the true share is lower still).
+2. Detection (as root): a real agent behind an emulated link, a real Mosquitto and a real collector
+   with the state engine; the link is cut `--cuts` times and the time from each cut to the state
+   API saying `down` is measured, with the agent's MQTT keepalive `--keepalive` (the broker
+   publishes the Last Will 1.5 keepalives after the agent's last packet).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import pickle
+import random
+import statistics
+import tempfile
+import time
+import urllib.request
+import zlib
+from pathlib import Path
+
+import wire
+from collector.ingest.validate import DeadLetters, Validator
+from collector.registry import Clinic, Registry
+from collector.state import digest
+from collector.state.db import StateDB
+from collector.state.engine import ClinicInfo, Engine
+
+BASE_MS = 1_790_000_000_000
+
+
+def fleet_messages(clinics: int, minutes: int, seed: int = 1, base_ms: int = BASE_MS) -> list[tuple[int, str, bytes]]:
+    """(time ms, topic, payload) in time order: every clinic reports every 30 s."""
+    BASE_MS = base_ms  # noqa: N806
+    rng = random.Random(seed)
+    out = []
+    seq = dict.fromkeys(range(clinics), 0)
+    offsets = [rng.randrange(30_000) for _ in range(clinics)]
+    for slot in range(minutes * 2):
+        for c in range(clinics):
+            at = BASE_MS + slot * 30_000 + offsets[c]
+            clinic = f"bench-{c:05d}"
+            samples = []
+            for target in ("records", "hub"):
+                seq[c] += 1
+                loss = 0.0 if rng.random() > 0.02 else 100.0
+                f = {"success": loss < 100, "loss_pct": loss, "sent": 5, "received": 5 if loss < 100 else 0}
+                if loss < 100:
+                    f.update(rtt_avg_ms=40 + rng.random() * 10, jitter_ms=rng.random() * 5)
+                samples.append({"seq": seq[c], "t": at - 1000, "mono": at - BASE_MS, "sync": "ntp", "m": "icmp",
+                                "tags": {"target": target}, "f": f})
+            doc = {"v": 1, "clinic": clinic, "boot": "0123456789abcdef", "mono_now": at - BASE_MS + 5,
+                   "samples": samples}
+            out.append((at, f"clinicwatch/v1/{clinic}/telemetry", zlib.compress(json.dumps(doc).encode())))
+            if slot % 100 == c % 100:
+                seq[c] += 1
+                event = {"v": 1, "clinic": clinic, "boot": "0123456789abcdef", "mono_now": at - BASE_MS + 5,
+                         "events": [{"seq": seq[c], "t": at, "mono": at - BASE_MS, "sync": "ntp",
+                                     "kind": "interface_up", "detail": {"interface": "wwan0"}}]}
+                out.append((at, f"clinicwatch/v1/{clinic}/event", json.dumps(event).encode()))
+            if slot == 0:
+                status = {"v": 1, "clinic": clinic, "state": "online", "boot": "0123456789abcdef", "agent": "b"}
+                out.append((at - 1, f"clinicwatch/v1/{clinic}/status", json.dumps(status).encode()))
+    out.sort(key=lambda m: m[0])
+    return out
+
+
+def throughput(clinics: int, minutes: int) -> None:
+    messages = fleet_messages(clinics, minutes)
+    registry = Registry(clinics=[Clinic(id=f"bench-{c:05d}", name="b", region=f"r{c % 17}", isp=f"i{c % 5}",
+                                        link="lte") for c in range(clinics)])
+    gc.freeze()  # the messages are this bench's, not the collector's: the GC need not scan them
+    cpu = dict.fromkeys(("ingest", "with_facts", "digests", "engine", "commit"), 0.0)
+    counts = {"facts": 0, "transitions": 0}
+    with tempfile.TemporaryDirectory() as tmp:
+        letters = DeadLetters(Path(tmp) / "dead.jsonl")
+        plain = Validator(registry, letters)
+        facts: list = []
+        feeding = Validator(registry, letters, facts=facts.extend)
+        engine = Engine({c.id: ClinicInfo(c.region, c.isp, c.link) for c in registry.clinics})
+        db = StateDB(Path(tmp) / "state.sqlite")
+        next_tick = BASE_MS + 1000
+        journal: list[tuple[str, bytes]] = []
+        # A second of the fleet's messages at a time, as they would arrive: every stage on the same ones.
+        for first in range(0, len(messages), max(1, clinics // 30)):
+            chunk = messages[first:first + max(1, clinics // 30)]
+            cpu0 = time.process_time()
+            for at, topic, payload in chunk:
+                plain.lines(topic, payload, at, 0)
+            cpu1 = time.process_time()
+            for at, topic, payload in chunk:
+                feeding.lines(topic, payload, at, 0)
+            cpu2 = time.process_time()
+            payload = digest.encode(facts, "bench")  # one digest per second here; the service sends four
+            got = digest.decode(payload)
+            cpu3 = time.process_time()
+            counts["facts"] += len(facts)
+            facts.clear()
+            for fact in got.facts:
+                engine.apply(fact)
+            journal.append(("digest", payload))
+            changes = engine.tick(next_tick)
+            counts["transitions"] += len(changes.transitions)
+            cpu4 = time.process_time()
+            # The service's commit each second (the journal and what changed, one transaction) and its
+            # snapshot every 5 minutes.
+            journal.append(("tick", json.dumps([next_tick, True]).encode()))
+            db.commit(journal, changes.transitions, changes.incidents, changes.outages, changes.blind, [], next_tick)
+            journal = []
+            if (next_tick - BASE_MS) % 300_000 == 0:
+                db.snapshot(pickle.dumps(engine, protocol=pickle.HIGHEST_PROTOCOL))
+            cpu5 = time.process_time()
+            next_tick += 1000
+            for key, a, b in (("ingest", cpu0, cpu1), ("with_facts", cpu1, cpu2), ("digests", cpu2, cpu3),
+                              ("engine", cpu3, cpu4), ("commit", cpu4, cpu5)):
+                cpu[key] += b - a
+        db.close()
+    gc.unfreeze()
+    n = len(messages)
+    facts_extra = cpu["with_facts"] - cpu["ingest"]
+    state_s = max(facts_extra, 0.0) + cpu["digests"] + cpu["engine"] + cpu["commit"]
+    rate = clinics / 30
+
+    def us(seconds: float) -> str:
+        return f"{seconds / n * 1e6:7.1f} us/message"
+
+    print(f"throughput: {clinics} clinics, {minutes} min of their reports at the fleet's pace ({rate:.0f} msg/s), "
+          f"{n} messages, {counts['facts']} facts, {counts['transitions']} state changes; CPU per stage:")
+    print(f"  ingest (validate + line protocol), no facts : {us(cpu['ingest'])} ({n / cpu['ingest']:,.0f} msg/s)")
+    print(f"  ingest's extra work to extract facts         : {us(facts_extra)}")
+    print(f"  digests (encode + decode)                    : {us(cpu['digests'])}")
+    print(f"  engine (apply, and its look each second)     : {us(cpu['engine'])} ({n / cpu['engine']:,.0f} msg/s)")
+    print(f"  commits (SQLite journal, snapshots)          : {us(cpu['commit'])}")
+    print(f"  state, all told                              : {us(state_s)} = {100 * state_s / cpu['ingest']:.1f} % of "
+          f"ingest's validation here (the whole collector's CPU: end to end below)")
+    print(f"  at the fleet's pace the state costs {state_s / (minutes * 60) * 100:.1f} % of one core")
+
+
+def end_to_end(clinics: int, minutes: int, rounds: int) -> None:
+    """The real collector draining the same queued messages without and with the state engine, in turn."""
+    from bench.collector_ingest import publish_all, tree_cpu_s
+    from lab.servers import InfluxDB, Mosquitto
+    from tests.collector_harness import collector_config, count_points, start_collector, wait_subscribed
+
+    base = time.time_ns() // 1_000_000 - 3_600_000
+    messages = [(topic, payload) for _, topic, payload in fleet_messages(clinics, minutes, base_ms=base)]
+    points = sum(1 for topic, _ in messages if topic.endswith("/telemetry")) * 2  # ICMP samples
+    ids = [f"bench-{c:05d}" for c in range(clinics)]
+    cpu: dict[bool, list[float]] = {False: [], True: []}
+    with tempfile.TemporaryDirectory() as tmp_name, Mosquitto() as broker, InfluxDB() as influx:
+        tmp = Path(tmp_name)
+
+        def config(engine: bool, db: str) -> Path:
+            return collector_config(tmp / f"c-{engine}-{db}", broker.port, {"kind": "influx_v1", "url": influx.url,
+                                    "database": db, "flush_interval_s": 1.0}, ids,
+                                    client_id=f"bench-{engine}", state={"engine": engine,
+                                                                        "client_id": f"bench-state-{engine}"})
+        for engine in (False, True):  # register the persistent sessions
+            first = config(engine, "register")
+            proc = start_collector(first)
+            wait_subscribed(first)
+            proc.terminate()
+            proc.wait(30)
+        for r in range(rounds):
+            for engine in (False, True):
+                db = f"r{r}{int(engine)}"
+                influx.create_database(db)
+                publish_all(broker, messages)
+                proc = start_collector(config(engine, db))
+                try:
+                    while count_points(influx, db, "icmp", "loss_pct") < points:
+                        time.sleep(0.2)
+                    time.sleep(3)  # the engine applies what is left
+                    used = sum(tree_cpu_s(proc.pid).values())
+                finally:
+                    proc.terminate()
+                    proc.wait(30)
+                cpu[engine].append(used)
+                print(f"  round {r + 1}, state engine {'on ' if engine else 'off'}: {used / len(messages) * 1e6:6.1f} us "
+                      f"of collector CPU per message (intake + store process{' + engine' if engine else ''}, "
+                      f"start-up included)")
+    off, on = statistics.median(cpu[False]), statistics.median(cpu[True])
+    print(f"end to end: {len(messages)} messages of {clinics} clinics, queued and drained by the real collector "
+          f"into InfluxDB; medians of {rounds} rounds: off {off / len(messages) * 1e6:.1f} us/message, on "
+          f"{on / len(messages) * 1e6:.1f}: the state adds {100 * (on - off) / off:.1f} % to the collector's CPU "
+          f"(target: under 10 %)")
+
+
+def detection(cuts: int, keepalive_s: int) -> None:
+    from lab.links import EmulatedLink
+    from lab.servers import InfluxDB, Mosquitto, free_port
+    from tests.agent_harness import agent_config, start_agent, stop_agent
+    from tests.collector_harness import collector_config, start_collector, wait_subscribed
+
+    if os.geteuid() != 0:
+        print("detection: skipped (needs root for the emulated link)")
+        return
+    clinic = "bench-0001"
+    with tempfile.TemporaryDirectory() as tmp_name, EmulatedLink("dsl") as link, \
+            Mosquitto(host=link.central_ip) as broker, InfluxDB() as influx:
+        tmp = Path(tmp_name)
+        influx.create_database("clinicwatch")
+        port = free_port()
+        config = collector_config(tmp / "collector", broker.port, {"kind": "influx_v1", "url": influx.url,
+                                                                    "database": "clinicwatch"}, [clinic],
+                                  metrics_port=port, broker_host=broker.host)
+        collector = start_collector(config)
+        (tmp / "agent").mkdir()
+        agent_file = agent_config(tmp / "agent", link.central_ip, broker.port,
+                                  [{"kind": "tcp", "name": "records", "host": link.central_ip, "port": broker.port,
+                                    "interval_s": 5, "timeout_s": 2}], clinic_id=clinic,
+                                  mqtt={"keepalive_s": keepalive_s, "flush_interval_s": 5})
+        agent = None
+        try:
+            wait_subscribed(config)
+            agent = start_agent(agent_file, netns=link.netns)
+
+            def state() -> str:
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/clinics/{clinic}") as r:
+                        return json.loads(r.read())["state"]
+                except OSError:
+                    return "?"
+
+            def wait(target: str, limit_s: float) -> float | None:
+                begin = time.monotonic()
+                while time.monotonic() - begin < limit_s:
+                    if state() == target:
+                        return time.monotonic() - begin
+                    time.sleep(0.1)
+                return None
+
+            wait("up", 60)
+            times = []
+            rng = random.Random(3)
+            for i in range(cuts):
+                time.sleep(5 + rng.random() * keepalive_s)  # cuts fall anywhere in the keepalive cycle
+                link.cut()
+                took = wait("down", 10 * keepalive_s)
+                link.restore()
+                times.append(took)
+                print(f"  cut {i + 1}: down after {took:.1f} s" if took is not None else f"  cut {i + 1}: not down")
+                wait("up", 60)
+        finally:
+            if agent is not None:
+                stop_agent(agent, kill=True)
+            collector.terminate()
+            collector.wait(30)
+    seen = [t for t in times if t is not None]
+    print(f"detection: {len(seen)}/{cuts} cuts seen; keepalive {keepalive_s} s (Last Will at 1.5x = "
+          f"{1.5 * keepalive_s:.0f} s after the agent's last packet), state engine lag 2 s, tick 1 s")
+    if seen:
+        print(f"  cut -> down: median {statistics.median(seen):.1f} s, worst {max(seen):.1f} s = "
+              f"{max(seen) / keepalive_s:.2f} keepalive intervals (target: within 2)")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clinics", type=int, default=10_000)
+    parser.add_argument("--minutes", type=int, default=10, help="scripted minutes of the fleet's reports")
+    parser.add_argument("--rounds", type=int, default=3, help="end-to-end rounds, engine off and on (0: skip)")
+    parser.add_argument("--cuts", type=int, default=10, help="link cuts for the detection part (0: skip)")
+    parser.add_argument("--keepalive", type=int, default=10, help="the agent's MQTT keepalive, s")
+    args = parser.parse_args()
+    throughput(args.clinics, args.minutes)
+    if args.rounds:
+        end_to_end(args.clinics, args.minutes, args.rounds)
+    if args.cuts:
+        detection(args.cuts, args.keepalive)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
