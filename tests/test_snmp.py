@@ -559,14 +559,20 @@ def test_the_agent_reports_snmp_samples_and_events_to_the_broker(device, mosquit
     assert statuses and set(statuses) == {"ok"}
 
 
-def test_the_edge_box_snmpd_config_serves_the_agent_over_v3_and_nothing_else(start_server, polling) -> None:
+EDGE_BOX_V3 = {"user": "clinicwatch", "auth_key": "box-auth-2026", "priv_key": "box-priv-2026"}
+
+
+def _edge_box_snmpd(start_server) -> Snmpd:
+    """snmpd with the shipped edge-box config, as installed, less the listening address (the test's own
+    port is given on the command line) plus the user that net-snmp-create-v3-user would have made."""
     shipped = (Path(__file__).resolve().parent.parent / "firmware_configs" / "snmpd" / "edge-box-snmpd.conf")
-    # As installed, less the listening address (the test's own port is given on the command line)
-    # plus the user that net-snmp-create-v3-user would have made.
     body = "\n".join(line for line in shipped.read_text().splitlines() if not line.startswith("agentAddress"))
-    snmpd = start_server(Snmpd(body + '\ncreateUser clinicwatch SHA "box-auth-2026" AES "box-priv-2026"\n'))
-    v3 = {"user": "clinicwatch", "auth_key": "box-auth-2026", "priv_key": "box-priv-2026"}
-    polled = polling(snmpd, version="3", v3=v3).poll()
+    return start_server(Snmpd(body + '\ncreateUser clinicwatch SHA "box-auth-2026" AES "box-priv-2026"\n'))
+
+
+def test_the_edge_box_snmpd_config_serves_the_agent_over_v3_and_nothing_else(start_server, polling) -> None:
+    snmpd = _edge_box_snmpd(start_server)
+    polled = polling(snmpd, version="3", v3=EDGE_BOX_V3).poll()
     assert polled.status == "ok", polled.detail
     measured = {m for m, _, _ in polled.samples}
     assert {"snmp_device", "snmp_system", "snmp_if", "snmp_host", "snmp_storage"} <= measured
@@ -587,11 +593,7 @@ def test_a_tunnel_interface_does_not_stop_the_interface_walk(emulated_link, star
     # interface column at its row, and the poll stopped there (partial, later interfaces missing). An
     # emulated link's TUN device sits in this namespace as a VPN's would on the router.
     link = emulated_link("fibre")
-    shipped = (Path(__file__).resolve().parent.parent / "firmware_configs" / "snmpd" / "edge-box-snmpd.conf")
-    body = "\n".join(line for line in shipped.read_text().splitlines() if not line.startswith("agentAddress"))
-    snmpd = start_server(Snmpd(body + '\ncreateUser clinicwatch SHA "box-auth-2026" AES "box-priv-2026"\n'))
-    v3 = {"user": "clinicwatch", "auth_key": "box-auth-2026", "priv_key": "box-priv-2026"}
-    polled = polling(snmpd, version="3", v3=v3).poll()
+    polled = polling(_edge_box_snmpd(start_server), version="3", v3=EDGE_BOX_V3).poll()
     assert polled.status == "ok", polled.detail
     interfaces = samples(polled, "snmp_if")
     assert link.central_dev in interfaces and "eth0" in interfaces, sorted(interfaces)  # with the others
