@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import msgpack
 import pytest
 import yaml
 
@@ -63,7 +64,9 @@ def test_digests_round_trip_and_garbage_is_refused() -> None:
              EventSeen("c1", 3, 5, "outage", "b00t", 9, {"cause": "x"}, 1, 3)]
     got = digest.decode(digest.encode(facts, "collector-1"))
     assert (got.src, got.facts) == ("collector-1", facts)
-    for payload in (b"\\x78\\x9c", b"[]", b'{"v": 2, "src": "x", "sent": 1, "facts": []}',
-                    b'{"v": 1, "src": "x", "sent": 1, "facts": [["z", 1]]}'):
+    for payload in (b"", b"\x78\x9c", b'{"v": 1, "src": "x", "sent": 1, "facts": []}', msgpack.packb([]),
+                    msgpack.packb({"v": 2, "src": "x", "sent": 1, "facts": []}),
+                    msgpack.packb({"v": 1, "src": "x", "sent": 1, "facts": [["z", 1]]}),
+                    msgpack.packb({"v": 1, "src": "x", "sent": 1, "facts": [["h", "c1"]]})):
         with pytest.raises(ValueError):
             digest.decode(payload)
