@@ -126,6 +126,24 @@ class ClinicMachine:
 
     _offline_boot: str | None = None
 
+    def needs_look(self, fact: Fact) -> bool:
+        """Could this fact, just applied, change the state or an outage record before the machine's next
+        due look (next_due)? A working clinic's heartbeat or successful probe cannot: its silence
+        deadline only moves later, and its quality is judged when due (quality_due)."""
+        if self.state not in (UP, DEGRADED) or self.online is not True:
+            return True
+        if self.outage is not None or self.outages or (self.latest_closed is not None and self.latest_closed.changed):
+            return True
+        if type(fact) is ProbeSeen:
+            return not fact.success
+        return type(fact) is not Heard
+
+    def quality_pending(self) -> bool:
+        return self._quality_dirty
+
+    def quality_due(self) -> int:
+        return self._quality_next
+
     def _heard(self, at: int) -> None:
         if self.first_heard is None:
             self.first_heard = at
@@ -467,13 +485,18 @@ class ClinicMachine:
         rules = self.rules
         window_start = now - rules.quality_window_s * 1000
         # Probe results taken during a cut belong to the outage, not to the link's quality.
-        cuts = [(o.start, o.end if o.end is not None else now) for o in self._records()]
+        cuts = [(o.start, end) for o in self._records()
+                if (end := o.end if o.end is not None else now) >= window_start]
+        window = self.central[bisect.bisect_left(self.central, (window_start,)):]
+        if cuts:
+            window = [x for x in window if not any(a <= x[0] <= b for a, b in cuts)]
         # So do short cuts (central probes failing blip_min_probes times in a row): flap detection
         # judges those.
-        window = [x for x in self.central[bisect.bisect_left(self.central, (window_start,)):]
-                  if not any(a <= x[0] <= b for a, b in cuts)]
-        recent = [x for x, in_cut in zip(window, _in_runs(window, rules.blip_min_probes))
-                  if x[2] is not None and not in_cut]
+        if all(x[1] for x in window):
+            recent = [x for x in window if x[2] is not None]
+        else:
+            recent = [x for x, in_cut in zip(window, _in_runs(window, rules.blip_min_probes))
+                      if x[2] is not None and not in_cut]
         self.quality_bad = self._quality(recent)
 
     def _judge_flapping(self, now: int, last_slot: int) -> None:
@@ -512,6 +535,8 @@ class ClinicMachine:
         return None
 
     def _records(self) -> list[Outage]:
+        if self.outage is None and not self.outages and self.latest_closed is None:
+            return []
         records = ([self.outage] if self.outage else []) + self.outages
         if self.latest_closed is not None and self.latest_closed not in records:
             records.append(self.latest_closed)

@@ -88,7 +88,19 @@ class Engine:
             self._route(fact)
             return
         machine.apply(fact)
-        self.touched.add(fact.clinic)
+        if machine.needs_look(fact):
+            self.touched.add(fact.clinic)
+        elif machine.quality_pending():
+            # A healthy clinic's routine report changes nothing now: its quality is judged when due
+            # (at most once a minute), its silence deadline is checked when it falls. Looking at every
+            # report was most of the engine's CPU (bench.state_engine).
+            self._look_at(fact.clinic, machine.quality_due())
+
+    def _look_at(self, clinic: str, when: int) -> None:
+        current = self.due_at.get(clinic)
+        if current is None or when < current:
+            self.due_at[clinic] = when
+            heapq.heappush(self.due, (when, clinic))
 
     def _route(self, fact: RouteSeen) -> None:
         """A clinic's upstream: the second hop of its latest traceroute to a central target, the first past
