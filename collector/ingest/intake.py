@@ -5,6 +5,8 @@ store or the spool, so a collector killed at any moment loses nothing (the broke
 
 from __future__ import annotations
 
+import collections
+import heapq
 import logging
 import threading
 import time
@@ -61,9 +63,17 @@ class Intake:
         # Facts for the state engine go out before the messages they come from are acknowledged: an
         # acknowledgement waits until every digest published before it has its PUBACK.
         client.max_inflight_messages_set(1000)
+        # Digests are numbered in the order they are published; an acknowledgement waits for the PUBACK of
+        # every digest up to the last one published before it (a queue of held acknowledgements, freed
+        # in order as the lowest unanswered digest advances: constant work per PUBACK however many wait).
         self._facts_lock = threading.Lock()
-        self._facts_outstanding: set[int] = set()
-        self._deferred: list[tuple[set[int], list[int]]] = []
+        self._digests = 0  # published so far
+        self._facts_outstanding: dict[int, int] = {}  # mid -> digest number, until its PUBACK
+        self._open: set[int] = set()  # numbers of the digests without a PUBACK
+        self._unanswered: list[int] = []  # the same as a heap (answered ones are dropped lazily)
+        # A digest's PUBACK handled before publish_facts noted its mid (paho's thread can be that quick).
+        self._facts_early: set[int] = set()
+        self._deferred: collections.deque[tuple[int, list[int]]] = collections.deque()
         self.client = client
 
     def start(self) -> None:
@@ -77,7 +87,7 @@ class Intake:
     def ack(self, mids: Iterable[int]) -> None:
         with self._facts_lock:
             if self._facts_outstanding:
-                self._deferred.append((set(self._facts_outstanding), list(mids)))
+                self._deferred.append((self._digests, list(mids)))
                 return
         self._ack_now(mids)
 
@@ -87,16 +97,37 @@ class Intake:
                 self.client.ack(mid, 1)
 
     def publish_facts(self, payload: bytes) -> None:
-        """Publish a digest for the state engine (QoS 1); later acknowledgements wait for its PUBACK."""
-        with self._facts_lock:  # held so that the PUBACK cannot be handled before the mid is noted
-            info = self.client.publish(digest.TOPIC, payload, qos=1)
-            self._facts_outstanding.add(info.mid)
+        """Publish a digest for the state engine (QoS 1); later acknowledgements wait for its PUBACK.
+
+        Called by one thread (the store process's receiver), the one that also calls `ack`, so an
+        acknowledgement that follows a digest always finds it noted. paho is called without holding
+        _facts_lock: paho's thread holds its own lock while it runs on_publish (_published, which takes
+        _facts_lock), so holding ours while publishing deadlocked under load (found by bench.state_engine)."""
+        info = self.client.publish(digest.TOPIC, payload, qos=1)
+        with self._facts_lock:
+            self._digests += 1
+            if info.mid in self._facts_early:
+                self._facts_early.discard(info.mid)
+            else:
+                self._facts_outstanding[info.mid] = self._digests
+                self._open.add(self._digests)
+                heapq.heappush(self._unanswered, self._digests)
 
     def _published(self, _client: mqtt.Client, _u: object, mid: int, _reason: object, _props: object) -> None:
+        # The intake publishes nothing but digests, so every PUBACK is a digest's.
+        ready = []
         with self._facts_lock:
-            self._facts_outstanding.discard(mid)
-            ready = [mids for waiting, mids in self._deferred if not waiting & self._facts_outstanding]
-            self._deferred = [(w, m) for w, m in self._deferred if w & self._facts_outstanding]
+            number = self._facts_outstanding.pop(mid, None)
+            if number is None:
+                self._facts_early.add(mid)
+                return
+            self._open.discard(number)
+            while self._unanswered and self._unanswered[0] not in self._open:
+                heapq.heappop(self._unanswered)
+            # Every digest numbered below this one has its PUBACK.
+            lowest = self._unanswered[0] if self._unanswered else self._digests + 1
+            while self._deferred and self._deferred[0][0] < lowest:
+                ready.append(self._deferred.popleft()[1])
         for mids in ready:
             self._ack_now(mids)
 
