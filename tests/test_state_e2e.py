@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from lab.servers import InfluxDB, Mosquitto, free_port
 from tests.agent_harness import agent_config, start_agent, stop_agent
@@ -38,6 +39,14 @@ def wait_for(condition, what: str, timeout_s: float = 60) -> Any:
             return value
         time.sleep(0.2)
     raise AssertionError(f"not within {timeout_s} s: {what}")
+
+
+def prometheus(port: int) -> dict[str, list[tuple[dict[str, str], float]]]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return {family.name: [(sample.labels, sample.value) for sample in family.samples
+                          if not sample.name.endswith("_created")]
+            for family in text_string_to_metric_families(text)}
 
 
 def clinic(port: int) -> dict[str, Any]:
@@ -124,6 +133,17 @@ def test_a_cut_link_is_down_wan_and_the_outage_carries_the_agents_times(emulated
 
         assert [v[1:] for v in wait_for(stored, "state changes in InfluxDB")] == [
             ["up", None], ["down", "wan"], ["up", None]]
+        # And for Prometheus.
+        metrics = prometheus(port)
+        assert {labels["state"]: value for labels, value in metrics["clinicwatch_clinic_state"]} == {
+            "up": 1, "degraded": 0, "down": 0, "unknown": 0, "maintenance": 0}
+        assert metrics["clinicwatch_incidents_open"] == [({}, 0)]
+        if setup != "collector killed mid-outage":  # counters start again with the process
+            assert sorted((labels["state"], value) for labels, value in metrics["clinicwatch_state_transitions"]
+                          ) == [("down", 1), ("up", 2)]
+        [(_, facts)] = metrics["clinicwatch_state_facts"]
+        [(_, cpu)] = metrics["clinicwatch_state_cpu_seconds"]
+        assert facts > 10 and cpu > 0
     finally:
         if agent is not None:
             stop_agent(agent, kill=True)

@@ -161,6 +161,7 @@ class StateService:
         self.counters = {"facts": 0, "digests": 0, "bad_digests": 0, "transitions": 0, "export_errors": 0,
                          "lines_written": 0}
         self.transition_counts: dict[str, int] = {}
+        self.thread_cpu: dict[str, float] = {}  # CPU seconds of each of the engine's threads (its own cost)
         self.stopping = threading.Event()
         self.writer = make_writer(config.store)
         client = session_client(config.intake, state.client_id or f"{config.intake.client_id}-state")
@@ -246,6 +247,7 @@ class StateService:
             self.counters["digests"] += 1
             self.last_digest = time.monotonic()
             self.pending_mids.append(message.mid)
+            self.thread_cpu["mqtt"] = time.thread_time()  # this client's network thread: reading and applying
 
     # -- judging --------------------------------------------------------------------------------------
     def _tick_loop(self) -> None:
@@ -258,6 +260,7 @@ class StateService:
                     next_reload = time.monotonic() + RELOAD_S
             except Exception:  # noqa: BLE001 - the engine must keep judging; the error is logged
                 log.exception("state engine tick failed")
+            self.thread_cpu["tick"] = time.thread_time()
 
     def tick(self) -> None:
         now = time.time_ns() // 1_000_000 - int(self.config.state.lag_s * 1000)
@@ -279,9 +282,15 @@ class StateService:
             self.counters["transitions"] += len(changes.transitions)
             for t in changes.transitions:
                 self.transition_counts[t.new] = self.transition_counts.get(t.new, 0) + 1
+        first_up = 0
         for t in changes.transitions:
+            if t.old == UNKNOWN and t.new == UP:
+                first_up += 1  # a new clinic, or every clinic of a new collector: one line says it
+                continue
             log.info("clinic state", extra={"fields": {"clinic": t.clinic, "from": t.old, "to": t.new,
                                                        "cause": t.cause, "reason": t.reason}})
+        if first_up:
+            log.info("clinics up when first heard from", extra={"fields": {"clinics": first_up}})
         for mid in mids:
             self.client.ack(mid, 1)
 
@@ -332,6 +341,7 @@ class StateService:
             self.db.lines_done(rows[-1][0])
             self.counters["lines_written"] += len(rows)
             backoff = 1.0
+            self.thread_cpu["export"] = time.thread_time()
 
     # -- reading --------------------------------------------------------------------------------------
     def clinics(self) -> list[dict[str, Any]]:
@@ -350,4 +360,5 @@ class StateService:
             states = {c: m.state for c, m in self.engine.machines.items()}
             return {"states": states, "open_incidents": len(self.engine.incidents.open),
                     "blind": self.engine.blind_since is not None, "counters": dict(self.counters),
+                    "cpu_s": sum(self.thread_cpu.values()),
                     "transitions": dict(self.transition_counts), "pending_lines": None}
