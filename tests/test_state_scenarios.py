@@ -8,7 +8,8 @@ from collections import Counter
 import wire
 
 from collector.state.clinic import Transition
-from collector.state.engine import ClinicInfo, Window
+from collector.state.engine import ClinicInfo, Engine, Window
+from collector.state.facts import EventSeen, Heard, StatusSeen
 from collector.state.incidents import Incident
 from collector.state.outages import Outage
 from tests.state_sim import MIN, S, T0, Link, Sim
@@ -211,3 +212,23 @@ def _probe_with(agent, answers):
             agent.outbox_samples.append(wire.Sample(seq=agent.seq, t=t, mono=agent.mono(t), sync="ntp", m="icmp",
                                                     tags={"target": target}, f=fields))
     return probe
+
+
+def test_an_agent_record_applied_before_the_return_is_judged_still_ends_the_outage_at_the_agents_time() -> None:
+    # After a collector restart the backlog arrives at once: the agent's birth and its record of the cut
+    # are both applied before the engine's next look. The outage ends when the agent says, not at the
+    # birth's broker time (a broker counts a message's hold in whole seconds: up to 1 s early).
+    engine = Engine({"c1": LTE})
+    engine.apply(StatusSeen("c1", T0, "online", "b1", None))
+    for k in range(1, 10):
+        engine.apply(Heard("c1", T0 + k * 10 * S, "b1", k * 10_000))
+    engine.tick(T0 + 100 * S)
+    engine.apply(StatusSeen("c1", T0 + 130 * S, "offline", "b1", "lost"))
+    assert [(t.old, t.new) for t in engine.tick(T0 + 131 * S).transitions] == [("up", "down")]
+    engine.apply(StatusSeen("c1", T0 + 199_300, "online", "b1", None))
+    engine.apply(EventSeen("c1", T0 + 200 * S, T0 + 199_300, "outage", "b1", 50, {"cause": "keepalive unanswered"},
+                           T0 + 95 * S, T0 + 200 * S))
+    changes = engine.tick(T0 + 205 * S)
+    assert [(t.old, t.new) for t in changes.transitions] == [("down", "up")]
+    [outage] = last_versions(changes.outages)
+    assert (outage.start, outage.end, outage.source, outage.cause) == (T0 + 95 * S, T0 + 200 * S, "agent", "wan")

@@ -125,6 +125,7 @@ class ClinicMachine:
             self._event(fact)
 
     _offline_boot: str | None = None
+    _agent_up: int | None = None  # the agent's record of the open outage: when its link came back
 
     def needs_look(self, fact: Fact) -> bool:
         """Could this fact, just applied, change the state or an outage record before the machine's next
@@ -290,6 +291,7 @@ class ClinicMachine:
             best.start, best.end, best.source = down_ms, fact.up_ms if best.end is not None else None, "agent"
             if best is self.outage:
                 best.end = None
+                self._agent_up = fact.up_ms  # the end, when the engine sees the clinic back
         elif started and best.end is not None and best.end != fact.up_ms and fact.up_ms > best.start:
             best.revise(fact.at, "end", best.end, fact.up_ms, "the agent's record of when it connected again")
             best.end = fact.up_ms
@@ -414,7 +416,7 @@ class ClinicMachine:
         outage = Outage(id=f"{self.clinic}:{began}", clinic=self.clinic, start=began, end=None, cause="unknown",
                         source="collector", boot=self.boot, opened_by=opened_by)
         outage.evidence.extend(evidence)
-        self.outage, self.return_at = outage, None
+        self.outage, self.return_at, self._agent_up = outage, None, None
         self._cuts_changed()
         marks = outage.marks
         if opened_by == "shutdown":
@@ -443,6 +445,12 @@ class ClinicMachine:
         outage = self.outage
         if outage is None:
             return
+        if self._agent_up is not None and outage.source == "agent" and self._agent_up >= outage.start:
+            # The agent's own record of this cut came before the engine saw the clinic back (a backlog
+            # after a collector restart): the cut ended when the agent says, not at the first message
+            # the collector dated afterwards (a broker's hold is counted in whole seconds).
+            end = self._agent_up
+        self._agent_up = None
         outage.end, outage.changed = max(end, outage.start), True
         self._cuts_changed()
         self.outages.append(outage)
