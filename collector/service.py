@@ -4,6 +4,7 @@ in a store process beside it (collector.ingest.store_side), self-metrics on a Pr
 from __future__ import annotations
 
 import logging
+from collections import defaultdict
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry
@@ -28,7 +29,13 @@ class Collector:
         self.failed = self.store.failed
         self.state = StateService(config) if config.state.engine else None
         self.metrics = CollectorRegistry()
+        # Three collectors, each naming its families (describe), so that a scrape asking for some of them
+        # by name (`/metrics?name[]=...`, Prometheus' convention) builds only those: the per-clinic
+        # families have one sample per clinic (five per clinic for the state).
         self.metrics.register(_Metrics(self))
+        self.metrics.register(_LastSeen(self))
+        if self.state is not None:
+            self.metrics.register(_StateMetrics(self.state))
         self.api: Api | None = None
 
     def start(self) -> None:
@@ -68,46 +75,81 @@ class _Metrics(PromCollector):
         self.service = service
 
     def collect(self) -> Iterator[object]:
-        snapshot = self.service.snapshot()
-        stats = snapshot["pipeline"]
-        accepted = CounterMetricFamily("clinicwatch_messages_accepted", "Valid messages", labels=["kind"])
-        for kind, count in snapshot["accepted"].items():
-            accepted.add_metric([kind], count)
-        yield accepted
-        rejected = CounterMetricFamily("clinicwatch_messages_rejected", "Rejected messages, kept in dead letters",
-                                       labels=["reason"])
-        for reason, count in snapshot["rejected"].items():
-            rejected.add_metric([reason], count)
-        yield rejected
-        records = CounterMetricFamily("clinicwatch_records_rejected", "Samples and events left out of an otherwise "
-                                      "valid message (the message is kept in dead letters)", labels=["reason"])
-        for reason, count in snapshot["rejected_records"].items():
-            records.add_metric([reason], count)
-        yield records
-        for key, text in (
-                ("points_written", "Points the database accepted"),
-                ("points_spooled", "Points written to the disk spool"),
-                ("points_replayed", "Spooled points written later"),
-                ("points_refused", "Points the database refused (kept aside)"),
-                ("write_errors", "Failed write attempts"),
-                ("messages_acked", "Messages acknowledged to the broker"),
-                ("write_seconds_total", "Time spent in database writes"),
-                ("writes", "Database write calls")):
-            yield CounterMetricFamily(f"clinicwatch_{key.removesuffix('_total')}", text, value=stats[key])
-        yield GaugeMetricFamily("clinicwatch_spool_files", "Batches waiting in the spool",
-                                value=snapshot["spool_files"])
-        yield GaugeMetricFamily("clinicwatch_intake_subscribed",
-                                "1 while connected to the broker with the subscriptions granted",
-                                value=1 if self.service.intake.connected.is_set() else 0)
-        yield GaugeMetricFamily("clinicwatch_registry_reload_ok", "1 if the last registry reload worked",
-                                value=1 if snapshot["registry_reload_ok"] else 0)
+        return _ingest_metrics(self.service.snapshot(), self.service.intake.connected.is_set())
+
+    def describe(self) -> Iterator[object]:
+        nothing = {"accepted": {}, "rejected": {}, "rejected_records": {}, "pipeline": defaultdict(int),
+                   "spool_files": 0, "registry_reload_ok": True}
+        return _names_only(_ingest_metrics(nothing, False))
+
+
+def _ingest_metrics(snapshot: dict, subscribed: bool) -> Iterator[object]:
+    stats = snapshot["pipeline"]
+    accepted = CounterMetricFamily("clinicwatch_messages_accepted", "Valid messages", labels=["kind"])
+    for kind, count in snapshot["accepted"].items():
+        accepted.add_metric([kind], count)
+    yield accepted
+    rejected = CounterMetricFamily("clinicwatch_messages_rejected", "Rejected messages, kept in dead letters",
+                                   labels=["reason"])
+    for reason, count in snapshot["rejected"].items():
+        rejected.add_metric([reason], count)
+    yield rejected
+    records = CounterMetricFamily("clinicwatch_records_rejected", "Samples and events left out of an otherwise "
+                                  "valid message (the message is kept in dead letters)", labels=["reason"])
+    for reason, count in snapshot["rejected_records"].items():
+        records.add_metric([reason], count)
+    yield records
+    for key, text in (
+            ("points_written", "Points the database accepted"),
+            ("points_spooled", "Points written to the disk spool"),
+            ("points_replayed", "Spooled points written later"),
+            ("points_refused", "Points the database refused (kept aside)"),
+            ("write_errors", "Failed write attempts"),
+            ("messages_acked", "Messages acknowledged to the broker"),
+            ("write_seconds_total", "Time spent in database writes"),
+            ("writes", "Database write calls")):
+        yield CounterMetricFamily(f"clinicwatch_{key.removesuffix('_total')}", text, value=stats[key])
+    yield GaugeMetricFamily("clinicwatch_spool_files", "Batches waiting in the spool",
+                            value=snapshot["spool_files"])
+    yield GaugeMetricFamily("clinicwatch_intake_subscribed",
+                            "1 while connected to the broker with the subscriptions granted",
+                            value=1 if subscribed else 0)
+    yield GaugeMetricFamily("clinicwatch_registry_reload_ok", "1 if the last registry reload worked",
+                            value=1 if snapshot["registry_reload_ok"] else 0)
+
+
+class _LastSeen(PromCollector):
+    def __init__(self, service: Collector) -> None:
+        self.service = service
+
+    def collect(self) -> Iterator[object]:
         seen = GaugeMetricFamily("clinicwatch_clinic_last_seen_seconds", "When each clinic was last heard from",
                                  labels=["clinic"])
-        for clinic, ms in snapshot["last_seen_ms"].items():
+        for clinic, ms in self.service.snapshot()["last_seen_ms"].items():
             seen.add_metric([clinic], ms / 1000)
         yield seen
-        if self.service.state is not None:
-            yield from _state_metrics(self.service.state.snapshot())
+
+    def describe(self) -> Iterator[object]:
+        yield GaugeMetricFamily("clinicwatch_clinic_last_seen_seconds", "", labels=["clinic"])
+
+
+class _StateMetrics(PromCollector):
+    def __init__(self, state: StateService) -> None:
+        self.state = state
+
+    def collect(self) -> Iterator[object]:
+        return _state_metrics(self.state.snapshot())
+
+    def describe(self) -> Iterator[object]:
+        nothing = {"states": {}, "open_incidents": 0, "blind": False, "counters": defaultdict(int), "cpu_s": 0,
+                   "transitions": {}}
+        return _names_only(_state_metrics(nothing))
+
+
+def _names_only(families: Iterator[object]) -> Iterator[object]:
+    for family in families:
+        family.samples = []  # type: ignore[attr-defined]
+        yield family
 
 
 def _state_metrics(snapshot: dict) -> Iterator[object]:

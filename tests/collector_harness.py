@@ -89,9 +89,9 @@ def gone(pid: int, timeout_s: float) -> bool:
     return False
 
 
-def scrape(port: int) -> dict[str, float]:
+def scrape(port: int, query: str = "") -> dict[str, float]:
     """Prometheus text format to {name{labels}: value}."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics{query}", timeout=5) as response:
         text = response.read().decode()
     out = {}
     for line in text.splitlines():

@@ -11,7 +11,7 @@ import pytest
 
 from collector.config import load_collector_config
 from collector.service import Collector
-from lab.servers import Mosquitto
+from lab.servers import Mosquitto, free_port
 from tests.agent_harness import agent_config, start_agent, stop_agent
 from tests.collector_harness import (LoadPublisher, collector_config, gone, scrape, start_collector,
                                      store_process, wait_points, wait_subscribed)
@@ -57,6 +57,26 @@ def test_agent_samples_become_the_documented_points_in_influxdb(start_server, in
     assert [v[1] for v in statuses["values"]][-1] == "offline"
     events = influx.query('SELECT * FROM "agent_event" GROUP BY "kind"', db=db)["results"][0]["series"]
     assert "outage" in {s["tags"]["kind"] for s in events}  # from the agent's start, before it connected
+
+
+def test_metrics_can_be_asked_for_by_name(start_server, influxdb, tmp_path) -> None:
+    """`?name[]=`: a poller asking for one counter does not make the collector build every clinic's series."""
+    influx, db = influxdb
+    broker = start_server(Mosquitto())
+    port = free_port()
+    service = _service(tmp_path, broker, {"kind": "influx_v1", "url": influx.url, "database": db}, metrics_port=port)
+    try:
+        everything = scrape(port)
+        acked = scrape(port, "?name[]=clinicwatch_messages_acked_total")
+        two = scrape(port, "?name[]=clinicwatch_clinic_state&name[]=clinicwatch_state_blind")
+    finally:
+        service.stop()
+    assert len([k for k in everything if k.startswith("clinicwatch_clinic_state{")]) == 5 * len(CLINICS)
+    assert len([k for k in everything if k.startswith("clinicwatch_clinic_last_seen_seconds")]) == 0  # none heard
+    assert acked == {"clinicwatch_messages_acked_total": 0.0}
+    assert two == {"clinicwatch_state_blind": everything["clinicwatch_state_blind"],
+                   **{f'clinicwatch_clinic_state{{clinic="{c}",state="{s}"}}': 1.0 if s == "unknown" else 0.0
+                      for c in CLINICS for s in ("up", "degraded", "down", "unknown", "maintenance")}}
 
 
 def test_v2_write_path_into_victoriametrics(start_server, victoria, tmp_path) -> None:

@@ -1,4 +1,4 @@
-"""The collector's HTTP endpoint: `/metrics` (Prometheus) and a small read-only JSON API of clinic state.
+"""The collector's HTTP endpoint: `/metrics` (Prometheus; `?name[]=<series>` for some only) and a small read-only JSON API of clinic state.
 
     GET /api/v1/clinics                   every clinic: state, since, cause, reason, last heard, incident
     GET /api/v1/clinics/<id>              one clinic, with its last 50 state changes and its outages of 30 days
@@ -52,10 +52,14 @@ class Api:
     def handle(self, request: BaseHTTPRequestHandler) -> None:
         url = urllib.parse.urlsplit(request.path)
         query = dict(urllib.parse.parse_qsl(url.query))
+        names = urllib.parse.parse_qs(url.query).get("name[]")
         parts = [urllib.parse.unquote(p) for p in url.path.strip("/").split("/") if p]
         try:
             if parts == ["metrics"]:
-                self._send(request, 200, generate_latest(self.metrics), CONTENT_TYPE_LATEST)
+                # `?name[]=a&name[]=b`: only those series (Prometheus' convention), without building the
+                # per-clinic families when they are not asked for.
+                registry = self.metrics.restricted_registry(names) if names else self.metrics
+                self._send(request, 200, generate_latest(registry), CONTENT_TYPE_LATEST)
                 return
             if parts[:2] != ["api", "v1"] or len(parts) < 3:
                 raise _NotFound("no such page: try /metrics or /api/v1/clinics")
