@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import wire
-from collector.state.facts import EventSeen, Heard, ProbeSeen, RouteSeen, StatusSeen, facts_of
+from collector.state.facts import EventSeen, Heard, ProbeSeen, Report, RouteSeen, StatusSeen, expand, facts_of
 
 BOOT = "0123456789abcdef"
 
@@ -43,11 +43,15 @@ def test_probe_results_and_routes_become_facts_other_samples_only_say_heard() ->
                     f={"in_bps": 1.0}),
         wire.Sample(seq=5, t=6_000, mono=8_600, sync="ntp", m="icmp", tags={"target": "x"}, f={"rtt_avg_ms": 1.0})])
     facts = facts_of(telemetry, at_ms=7_000, sent_ms=10_000)
-    assert facts == [Heard("c1", 7_000, BOOT, 9_000),
-                     # sync none: placed by the monotonic clock from when it was sent
-                     ProbeSeen("c1", 9_000, 7_000, "icmp", "records", False, "timeout", 100.0, None, None),
-                     ProbeSeen("c1", 5_000, 7_000, "tcp", "records", True, "", None, None, None),
+    assert facts == [Report("c1", 7_000, BOOT, 9_000, [
+                         # sync none: placed by the monotonic clock from when it was sent
+                         (9_000, "icmp", "records", False, "timeout", 100.0, None, None),
+                         (5_000, "tcp", "records", True, "", None, None, None)]),
                      RouteSeen("c1", 6_000, 7_000, "records", "192.168.1.1>10.0.0.1>203.0.113.9")]
+    assert expand(facts[0]) == [  # type: ignore[arg-type]
+        Heard("c1", 7_000, BOOT, 9_000),
+        ProbeSeen("c1", 9_000, 7_000, "icmp", "records", False, "timeout", 100.0, None, None),
+        ProbeSeen("c1", 5_000, 7_000, "tcp", "records", True, "", None, None, None)]
     # A sample without `success` says nothing about reachability: no fact, never a default.
 
 

@@ -9,7 +9,7 @@ import heapq
 from dataclasses import dataclass, field
 
 from collector.state.clinic import DEGRADED, DOWN, MAINTENANCE, ClinicMachine, Transition
-from collector.state.facts import Fact, RouteSeen
+from collector.state.facts import Fact, Report, RouteSeen, expand
 from collector.state.incidents import Incident, Incidents, Place
 from collector.state.outages import Outage
 from collector.state.rules import StateRules
@@ -69,8 +69,9 @@ class Engine:
         for clinic, info in clinics.items():
             if clinic not in self.machines:
                 self.machines[clinic] = ClinicMachine(clinic, self.rules.link(info.link), self.rules)
-            else:
-                self.machines[clinic].link = self.rules.link(info.link)
+            elif self.machines[clinic].link != (link := self.rules.link(info.link)):
+                self.machines[clinic].link = link
+                self.machines[clinic].quality_changed()
         known = self.incidents.places
         self.incidents.set_places({c: Place(i.region, i.isp, known[c].upstream if c in known else "")
                                    for c, i in clinics.items()})
@@ -81,13 +82,22 @@ class Engine:
         self.touched |= set(self.machines)
 
     def apply(self, fact: Fact) -> None:
+        self._apply(fact)
+
+    def _apply(self, fact: Fact) -> None:
         machine = self.machines.get(fact.clinic)
         if machine is None:  # ingest only passes registered clinics; a registry reload may race
             return
         if isinstance(fact, RouteSeen):
             self._route(fact)
             return
-        machine.apply(fact)
+        if type(fact) is Report:
+            if not machine.routine(fact):
+                for one in expand(fact):  # an unusual report: fact by fact, each looked at as it comes
+                    self._apply(one)
+                return
+        else:
+            machine.apply(fact)
         if machine.needs_look(fact):
             self.touched.add(fact.clinic)
         elif machine.quality_pending():

@@ -1,7 +1,7 @@
 """What the state engine learns from a message: small facts, built by ingest from each valid message.
 
 Ingest decodes every message anyway; it hands the state engine only what clinic state needs (a few
-dozen bytes per message), so the engine never decodes telemetry again. Facts travel as JSON lists
+dozen bytes per message), so the engine never decodes telemetry again. Facts travel as lists
 (`to_row` / `from_row`) in digests (collector/state/digest.py).
 
 Times are UTC ms. `at` is when the broker received the message (the intake's receipt less the
@@ -25,6 +25,18 @@ class Heard(NamedTuple):
     boot: str
     # The agent's box has been up since (at - mono_now): its monotonic clock counts from the box's boot.
     mono_now: int | None = None
+
+
+class Report(NamedTuple):
+    """A telemetry message: the clinic was heard, with the message's probe results, one fact for the
+    message (a fact per probe result cost the engine more than the judging, bench.state_engine).
+    `probes`: (t, m, target, success, reason, loss_pct, rtt_ms, jitter_ms) each, as in ProbeSeen;
+    `expand` gives the Heard and ProbeSeen facts it stands for."""
+    clinic: str
+    at: int
+    boot: str
+    mono_now: int | None
+    probes: list[Any]
 
 
 class StatusSeen(NamedTuple):
@@ -70,8 +82,8 @@ class RouteSeen(NamedTuple):
     path: str
 
 
-Fact = Heard | StatusSeen | ProbeSeen | EventSeen | RouteSeen
-_KINDS: dict[str, Any] = {"h": Heard, "s": StatusSeen, "p": ProbeSeen, "e": EventSeen, "r": RouteSeen}
+Fact = Heard | Report | StatusSeen | ProbeSeen | EventSeen | RouteSeen
+_KINDS: dict[str, Any] = {"h": Heard, "m": Report, "s": StatusSeen, "p": ProbeSeen, "e": EventSeen, "r": RouteSeen}
 _CODES = {cls: code for code, cls in _KINDS.items()}
 
 
@@ -83,27 +95,34 @@ def from_row(row: list[Any]) -> Fact:
     return _KINDS[row[0]](*row[1:])  # type: ignore[no-any-return]
 
 
+def expand(report: Report) -> list[Fact]:
+    """The facts a report stands for, in the order they are applied one by one."""
+    clinic, at = report.clinic, report.at
+    return [Heard(clinic, at, report.boot, report.mono_now),
+            *(ProbeSeen(clinic, p[0], at, *p[1:]) for p in report.probes)]
+
+
 def facts_of(message: wire.Message, at_ms: int, sent_ms: int) -> list[Fact]:
     """The facts in one valid message. `sent_ms` places unsynchronised records (collector.ingest.agentclock)."""
     if isinstance(message, wire.Status):
         return [StatusSeen(message.clinic, at_ms, message.state, message.boot, message.reason)]
     if isinstance(message, wire.Telemetry):
-        facts: list[Fact] = [Heard(message.clinic, at_ms, message.boot, message.mono_now)]
+        probes: list[Any] = []
+        routes: list[Fact] = []
         for sample in message.samples:
             if sample.m not in PROBE_KINDS or "target" not in sample.tags:
                 if sample.m == "traceroute" and isinstance(sample.f.get("path"), str) and "target" in sample.tags:
-                    facts.append(RouteSeen(message.clinic, wire.effective_time(sample, message.mono_now, sent_ms),
-                                           at_ms, sample.tags["target"], sample.f["path"]))  # type: ignore[arg-type]
+                    routes.append(RouteSeen(message.clinic, wire.effective_time(sample, message.mono_now, sent_ms),
+                                            at_ms, sample.tags["target"], sample.f["path"]))  # type: ignore[arg-type]
                 continue
             f = sample.f
             success = f.get("success")
             if not isinstance(success, bool):
                 continue
-            facts.append(ProbeSeen(message.clinic, wire.effective_time(sample, message.mono_now, sent_ms), at_ms,
-                                   sample.m, sample.tags["target"], success, _text(f.get("reason")),
-                                   _number(f.get("loss_pct")), _number(f.get("rtt_avg_ms")),
-                                   _number(f.get("jitter_ms"))))
-        return facts
+            probes.append((wire.effective_time(sample, message.mono_now, sent_ms), sample.m, sample.tags["target"],
+                           success, _text(f.get("reason")), _number(f.get("loss_pct")),
+                           _number(f.get("rtt_avg_ms")), _number(f.get("jitter_ms"))))
+        return [Report(message.clinic, at_ms, message.boot, message.mono_now, probes), *routes]
     if isinstance(message, wire.Events):
         facts = [Heard(message.clinic, at_ms, message.boot, message.mono_now)]
         for event in message.events:

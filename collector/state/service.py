@@ -185,7 +185,10 @@ class StateService:
         for kind, body in journal:
             replay(engine, kind, body)
         for clinic, machine in engine.machines.items():
-            machine.link = rules.link(engine.clinics[clinic].link if clinic in engine.clinics else "other")
+            link = rules.link(engine.clinics[clinic].link if clinic in engine.clinics else "other")
+            if link != machine.link:  # the configuration's thresholds changed
+                machine.link = link
+                machine.quality_changed()
         last_tick = self.db.meta("last_tick")
         if last_tick is not None:
             # The engine was not watching from its last judgement until the first digest comes.
