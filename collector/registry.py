@@ -8,7 +8,19 @@
         link: lte              # fibre | dsl | lte | satellite | other
         lat: 39.766
         lon: 2.715
-        contacts: [{name: Coordinación TIC, email: tic@example.org, lang: es}]
+        contacts: [{name: Coordinación TIC, email: tic@example.org, lang: es, tz: Europe/Madrid}]
+    contacts:                  # people told of incidents in a scope (collector.alerts)
+      - id: ib-admins
+        name: Coordinació TIC Illes Balears
+        lang: ca               # en | es | ca | it | pt
+        tz: Europe/Madrid
+        email: tic@example.org
+        phone: "+34600000000"  # SMS
+        regions: [Illes Balears]   # or clinics: [...], or all: true
+        escalation: false      # true: told only once an incident stays open alerts.escalate_after_s
+
+A clinic's own contacts hear of that clinic only. Channels: `email`, `phone` (SMS), `webhook`,
+`slack` (an incoming-webhook URL), `teams` (a Workflows webhook URL).
 
 A `.csv` file (as a spreadsheet exports it: UTF-8 with or without BOM, `,` or `;` between
 cells) has one clinic per row under a header naming the same fields; contacts go in
@@ -26,6 +38,7 @@ import io
 import re
 from pathlib import Path
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -38,12 +51,72 @@ class RegistryError(ValueError):
     pass
 
 
+LANGS = ("en", "es", "ca", "it", "pt")
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_PHONE = re.compile(r"^\+?[0-9][0-9 ]{5,19}$")
+
+
 class Contact(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: str
     email: str | None = None
-    phone: str | None = None
+    phone: str | None = Field(default=None, description="for SMS, international form: +34600000000")
+    webhook: str | None = Field(default=None, pattern=r"^https?://")
+    slack: str | None = Field(default=None, pattern=r"^https?://", description="a Slack incoming-webhook URL")
+    teams: str | None = Field(default=None, pattern=r"^https?://", description="a Teams Workflows webhook URL")
     lang: str = "en"
+    tz: str = "UTC"
+
+    @field_validator("lang")
+    @classmethod
+    def _lang(cls, value: str) -> str:
+        if value not in LANGS:
+            raise ValueError(f"lang {value!r} is not one of {', '.join(LANGS)}")
+        return value
+
+    @field_validator("tz")
+    @classmethod
+    def _tz(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"tz {value!r} is not a time zone name such as Europe/Madrid") from None
+        return value
+
+    @field_validator("email")
+    @classmethod
+    def _email(cls, value: str | None) -> str | None:
+        if value is not None and not _EMAIL.match(value):
+            raise ValueError(f"email {value!r} is not an address such as tic@example.org")
+        return value
+
+    @field_validator("phone")
+    @classmethod
+    def _phone(cls, value: str | None) -> str | None:
+        if value is not None and not _PHONE.match(value):
+            raise ValueError(f"phone {value!r} is not a number such as +34600000000")
+        return value.replace(" ", "") if value is not None else None
+
+    def channels(self) -> list[tuple[str, str]]:
+        """(channel, address) for each way this contact can be reached."""
+        return [(channel, address) for channel, address in (
+            ("email", self.email), ("sms", self.phone), ("webhook", self.webhook), ("slack", self.slack),
+            ("teams", self.teams)) if address]
+
+
+class ScopedContact(Contact):
+    """A contact of the whole registry, told of the incidents of some clinics, regions, or all."""
+    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    clinics: list[str] = Field(default_factory=list)
+    regions: list[str] = Field(default_factory=list)
+    all: bool = False
+    escalation: bool = False
+
+    @model_validator(mode="after")
+    def _some_scope(self) -> "ScopedContact":
+        if not (self.clinics or self.regions or self.all):
+            raise ValueError(f"contact {self.id!r} has no scope: give clinics, regions or all: true")
+        return self
 
 
 class Clinic(BaseModel):
@@ -71,6 +144,7 @@ class Clinic(BaseModel):
 class Registry(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     clinics: list[Clinic]
+    contacts: list[ScopedContact] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _unique(self) -> "Registry":
@@ -79,6 +153,14 @@ class Registry(BaseModel):
             if clinic.id in seen:
                 raise ValueError(f"clinic id {clinic.id!r} is listed twice")
             seen.add(clinic.id)
+        ids: set[str] = set()
+        for contact in self.contacts:
+            if contact.id in ids:
+                raise ValueError(f"contact id {contact.id!r} is listed twice")
+            ids.add(contact.id)
+            unknown = [c for c in contact.clinics if c not in seen]
+            if unknown:
+                raise ValueError(f"contact {contact.id!r} names clinics not in the registry: {', '.join(unknown)}")
         return self
 
     def by_id(self) -> dict[str, Clinic]:
@@ -88,6 +170,9 @@ class Registry(BaseModel):
 def load_registry(path: Path) -> Registry:
     if path.suffix.lower() == ".csv":
         document, rows = _read_csv(path)
+        contacts_path = path.with_name(path.stem + ".contacts.csv")
+        if contacts_path.exists():
+            document["contacts"] = _read_contacts_csv(contacts_path)
     else:
         document, rows = yamlio.load_file(path, "clinic registry", RegistryError), None
     try:
@@ -108,7 +193,7 @@ def load_registry(path: Path) -> Registry:
 
 
 _CLINIC_COLUMNS = {"id", "name", "region", "isp", "link", "lat", "lon"}
-_CONTACT_COLUMN = re.compile(r"^contact(\d*)_(name|email|phone|lang)$")
+_CONTACT_COLUMN = re.compile(r"^contact(\d*)_(name|email|phone|lang|tz|webhook|slack|teams)$")
 
 
 def _read_csv(path: Path) -> tuple[dict, list[tuple[int, list[int]]]]:
@@ -124,7 +209,8 @@ def _read_csv(path: Path) -> tuple[dict, list[tuple[int, list[int]]]]:
     if not columns or "id" not in columns or "name" not in columns or unknown:
         problem = f"unknown column(s) {unknown}" if unknown else "the header must name at least 'id' and 'name'"
         raise RegistryError(f"{path}: line 1: {problem}; columns are {sorted(_CLINIC_COLUMNS)} and "
-                            f"contact_name/_email/_phone/_lang (contact2_..., contact3_... for more contacts)")
+                            f"contact_name/_email/_phone/_lang/_tz/_webhook/_slack/_teams (contact2_..., "
+                            f"contact3_... for more contacts)")
     clinics, lines, first_line = [], [], {}
     for row in reader:
         cells = {k.strip(): (v or "").strip() for k, v in row.items() if k is not None}
@@ -150,6 +236,43 @@ def _read_csv(path: Path) -> tuple[dict, list[tuple[int, list[int]]]]:
         clinics.append(clinic)
         lines.append((reader.line_num, sorted(contacts)))
     return {"clinics": clinics}, lines
+
+
+_SCOPED_COLUMNS = ("id", "name", "lang", "tz", "email", "phone", "webhook", "slack", "teams", "clinics", "regions",
+                   "all", "escalation")
+
+
+def _read_contacts_csv(path: Path) -> list[dict]:
+    """Scoped contacts beside a CSV registry (`clinics.contacts.csv` for `clinics.csv`), a row each;
+    `clinics` and `regions` list several values separated by `|`; `all` and `escalation` are yes/no."""
+    text = yamlio.read_text(path, "contacts", RegistryError, encoding="utf-8-sig",
+                            fix="export the spreadsheet as 'CSV UTF-8'")
+    header_line = text.split("\n", 1)[0]
+    delimiter = ";" if header_line.count(";") > header_line.count(",") else ","
+    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
+    columns = [c.strip() for c in reader.fieldnames or []]
+    unknown = [c for c in columns if c not in _SCOPED_COLUMNS]
+    if unknown or "id" not in columns or "name" not in columns:
+        raise RegistryError(f"{path}: line 1: " + (f"unknown column(s) {unknown}" if unknown else
+                            "the header must name at least 'id' and 'name'") + f"; columns are {list(_SCOPED_COLUMNS)}")
+    out = []
+    for row in reader:
+        cells = {k.strip(): (v or "").strip() for k, v in row.items() if k is not None}
+        if not any(cells.values()):
+            continue
+        contact: dict = {k: v for k, v in cells.items() if v != ""}
+        for key in ("clinics", "regions"):
+            if key in contact:
+                contact[key] = [v.strip() for v in contact[key].split("|") if v.strip()]
+        for key in ("all", "escalation"):
+            if key in contact:
+                value = contact[key].lower()
+                if value not in ("yes", "no", "true", "false", "1", "0", "sí", "si", "sì", "sim", "não", "nao"):
+                    raise RegistryError(f"{path}: line {reader.line_num}, column {key!r}: {contact[key]!r} is not "
+                                        f"yes or no")
+                contact[key] = value in ("yes", "true", "1", "sí", "si", "sì", "sim")
+        out.append(contact)
+    return out
 
 
 def _column_of(loc: list, contact_numbers: list[int]) -> str:
