@@ -166,28 +166,29 @@ def end_to_end(clinics: int, minutes: int, rounds: int) -> None:
     with tempfile.TemporaryDirectory() as tmp_name, Mosquitto() as broker, InfluxDB() as influx:
         tmp = Path(tmp_name)
 
-        def config(engine: bool, db: str) -> Path:
+        def config(engine: bool, db: str, r: int) -> Path:
+            # A client id of its own for each run: a collector's persistent session would otherwise keep
+            # the messages published for the other runs while it is away, and drain them too.
             return collector_config(tmp / f"c-{engine}-{db}", broker.port, {"kind": "influx_v1", "url": influx.url,
                                     "database": db, "flush_interval_s": 1.0}, ids,
-                                    client_id=f"bench-{engine}", metrics_port=metrics_port,
-                                    state={"engine": engine, "client_id": f"bench-state-{engine}"})
+                                    client_id=f"bench-{engine}-{r}", metrics_port=metrics_port,
+                                    state={"engine": engine, "client_id": f"bench-state-{engine}-{r}"})
         metrics_port = free_port()
-        for engine in (False, True):  # register the persistent sessions
-            first = config(engine, "register")
-            proc = start_collector(first)
-            wait_subscribed(first)
-            proc.terminate()
-            proc.wait(30)
         for r in range(rounds):
             for engine in (False, True):
                 db = f"r{r}{int(engine)}"
                 influx.create_database(db)
+                first = config(engine, f"register{r}", r)  # the run's persistent session, before its messages
+                proc = start_collector(first)
+                wait_subscribed(first, timeout_s=120)
+                proc.terminate()
+                proc.wait(30)
                 if engine:
-                    # Ingest publishes digests with the engine off too; the engine's persistent session
-                    # would keep them and apply the previous round's facts as well.
-                    fresh_state_session(broker, "bench-state-True")
+                    # Ingest publishes digests whether an engine runs or not: the engine's session starts
+                    # afresh here, so it applies this run's facts only.
+                    fresh_state_session(broker, f"bench-state-True-{r}")
                 publish_all(broker, messages)
-                path = config(engine, db)
+                path = config(engine, db, r)
                 proc = start_collector(path)
                 try:
                     # Start-up (reading a 10,000-clinic registry, in both processes) is left out: it is
