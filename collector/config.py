@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from collector.alerts.channels.email import SmtpServer
+from collector.alerts.channels.sms import SmsGateway
 from collector.state.rules import StateRules
 from wire import yamlio
 from wire.codec import error_path
@@ -85,6 +87,27 @@ class StateConfig(_Section):
     rules: StateRules = Field(default_factory=StateRules)
 
 
+class AlertsConfig(_Section):
+    """When and how incidents are told to the registry's contacts (collector/alerts, docs/alerts.md)."""
+    group_wait_s: float = Field(default=30, ge=0, description=(
+        "wait this long after a clinic is found down before the first message, so clinics failing together "
+        "arrive as one"))
+    group_interval_s: float = Field(default=300, ge=0, description="at most one update per incident this often")
+    repeat_interval_s: float = Field(default=14_400, gt=0, description="a reminder while nothing changes")
+    escalate_after_s: float = Field(default=1800, ge=0, description=(
+        "contacts with escalation: true hear of an incident once it has been open this long"))
+    deadline_s: float = Field(default=3600, gt=0, description=(
+        "a message not delivered this long after it was decided is given up and reported (expired)"))
+    retry_min_s: float = Field(default=5, gt=0, description="first retry of a failed send; doubles each time")
+    retry_max_s: float = Field(default=300, gt=0)
+    status_url: str | None = Field(default=None, pattern=r"^https?://", description=(
+        "the status page's address; messages link to <status_url>/incidents/<id>"))
+    email: SmtpServer | None = Field(default=None, description="the SMTP server for contacts with an email")
+    sms: SmsGateway | None = Field(default=None, description="the HTTP SMS gateway for contacts with a phone")
+    silences_file: Path | None = Field(default=None, description=(
+        "the silences `clinicwatch-collector silence` manages (default: <data_dir>/silences.yaml)"))
+
+
 class CollectorConfig(_Section):
     intake: IntakeConfig = Field(default_factory=IntakeConfig)
     store: StoreConfig
@@ -95,6 +118,10 @@ class CollectorConfig(_Section):
     metrics_port: int = Field(default=9465, ge=0, le=65535, description=(
         "Prometheus /metrics and the state API (/api/v1/...); 0 turns both off"))
     state: StateConfig = Field(default_factory=StateConfig)
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+
+    def silences_path(self) -> Path:
+        return self.alerts.silences_file or self.data_dir / "silences.yaml"
 
 
 def load_collector_config(path: Path) -> CollectorConfig:

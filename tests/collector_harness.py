@@ -23,20 +23,24 @@ REPO = Path(__file__).resolve().parent.parent
 REGISTRY_TAGS = {"region": "Illes Balears", "isp": "Movistar", "link": "lte"}  # every clinic's, in write_registry
 
 
-def write_registry(directory: Path, clinics: list[str]) -> Path:
+def write_registry(directory: Path, clinics: list[str], contacts: list[dict[str, Any]] | None = None) -> Path:
     path = directory / "clinics.yaml"
-    path.write_text(yaml.safe_dump({"clinics": [{"id": c, "name": f"Clinic {c}", **REGISTRY_TAGS} for c in clinics]}))
+    document: dict[str, Any] = {"clinics": [{"id": c, "name": f"Clinic {c}", **REGISTRY_TAGS} for c in clinics]}
+    if contacts:
+        document["contacts"] = contacts
+    path.write_text(yaml.safe_dump(document, allow_unicode=True))
     return path
 
 
 def collector_config(directory: Path, broker_port: int, store: dict[str, Any], clinics: list[str],
                      client_id: str = "collector-1", share_group: str | None = None, metrics_port: int = 0,
-                     broker_host: str = "127.0.0.1", **extra: Any) -> Path:
+                     broker_host: str = "127.0.0.1", contacts: list[dict[str, Any]] | None = None,
+                     **extra: Any) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     config = {"intake": {"host": broker_host, "port": broker_port, "username": None, "client_id": client_id,
                          "share_group": share_group},
               "store": {"flush_interval_s": 0.2, **store},
-              "registry": str(write_registry(directory, clinics)),
+              "registry": str(write_registry(directory, clinics, contacts)),
               "data_dir": str(directory / "data"), "metrics_port": metrics_port, **extra}
     path = directory / "collector.yaml"
     path.write_text(yaml.safe_dump(config))

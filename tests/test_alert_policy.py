@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collector.alerts.policy import Intent, Policy, Recipient, Silence, Timing
+from collector.alerts.policy import Intent, Recipient, Silence, Timing
 from collector.state.engine import Changes, ClinicInfo, Engine, Window
 from tests.state_sim import MIN, S, T0, Link, Sim
 
@@ -12,18 +12,16 @@ H = 60 * MIN
 
 
 class Alerted(Engine):
-    """The engine with the policy deciding after each tick, as the collector runs them."""
+    """The engine with its alert policy (it decides after each tick), keeping every decision."""
 
     def __init__(self, clinics: dict[str, ClinicInfo], recipients: list[Recipient], timing: Timing = Timing()) -> None:
         super().__init__(clinics)
-        self.policy = Policy(timing, recipients, {c: i.region for c, i in clinics.items()})
-        self.silences: list[Silence] = []
+        self.set_alerting(timing, recipients)
         self.intents: list[Intent] = []
 
     def tick(self, now: int, seeing: bool = True) -> Changes:
         changes = super().tick(now, seeing)
-        closed = [i for i in changes.incidents if i.closed is not None]
-        self.intents += self.policy.decide(list(self.incidents.open.values()) + closed, self.silences, now)
+        self.intents += changes.intents
         return changes
 
 

@@ -92,8 +92,8 @@ def test_times_follow_the_recipients_zone_and_language() -> None:
 
 
 def test_durations_are_written_out_not_rounded() -> None:
-    assert [duration(s) for s in (20, 95 * 60, 26 * 3600 + 59, 3 * 86400 + 7200)] == [
-        "0 min", "1 h 35 min", "1 d 2 h", "3 d 2 h"]
+    assert [duration(s) for s in (20.4, 59.7, 95 * 60, 26 * 3600 + 59, 3 * 86400 + 7200)] == [
+        "20 s", "1 min", "1 h 35 min", "1 d 2 h", "3 d 2 h"]
 
 
 @pytest.mark.parametrize("lang", LANGS)

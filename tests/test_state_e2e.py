@@ -6,6 +6,7 @@ collector SIGKILLed during the outage."""
 from __future__ import annotations
 
 import json
+import re
 import signal
 import time
 import urllib.request
@@ -15,6 +16,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from lab.mailserver import MailServer
 from lab.servers import InfluxDB, Mosquitto, free_port
 from tests.agent_harness import agent_config, start_agent, stop_agent
 from tests.collector_harness import collector_config, start_collector, wait_subscribed
@@ -62,12 +64,16 @@ def _agent(tmp: Path, link: Any, broker: Mosquitto) -> Path:
                           "interval_s": 1, "timeout_s": 0.8}], clinic_id=CLINIC)
 
 
-def _collectors(tmp: Path, broker: Mosquitto, influx: InfluxDB, count: int) -> tuple[list[Path], int]:
+def _collectors(tmp: Path, broker: Mosquitto, influx: InfluxDB, count: int, mail: MailServer) -> tuple[list[Path], int]:
     store = {"kind": "influx_v1", "url": influx.url, "database": "clinicwatch"}
     port = free_port()
+    admins = {"id": "ib-admins", "name": "Coordinación TIC", "lang": "es", "tz": "Europe/Madrid",
+              "email": "tic@example.org", "regions": ["Illes Balears"]}
+    alerts = {"group_wait_s": 2, "email": {"host": "127.0.0.1", "port": mail.port, "security": "none",
+                                           "sender": "ClinicWatch <alerts@example.org>"}}
     configs = [collector_config(tmp / f"collector-{i}", broker.port, store, [CLINIC], client_id=f"collector-{i}",
                                 share_group="ingest" if count > 1 else None, broker_host=broker.host,
-                                metrics_port=port if i == 0 else 0,
+                                metrics_port=port if i == 0 else 0, contacts=[admins], alerts=alerts,
                                 # One engine per fleet; the data dir of the first collector holds it.
                                 state={"engine": i == 0})
                for i in range(count)]
@@ -83,7 +89,8 @@ def test_a_cut_link_is_down_wan_and_the_outage_carries_the_agents_times(emulated
     broker = start_server(Mosquitto(host=link.central_ip))
     influx = start_server(InfluxDB())
     influx.create_database("clinicwatch")
-    configs, port = _collectors(tmp_path, broker, influx, 3 if setup == "three in a share group" else 1)
+    mail = MailServer().__enter__()  # a real SMTP server (aiosmtpd), stopped below
+    configs, port = _collectors(tmp_path, broker, influx, 3 if setup == "three in a share group" else 1, mail)
     collectors = [start_collector(c) for c in configs]
     agent = None
     try:
@@ -100,6 +107,9 @@ def test_a_cut_link_is_down_wan_and_the_outage_carries_the_agents_times(emulated
         # soon `down` follows a cut is measured by bench.state_engine, not asserted here).
         down = wait_for(lambda: (c := clinic(port))["state"] == "down" and c, "the clinic down", timeout_s=60)
         assert down["cause"] == "wan", json.dumps(down)[:3000]
+        # The region's administrators are told, in Spanish, after the 2 s group wait.
+        opened = wait_for(lambda: mail.received(), "the email telling the clinic is down", timeout_s=30)[0]
+        assert opened["Subject"] == f"SIN CONEXIÓN: Clinic {CLINIC}" and opened["To"] == "tic@example.org"
         if setup == "collector killed mid-outage":
             collectors[0].send_signal(signal.SIGKILL)
             collectors[0].wait(10)
@@ -144,9 +154,17 @@ def test_a_cut_link_is_down_wan_and_the_outage_carries_the_agents_times(emulated
         [(_, facts)] = metrics["clinicwatch_state_facts"]
         [(_, cpu)] = metrics["clinicwatch_state_cpu_seconds"]
         assert facts > 10 and cpu > 0
+        # One message when it went down, one when it came back, whatever was killed: the recovery gives
+        # how long it lasted.
+        emails = wait_for(lambda: len(mail.received()) >= 2 and mail.received(), "the recovery email", timeout_s=30)
+        time.sleep(2)  # nothing more comes
+        assert [m["Subject"].split(":")[0] for m in mail.received()] == ["SIN CONEXIÓN", "RESTABLECIDO"]
+        said = re.search(r"\((\d+) s\)\.", emails[1].get_body(("plain",)).get_content())
+        assert said is not None and abs(int(said[1]) - OUTAGE_S) <= 5, emails[1].get_body(("plain",)).get_content()
     finally:
         if agent is not None:
             stop_agent(agent, kill=True)
         for proc in collectors:
             proc.terminate()
             proc.wait(30)
+        mail.__exit__()

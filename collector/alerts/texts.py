@@ -59,7 +59,9 @@ def translations(lang: str) -> gettext.NullTranslations:
 
 
 def duration(seconds: float) -> str:
-    minutes = max(0, round(seconds / 60))
+    if seconds < 59.5:
+        return f"{max(0, round(seconds))} s"
+    minutes = round(seconds / 60)
     days, rest = divmod(minutes, 1440)
     hours, mins = divmod(rest, 60)
     if days:

@@ -21,6 +21,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from collector.alerts import log as alerts_log
 from collector.state.clinic import Transition
 from collector.state.incidents import Incident
 from collector.state.outages import Outage
@@ -52,6 +53,7 @@ class StateDB:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.executescript(SCHEMA)
+        alerts_log.create(self.db)
         self.lock = threading.Lock()
 
     def close(self) -> None:
@@ -76,7 +78,8 @@ class StateDB:
         return (row[2] if row else None), [(kind, bytes(body)) for kind, body in journal]
 
     def commit(self, journal: list[tuple[str, bytes]], transitions: list[Transition], incidents: list[Incident],
-               outages: list[Outage], blind: list[tuple[int, int]], lines: list[str], last_tick: int) -> None:
+               outages: list[Outage], blind: list[tuple[int, int]], lines: list[str], last_tick: int,
+               notifications: list[alerts_log.Row] = (), muted: set[str] = frozenset()) -> None:  # type: ignore[assignment]
         with self.lock:
             db = self.db
             db.execute("BEGIN IMMEDIATE")
@@ -93,6 +96,7 @@ class StateDB:
                                [(o.id, o.clinic, o.start, o.end, json.dumps(o.as_dict())) for o in outages])
                 db.executemany("INSERT INTO blind (start, end) VALUES (?, ?)", blind)
                 db.executemany("INSERT INTO export (line) VALUES (?)", [(line,) for line in lines])
+                alerts_log.insert(db, list(notifications), set(muted))
                 db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('last_tick', ?)", (str(last_tick),))
                 db.execute("COMMIT")
             except BaseException:

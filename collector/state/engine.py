@@ -8,6 +8,7 @@ from __future__ import annotations
 import heapq
 from dataclasses import dataclass, field
 
+from collector.alerts.policy import Intent, Policy, Recipient, Silence, Timing
 from collector.state.clinic import DEGRADED, DOWN, MAINTENANCE, ClinicMachine, Transition
 from collector.state.facts import Fact, Report, RouteSeen, expand
 from collector.state.incidents import Incident, Incidents, Place
@@ -41,6 +42,7 @@ class Changes:
     incidents: list[Incident] = field(default_factory=list)
     outages: list[Outage] = field(default_factory=list)
     blind: list[tuple[int, int]] = field(default_factory=list)  # intervals the collector could not see
+    intents: list[Intent] = field(default_factory=list)  # messages the alert policy decided
 
 
 def in_incident(state: str, reason: str | None) -> bool:
@@ -48,6 +50,12 @@ def in_incident(state: str, reason: str | None) -> bool:
 
 
 class Engine:
+    # Alerting (collector.alerts.policy), part of the engine so that its memory is kept, snapshotted and
+    # replayed with the incidents it follows. None: no one is told (and snapshots from before it).
+    policy: Policy | None = None
+    silences: list[Silence] = []
+    forgot_hour = 0
+
     def __init__(self, clinics: dict[str, ClinicInfo], rules: StateRules | None = None) -> None:
         self.rules = rules or StateRules()
         self.incidents = Incidents(self.rules.group_window_s)
@@ -75,7 +83,19 @@ class Engine:
         known = self.incidents.places
         self.incidents.set_places({c: Place(i.region, i.isp, known[c].upstream if c in known else "")
                                    for c, i in clinics.items()})
+        if self.policy is not None:
+            self.policy.regions = {c: i.region for c, i in clinics.items()}
         self.touched |= set(clinics)
+
+    def set_alerting(self, timing: Timing, recipients: list[Recipient]) -> None:
+        regions = {c: i.region for c, i in self.clinics.items()}
+        if self.policy is None:
+            self.policy = Policy(timing, recipients, regions)
+        else:
+            self.policy.timing, self.policy.recipients, self.policy.regions = timing, list(recipients), regions
+
+    def set_silences(self, silences: list[Silence]) -> None:
+        self.silences = list(silences)
 
     def set_windows(self, windows: list[Window]) -> None:
         self.windows = list(windows)
@@ -178,6 +198,12 @@ class Engine:
                 heapq.heappush(self.due, (due, clinic))
         changes.transitions.sort(key=lambda t: (t.detected_at, t.clinic))
         changes.incidents = self.incidents.take_changed()
+        if self.policy is not None and not blind:
+            closed = [i for i in changes.incidents if i.closed is not None]
+            changes.intents = self.policy.decide(list(self.incidents.open.values()) + closed, self.silences, now)
+            if now // 3_600_000 != self.forgot_hour:
+                self.forgot_hour = now // 3_600_000
+                self.policy.forget(now - 86_400_000)  # incidents over for a day
         return changes
 
     def state_of(self, clinic: str) -> str:

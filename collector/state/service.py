@@ -26,6 +26,16 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from collector.alerts.channels import Channel
+from collector.alerts.channels.email import Email
+from collector.alerts.channels.slack import Slack
+from collector.alerts.channels.sms import Sms
+from collector.alerts.channels.teams import Teams
+from collector.alerts.channels.webhook import Webhook
+from collector.alerts.dispatch import Dispatcher, Person, recipients, rows_for
+from collector.alerts.log import NotificationLog
+from collector.alerts.policy import Recipient, Silence, Timing
+from collector.alerts.silences import SilenceError, load_silences
 from collector.config import CollectorConfig, ConfigError
 from collector.ingest.intake import session_client, start_session
 from collector.ingest.lineproto import record_line
@@ -138,6 +148,13 @@ def replay(engine: Engine, kind: str, body: bytes) -> None:
         engine.set_clinics({c: ClinicInfo(*v) for c, v in json.loads(body).items()})
     elif kind == "windows":
         engine.set_windows([Window(a, b, frozenset(c), frozenset(r), why) for a, b, c, r, why in json.loads(body)])
+    elif kind == "alerting":
+        timing, found = json.loads(body)
+        engine.set_alerting(Timing(*timing), [Recipient(i, frozenset(c), frozenset(r), e, x)
+                                              for i, c, r, e, x in found])
+    elif kind == "silences":
+        engine.set_silences([Silence(i, a, b, frozenset(c), frozenset(r), frozenset(n), who, why)
+                             for i, a, b, c, r, n, who, why in json.loads(body)])
     else:
         raise ValueError(f"unknown journal entry {kind!r}")
 
@@ -153,7 +170,13 @@ class StateService:
         self.lock = threading.Lock()
         self.journal: list[tuple[str, bytes]] = []  # since the last commit, in the order it happened
         self.engine = self._restore()
-        self.set_clinics(clinic_infos(load_registry(config.registry)))
+        registry = load_registry(config.registry)
+        self.set_clinics(clinic_infos(registry))
+        self.registry = registry
+        self.people: dict[str, Person] = {}
+        self._set_alerting(registry)
+        self.silences_mtime: float | None = None
+        self._reload_silences()
         self._reload_windows()
         self.pending_mids: list[int] = []
         self.last_digest = 0.0  # monotonic time of the last digest from any ingest process
@@ -169,8 +192,17 @@ class StateService:
         client.on_message = self._message
         self.client = client
         self.subscribed = threading.Event()
+        self.notifications = NotificationLog(self.db.db, self.db.lock)
+        channels: dict[str, Channel] = {"webhook": Webhook(), "slack": Slack(), "teams": Teams()}
+        if config.alerts.email is not None:
+            channels["email"] = Email(config.alerts.email)
+        if config.alerts.sms is not None:
+            channels["sms"] = Sms(config.alerts.sms)
+        self.dispatcher = Dispatcher(self.notifications, channels, config.alerts.retry_min_s,
+                                     config.alerts.retry_max_s)
         self._threads = [threading.Thread(target=self._tick_loop, name="state-tick", daemon=True),
-                         threading.Thread(target=self._export_loop, name="state-export", daemon=True)]
+                         threading.Thread(target=self._export_loop, name="state-export", daemon=True),
+                         threading.Thread(target=self._send_loop, name="alerts-send", daemon=True)]
 
     # -- lifecycle ------------------------------------------------------------------------------------
     def _restore(self) -> Engine:
@@ -202,6 +234,38 @@ class StateService:
             self.engine.set_clinics(clinics)
             self.journal.append(("clinics", json.dumps({c: [i.region, i.isp, i.link] for c, i in clinics.items()})
                                  .encode()))
+
+    def _set_alerting(self, registry: Registry) -> None:
+        a = self.config.alerts
+        timing = Timing(a.group_wait_s, a.group_interval_s, a.repeat_interval_s, a.escalate_after_s)
+        found, people = recipients(registry)
+        with self.lock:
+            self.engine.set_alerting(timing, found)
+            self.people = people
+            self.journal.append(("alerting", json.dumps([
+                [timing.group_wait_s, timing.group_interval_s, timing.repeat_interval_s, timing.escalate_after_s],
+                [[r.id, sorted(r.clinics), sorted(r.regions), r.everything, r.escalation] for r in found]]).encode()))
+
+    def set_silences(self, silences: list[Silence]) -> None:
+        with self.lock:
+            self.engine.set_silences(silences)
+            self.journal.append(("silences", json.dumps([
+                [x.id, x.start, x.end, sorted(x.clinics), sorted(x.regions), sorted(x.incidents), x.author, x.comment]
+                for x in silences]).encode()))
+
+    def _reload_silences(self) -> None:
+        path = self.config.silences_path()
+        try:
+            mtime = path.stat().st_mtime if path.exists() else None
+            if mtime == self.silences_mtime:
+                return
+            silences = load_silences(path) if mtime is not None else []
+        except (OSError, SilenceError) as exc:
+            log.error("silences not loaded; keeping the previous ones", extra={"fields": {"error": str(exc)}})
+            return
+        self.set_silences(silences)
+        self.silences_mtime = mtime
+        log.info("silences loaded", extra={"fields": {"silences": len(silences)}})
 
     def set_windows(self, windows: list[Window]) -> None:
         with self.lock:
@@ -275,8 +339,15 @@ class StateService:
             lines = [transition_line(t, infos[t.clinic]) for t in changes.transitions]
             lines += [outage_line(o, infos[o.clinic]) for o in changes.outages if o.clinic in infos]
             lines += [incident_line(i) for i in changes.incidents]
+            rows, muted = [], set()
+            if changes.intents:
+                incidents = {i.id: i for i in changes.incidents} | self.engine.incidents.open
+                evidence = {c: list(m.outage.evidence) if m.outage else []
+                            for c, m in self.engine.machines.items() if m.outage is not None}
+                rows, muted = rows_for(changes.intents, incidents, self.people, self.registry, evidence,
+                                       self.config.alerts.status_url, self.config.alerts.deadline_s)
             self.db.commit(self.journal, changes.transitions, changes.incidents, changes.outages, changes.blind,
-                           lines, now)
+                           lines, now, rows, muted)
             self.journal = []
             mids, self.pending_mids = self.pending_mids, []
             if time.monotonic() >= self.next_snapshot:
@@ -303,10 +374,13 @@ class StateService:
             if mtime != self.registry_mtime:
                 registry = load_registry(self.config.registry)
                 self.set_clinics(clinic_infos(registry))
+                self.registry = registry
+                self._set_alerting(registry)
                 self.registry_mtime = mtime
         except Exception as exc:  # noqa: BLE001 - ingest reports a bad registry; keep the one we have
             log.warning("state engine kept its registry", extra={"fields": {"error": str(exc)}})
         self._reload_windows()
+        self._reload_silences()
 
     def _reload_windows(self) -> None:
         path = self.config.state.maintenance_file
@@ -324,6 +398,15 @@ class StateService:
         self.set_windows(windows)
         self.windows_mtime = mtime
         log.info("maintenance windows loaded", extra={"fields": {"windows": len(windows)}})
+
+    # -- alerts out -----------------------------------------------------------------------------------
+    def _send_loop(self) -> None:
+        while not self.stopping.wait(TICK_S):
+            try:
+                self.dispatcher.run_once()
+            except Exception:  # noqa: BLE001 - keep sending; the error is logged
+                log.exception("alert dispatch failed")
+            self.thread_cpu["alerts"] = time.thread_time()
 
     # -- lines out ------------------------------------------------------------------------------------
     def _export_loop(self) -> None:
