@@ -18,8 +18,12 @@ and kept as a dead letter, which `validate` re-checks. It keeps each clinic's
 state (up, degraded, down, unknown, maintenance) with the likely cause, groups
 clinics that fail together into incidents and records every outage, served as
 JSON and metrics and stored for Grafana; `report` turns the outages into a
-month's availability. `check-config` checks a configuration and its registry;
-`broker-config` writes Mosquitto's password and ACL files from the registry.
+month's availability. It tells the registry's contacts of incidents by email,
+SMS, webhook, Slack or Teams, in their language; `silence` mutes some of that
+for a while; `alerts` sends a contact a test message and lists what was sent
+and what could not be. `check-config` checks a configuration and
+its registry; `broker-config` writes Mosquitto's password and ACL files from the
+registry.
 """
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,7 +58,158 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--region", help="only this region's clinics")
     report.add_argument("--format", choices=["csv", "html"], default="csv")
     report.add_argument("--out", type=Path, help="write here instead of standard output")
+    silence = commands.add_parser("silence", help="mute alerts about some clinics, regions or incidents for a while",
+                                  description="Silences mute messages without losing them: each is still decided "
+                                              "and kept in the notification log as muted. A recovery is still sent "
+                                              "to whoever was told of the incident before the silence began. The "
+                                              "running collector reads them within 10 s.")
+    silences = silence.add_subparsers(dest="action", metavar="ACTION", required=True)
+    add = silences.add_parser("add", help="add a silence; prints its id")
+    add.add_argument("--config", type=Path, required=True)
+    add.add_argument("--clinic", action="append", default=[], help="a clinic id (repeat for more)")
+    add.add_argument("--region", action="append", default=[], help="a region (repeat for more)")
+    add.add_argument("--incident", action="append", default=[], help="an incident id (repeat for more)")
+    add.add_argument("--for", dest="duration", help="how long: 30m, 2h, 1d (default 2h)")
+    add.add_argument("--until", help="or until when: 2026-11-30T08:00:00+01:00")
+    add.add_argument("--start", help="from when (default now)")
+    add.add_argument("--author", required=True, help="who silences it")
+    add.add_argument("--comment", required=True, help="why")
+    listing = silences.add_parser("list", help="the silences in force or to come (--all: expired ones too)")
+    listing.add_argument("--config", type=Path, required=True)
+    listing.add_argument("--all", action="store_true")
+    expire = silences.add_parser("expire", help="end a silence now")
+    expire.add_argument("--config", type=Path, required=True)
+    expire.add_argument("id")
+    alerts = commands.add_parser("alerts", help="test a contact's channels; list what was sent")
+    alert_actions = alerts.add_subparsers(dest="action", metavar="ACTION", required=True)
+    test = alert_actions.add_parser("test", help="send a test message through each of a contact's channels",
+                                    description="For installers: a test message in the contact's language through "
+                                                "each of its channels, and what became of each (exit 1 if one "
+                                                "failed). Contacts are the registry's: a scoped contact's id, or "
+                                                "<clinic>/<n> for a clinic's n-th contact.")
+    test.add_argument("--config", type=Path, required=True)
+    test.add_argument("--contact", required=True)
+    shown = alert_actions.add_parser("list", help="the notification log: each message, channel and what became of it")
+    shown.add_argument("--config", type=Path, required=True)
+    shown.add_argument("--incident", help="only this incident's")
+    shown.add_argument("--problems", action="store_true", help="only those not delivered (retry, failed, expired)")
     return parser
+
+
+def _duration_s(text: str) -> float:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    try:
+        value, unit = float(text[:-1]), units[text[-1]]
+        if value <= 0:
+            raise ValueError
+    except (ValueError, KeyError, IndexError):
+        raise ValueError(f"--for {text!r}: give a number and a unit, such as 30m, 2h or 1d") from None
+    return value * unit
+
+
+def _moment(text: str, option: str) -> "dt.datetime":
+    import datetime as dt
+
+    try:
+        moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"{option} {text!r}: give a time such as 2026-11-30T08:00:00+01:00") from None
+    if moment.tzinfo is None:
+        raise ValueError(f"{option} {text!r}: give its UTC offset, such as 2026-11-30T08:00:00+01:00")
+    return moment
+
+
+def _silence(args: argparse.Namespace) -> int:
+    import datetime as dt
+
+    from collector.alerts import silences
+    from collector.config import ConfigError, load_collector_config
+
+    try:
+        config = load_collector_config(args.config)
+        path = config.silences_path()
+        now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+        if args.action == "add":
+            if not (args.clinic or args.region or args.incident):
+                raise ValueError("name what to silence: --clinic, --region or --incident")
+            start = _moment(args.start, "--start") if args.start else now
+            if args.until and args.duration:
+                raise ValueError("give --for or --until, not both")
+            end = _moment(args.until, "--until") if args.until else start + dt.timedelta(
+                seconds=_duration_s(args.duration or "2h"))
+            if end <= start:
+                raise ValueError("the silence would end before it starts")
+            made = silences.add(path, start, end, args.clinic, args.region, args.incident, args.author, args.comment)
+            print(made.id)
+            return 0
+        if args.action == "expire":
+            ended = silences.expire(path, args.id, now)
+            print(f"{ended.id} ends {ended.end.isoformat()}")
+            return 0
+        rows = [s for s in silences.listing(path) if args.all or s.end > now]
+    except (ConfigError, silences.SilenceError, ValueError) as exc:
+        print(f"clinicwatch-collector: {exc}", file=sys.stderr)
+        return 2
+    for s in rows:
+        what = " ".join([*(f"clinic={c}" for c in s.clinics), *(f"region={r}" for r in s.regions),
+                         *(f"incident={i}" for i in s.incidents)])
+        status = "expired" if s.end <= now else ("active" if s.start <= now else "pending")
+        print(f"{s.id}  {status:7}  {s.start.isoformat()} .. {s.end.isoformat()}  {what}  by {s.author}: {s.comment}")
+    if not rows:
+        print("no silences" + ("" if args.all else " in force or to come"))
+    return 0
+
+
+def _alerts(args: argparse.Namespace) -> int:
+    from collector.config import ConfigError, load_collector_config
+    from collector.registry import RegistryError, load_registry
+
+    try:
+        config = load_collector_config(args.config)
+        registry = load_registry(config.registry)
+    except (ConfigError, RegistryError) as exc:
+        print(f"clinicwatch-collector: {exc}", file=sys.stderr)
+        return 2
+    if args.action == "test":
+        from collector.alerts.dispatch import recipients, test_channels
+
+        people = recipients(registry)[1]
+        if args.contact not in people:
+            print(f"clinicwatch-collector: no contact {args.contact!r} in {config.registry} (contacts: "
+                  f"{', '.join(sorted(people)) or 'none'})", file=sys.stderr)
+            return 2
+        person = people[args.contact]
+        if not person.channels:
+            print(f"clinicwatch-collector: contact {args.contact!r} has no channel (email, phone, webhook, slack, "
+                  f"teams)", file=sys.stderr)
+            return 2
+        failed = 0
+        for channel, address, delivery in test_channels(config.alerts, person):
+            print(f"{channel:8} {address}: {delivery.outcome} ({delivery.detail})")
+            failed += delivery.outcome != "delivered"
+        return 1 if failed else 0
+    from collector.alerts.log import NotificationLog
+    from collector.state.db import StateDB
+
+    path = config.data_dir / "state.sqlite"
+    if not path.exists():
+        print(f"clinicwatch-collector: no notification log in {config.data_dir} (the state engine has not run there)",
+              file=sys.stderr)
+        return 2
+    db = StateDB(path)
+    rows = NotificationLog(db.db, db.lock).rows(args.incident)
+    db.close()
+    if args.problems:
+        rows = [r for r in rows if r["status"] in ("retry", "failed", "expired")]
+    for r in rows:
+        import datetime as dt
+
+        when = dt.datetime.fromtimestamp(r["decided"] / 1000, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        print(f"{when}  {r['status']:7}  {r['channel']:7} {r['address']}  {r['key']}  attempts={r['attempts']}"
+              + (f"  {r['error']}" if r["error"] and r["status"] != "sent" else ""))
+    if not rows:
+        print("no messages" + (" with problems" if args.problems else ""))
+    return 0
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -105,7 +260,10 @@ def _run(args: argparse.Namespace) -> int:
             from collector.state.service import load_windows
 
             load_windows(windows)
-    except (ConfigError, RegistryError) as exc:
+        from collector.alerts.silences import SilenceError, load_silences
+
+        load_silences(config.silences_path())
+    except (ConfigError, RegistryError, SilenceError) as exc:
         print(exc, file=sys.stderr)
         return 2
     if args.command == "check-config":
@@ -145,6 +303,10 @@ def main(argv: list[str] | None = None) -> int:
         return _run(args)
     if args.command == "report":
         return _report(args)
+    if args.command == "silence":
+        return _silence(args)
+    if args.command == "alerts":
+        return _alerts(args)
     if args.command == "broker-config":
         from collector.brokerconfig import write_broker_config
         from collector.registry import RegistryError, load_registry

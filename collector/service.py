@@ -142,7 +142,7 @@ class _StateMetrics(PromCollector):
 
     def describe(self) -> Iterator[object]:
         nothing = {"states": {}, "open_incidents": 0, "blind": False, "counters": defaultdict(int), "cpu_s": 0,
-                   "transitions": {}}
+                   "transitions": {}, "notifications": {}, "attempts": {}}
         return _names_only(_state_metrics(nothing))
 
 
@@ -177,3 +177,15 @@ def _state_metrics(snapshot: dict) -> Iterator[object]:
                               value=counters["lines_written"])
     yield CounterMetricFamily("clinicwatch_state_export_errors", "Failed writes of state points (retried)",
                               value=counters["export_errors"])
+    notifications = GaugeMetricFamily("clinicwatch_notifications", "Alert messages in the notification log, by "
+                                      "channel and status (pending, retry, sent, failed, expired, muted)",
+                                      labels=["channel", "status"])
+    for (channel, status), count in sorted(snapshot["notifications"].items()):
+        notifications.add_metric([channel, status], count)
+    yield notifications
+    attempts = CounterMetricFamily("clinicwatch_notification_attempts", "Attempts to send an alert message since "
+                                   "start, by channel and outcome (delivered, retry, give_up, expired)",
+                                   labels=["channel", "outcome"])
+    for (channel, outcome), count in sorted(snapshot["attempts"].items()):
+        attempts.add_metric([channel, outcome], count)
+    yield attempts

@@ -30,12 +30,13 @@ class Request:
 
 
 class HookServer:
-    def __init__(self, answers: list[int] | None = None) -> None:
+    def __init__(self, answers: list[int] | None = None, port: int = 0) -> None:
         self.answers = list(answers or [])  # status codes to answer first, in turn; then 200
         self.requests: list[Request] = []
         self.lock = threading.Lock()
         self.hold = threading.Event()  # while cleared, requests wait before answering (to kill a sender mid-send)
         self.hold.set()
+        self.serving = False
         hooks = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -58,17 +59,20 @@ class HookServer:
             def log_message(self, format: str, *args: object) -> None:  # noqa: A002
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
 
     def __enter__(self) -> "HookServer":
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.serving = True
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.hold.set()
-        self.server.shutdown()
+        if self.serving:  # shutdown() waits for serve_forever to return
+            self.server.shutdown()
+            self.serving = False
         self.server.server_close()
 
     def received(self, path: str | None = None) -> list[Request]:

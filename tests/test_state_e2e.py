@@ -159,6 +159,8 @@ def test_a_cut_link_is_down_wan_and_the_outage_carries_the_agents_times(emulated
         emails = wait_for(lambda: len(mail.received()) >= 2 and mail.received(), "the recovery email", timeout_s=30)
         time.sleep(2)  # nothing more comes
         assert [m["Subject"].split(":")[0] for m in mail.received()] == ["SIN CONEXIÓN", "RESTABLECIDO"]
+        assert {(labels["channel"], labels["status"]): value
+                for labels, value in prometheus(port)["clinicwatch_notifications"]} == {("email", "sent"): 2}
         said = re.search(r"\((\d+) s\)\.", emails[1].get_body(("plain",)).get_content())
         assert said is not None and abs(int(said[1]) - OUTAGE_S) <= 5, emails[1].get_body(("plain",)).get_content()
     finally:

@@ -137,3 +137,33 @@ class Dispatcher:
 
 def _now() -> int:
     return time.time_ns() // 1_000_000
+
+
+def test_channels(config: Any, person: Person) -> list[tuple[str, str, Delivery]]:
+    """A test message through each of a person's channels, now, outside the log (`alerts test`)."""
+    channels = make_channels(config)
+    texts = Texts(person.lang, person.tz)
+    out = []
+    for channel, address in person.channels:
+        message = texts.test_message(f"test/{person.id}/{_now()}", channel, person.name)
+        sender = channels.get(channel)
+        delivery = (sender.send(message, address) if sender is not None else
+                    Delivery(GIVE_UP, f"no {channel} channel is configured (alerts.{channel})"))
+        out.append((channel, address, delivery))
+    return out
+
+
+def make_channels(config: Any) -> dict[str, Channel]:
+    """The channels an `alerts` configuration section provides."""
+    from collector.alerts.channels.email import Email
+    from collector.alerts.channels.slack import Slack
+    from collector.alerts.channels.sms import Sms
+    from collector.alerts.channels.teams import Teams
+    from collector.alerts.channels.webhook import Webhook
+
+    channels: dict[str, Channel] = {"webhook": Webhook(), "slack": Slack(), "teams": Teams()}
+    if config.email is not None:
+        channels["email"] = Email(config.email)
+    if config.sms is not None:
+        channels["sms"] = Sms(config.sms)
+    return channels

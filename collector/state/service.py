@@ -26,13 +26,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from collector.alerts.channels import Channel
-from collector.alerts.channels.email import Email
-from collector.alerts.channels.slack import Slack
-from collector.alerts.channels.sms import Sms
-from collector.alerts.channels.teams import Teams
-from collector.alerts.channels.webhook import Webhook
-from collector.alerts.dispatch import Dispatcher, Person, recipients, rows_for
+from collector.alerts.dispatch import Dispatcher, Person, make_channels, recipients, rows_for
 from collector.alerts.log import NotificationLog
 from collector.alerts.policy import Recipient, Silence, Timing
 from collector.alerts.silences import SilenceError, load_silences
@@ -193,12 +187,7 @@ class StateService:
         self.client = client
         self.subscribed = threading.Event()
         self.notifications = NotificationLog(self.db.db, self.db.lock)
-        channels: dict[str, Channel] = {"webhook": Webhook(), "slack": Slack(), "teams": Teams()}
-        if config.alerts.email is not None:
-            channels["email"] = Email(config.alerts.email)
-        if config.alerts.sms is not None:
-            channels["sms"] = Sms(config.alerts.sms)
-        self.dispatcher = Dispatcher(self.notifications, channels, config.alerts.retry_min_s,
+        self.dispatcher = Dispatcher(self.notifications, make_channels(config.alerts), config.alerts.retry_min_s,
                                      config.alerts.retry_max_s)
         self._threads = [threading.Thread(target=self._tick_loop, name="state-tick", daemon=True),
                          threading.Thread(target=self._export_loop, name="state-export", daemon=True),
@@ -447,4 +436,5 @@ class StateService:
             return {"states": states, "open_incidents": len(self.engine.incidents.open),
                     "blind": self.engine.blind_since is not None, "counters": dict(self.counters),
                     "cpu_s": sum(self.thread_cpu.values()),
-                    "transitions": dict(self.transition_counts), "pending_lines": None}
+                    "transitions": dict(self.transition_counts), "pending_lines": None,
+                    "notifications": self.notifications.counts(), "attempts": dict(self.dispatcher.counts)}
