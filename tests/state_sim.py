@@ -233,6 +233,7 @@ class Sim:
             changes = self.engine.tick(self.now)
             self.changes.transitions += changes.transitions
             self.changes.incidents += changes.incidents
+            self.changes.intents += changes.intents
             self.changes.outages += changes.outages
         return self.changes
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import pickle
 
+from collector.alerts.policy import Recipient, Silence, Timing
 from collector.state import digest
 from collector.state.db import StateDB
 from collector.state.engine import Changes, ClinicInfo, Engine
@@ -33,7 +34,11 @@ class Journalled(Engine):
 
 
 def _fleet() -> Sim:
-    sim = Sim(FLEET, engine=Journalled(FLEET))
+    engine = Journalled(FLEET)
+    engine.set_alerting(Timing(group_wait_s=30, group_interval_s=120, repeat_interval_s=600),
+                        [Recipient("ib-admins", regions=frozenset({"Illes Balears"})),
+                         Recipient("director", everything=True, escalation=True)])
+    sim = Sim(FLEET, engine=engine)
     for i, clinic in enumerate(FLEET):
         cuts = [(T0 + 10 * MIN + i * 20 * S, T0 + 30 * MIN)] if i < 4 else []
         if i == 5:  # and one that flaps
@@ -47,6 +52,8 @@ def _same(a: Engine, b: Engine) -> None:
         assert vars(a.machines[clinic]) == vars(b.machines[clinic]), clinic
     assert {i: x.as_dict() for i, x in a.incidents.open.items()} == {i: x.as_dict() for i, x in b.incidents.open.items()}
     assert (a.due, a.due_at, a.touched) == (b.due, b.due_at, b.touched)
+    assert a.policy is not None and b.policy is not None
+    assert (a.policy.memory, a.policy.seen, a.silences) == (b.policy.memory, b.policy.seen, b.silences)
 
 
 def test_snapshot_and_journal_restore_the_engine_exactly(tmp_path) -> None:
@@ -57,6 +64,10 @@ def test_snapshot_and_journal_restore_the_engine_exactly(tmp_path) -> None:
     db.commit(engine.journal, [], [], [], [], [], sim.now)
     engine.journal = []
     db.snapshot(pickle.dumps(engine, protocol=pickle.HIGHEST_PROTOCOL))
+    silence = Silence("s1", T0 + 9 * MIN, T0 + 40 * MIN, clinics=frozenset({"c1"}))
+    sim.at(T0 + 9 * MIN, lambda t: (engine.set_silences([silence]),
+                                    engine.journal.append(("silences", json.dumps([[silence.id, silence.start,
+                                                          silence.end, ["c1"], [], [], "", ""]]).encode()))))
     sim.run_until(T0 + 12 * MIN)  # mid-outage, mid-incident, mid-flapping: committed, then killed
     db.commit(engine.journal, [], [], [], [], [], sim.now)
     engine.journal = []
@@ -75,11 +86,14 @@ def test_snapshot_and_journal_restore_the_engine_exactly(tmp_path) -> None:
             now, seeing = json.loads(body)
             got = restored.tick(now, seeing)
             restored_changes.transitions += got.transitions
+            restored_changes.intents += got.intents
         else:
             replay(restored, kind, body)
     after = [t for t in live_changes.transitions if t.detected_at > T0 + 12 * MIN]
     assert [(t.clinic, t.new, t.at) for t in restored_changes.transitions] == [(t.clinic, t.new, t.at) for t in after]
     assert len(after) == 5  # four clinics back, and the flapping one settled
+    told = [i for i in live_changes.intents if i.at > T0 + 12 * MIN]
+    assert restored_changes.intents == told and {i.kind for i in told} >= {"update", "recovery"}
     _same(engine, restored)
 
 
