@@ -249,6 +249,7 @@ def _run(args: argparse.Namespace) -> int:
     import threading
 
     from wire import logs
+    from collector.alerts.silences import SilenceError, load_silences
     from collector.config import ConfigError, load_collector_config
     from collector.registry import RegistryError, load_registry
 
@@ -260,8 +261,6 @@ def _run(args: argparse.Namespace) -> int:
             from collector.state.service import load_windows
 
             load_windows(windows)
-        from collector.alerts.silences import SilenceError, load_silences
-
         load_silences(config.silences_path())
     except (ConfigError, RegistryError, SilenceError) as exc:
         print(exc, file=sys.stderr)

@@ -6,6 +6,7 @@
         region: Illes Balears
         isp: Movistar
         link: lte              # fibre | dsl | lte | satellite | other
+        tz: Europe/Madrid      # for recurring maintenance windows (default UTC)
         lat: 39.766
         lon: 2.715
         contacts: [{name: Coordinación TIC, email: tic@example.org, lang: es, tz: Europe/Madrid}]
@@ -56,6 +57,14 @@ _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _PHONE = re.compile(r"^\+?[0-9][0-9 ]{5,19}$")
 
 
+def _zone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"tz {value!r} is not a time zone name such as Europe/Madrid") from None
+    return value
+
+
 class Contact(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: str
@@ -77,11 +86,7 @@ class Contact(BaseModel):
     @field_validator("tz")
     @classmethod
     def _tz(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"tz {value!r} is not a time zone name such as Europe/Madrid") from None
-        return value
+        return _zone(value)
 
     @field_validator("email")
     @classmethod
@@ -129,6 +134,12 @@ class Clinic(BaseModel):
     lat: float | None = Field(default=None, ge=-90, le=90)
     lon: float | None = Field(default=None, ge=-180, le=180)
     contacts: list[Contact] = Field(default_factory=list)
+    tz: str = Field(default="UTC", description="the clinic's time zone, for recurring maintenance windows")
+
+    @field_validator("tz")
+    @classmethod
+    def _tz(cls, value: str) -> str:
+        return _zone(value)
 
     @field_validator("region", "isp")
     @classmethod
@@ -192,7 +203,7 @@ def load_registry(path: Path) -> Registry:
         raise RegistryError(f"{path}: {where}{message} ({exc.error_count()} problem(s))") from None
 
 
-_CLINIC_COLUMNS = {"id", "name", "region", "isp", "link", "lat", "lon"}
+_CLINIC_COLUMNS = {"id", "name", "region", "isp", "link", "lat", "lon", "tz"}
 _CONTACT_COLUMN = re.compile(r"^contact(\d*)_(name|email|phone|lang|tz|webhook|slack|teams)$")
 
 

@@ -131,3 +131,48 @@ def test_keys_name_each_message_once() -> None:
     sim.run_until(T0 + 70 * MIN)
     keys = [i.key for i in engine.intents]
     assert len(keys) == len(set(keys)) == 2 * (1 + 3 + 1)  # open, three reminders, recovery
+
+
+def test_a_recurring_maintenance_window_in_the_clinics_time_zone_gives_no_message(tmp_path) -> None:
+    import datetime as dt
+
+    import yaml
+
+    from collector.registry import load_registry
+    from collector.state.service import load_windows
+
+    (tmp_path / "clinics.yaml").write_text(yaml.safe_dump({"clinics": [
+        {"id": "c1", "name": "Sóller", "region": "Illes Balears", "tz": "Europe/Madrid"},
+        {"id": "c2", "name": "La Oliva", "region": "Canarias", "tz": "Atlantic/Canary"}]}))
+    (tmp_path / "maintenance.yaml").write_text(yaml.safe_dump({"windows": [
+        {"clinics": ["c1", "c2"], "every": ["mon"], "from": "16:30", "to": "17:30", "reason": "router updates"}]}))
+    registry = load_registry(tmp_path / "clinics.yaml")
+    windows = load_windows(tmp_path / "maintenance.yaml", registry, T0)  # T0: Monday 2026-09-21, 14:13 UTC
+    utc = sorted((dt.datetime.fromtimestamp(w.start / 1000, dt.UTC).strftime("%a %d %H:%M"),
+                  (w.end - w.start) // MIN, sorted(w.clinics)) for w in windows)
+    assert utc == [("Mon 21 14:30", 60, ["c1"]), ("Mon 21 15:30", 60, ["c2"]),
+                   ("Mon 28 14:30", 60, ["c1"]), ("Mon 28 15:30", 60, ["c2"])]
+    fleet = {"c1": LTE, "c2": ClinicInfo("Canarias", "Movistar", "lte")}
+    engine = Alerted(fleet, [EVERYONE])
+    engine.set_windows(windows)
+    sim = Sim(fleet, engine=engine)
+    sim.add("c1", Link(cuts=[(T0 + 20 * MIN, T0 + 60 * MIN)]))  # 14:33-15:13 UTC, inside Madrid's 16:30-17:30
+    sim.add("c2", Link(cuts=[(T0 + 20 * MIN, T0 + 60 * MIN)]))  # the same moment is 15:33 in the Canaries: not
+    sim.run_until(T0 + 100 * MIN)
+    assert [(i.kind, i.down or i.back) for i in engine.intents] == [("open", ("c2",)), ("recovery", ("c2",))]
+
+
+def test_recurring_windows_follow_daylight_saving_time(tmp_path) -> None:
+    import yaml
+
+    from collector.registry import load_registry
+    from collector.state.service import load_windows
+
+    (tmp_path / "clinics.yaml").write_text(yaml.safe_dump({"clinics": [{"id": "c1", "name": "A",
+                                                                          "tz": "Europe/Madrid"}]}))
+    (tmp_path / "m.yaml").write_text(yaml.safe_dump({"windows": [{"clinics": ["c1"], "every": ["day"],
+                                                                  "from": "01:00", "to": "04:00"}]}))
+    # Around 2026-10-25, when Spain goes from UTC+2 to UTC+1.
+    windows = load_windows(tmp_path / "m.yaml", load_registry(tmp_path / "clinics.yaml"), 1_792_800_000_000)
+    hours = {w.start: (w.end - w.start) / 3_600_000 for w in windows}
+    assert sorted(hours.values()).count(4.0) == 1 and set(hours.values()) == {3.0, 4.0}  # 03:00 comes twice

@@ -50,7 +50,16 @@ def test_a_bad_state_setting_names_file_key_and_fix(tmp_path, capsys, state: dic
     ({"start": "2026-11-25T08:00:00Z", "end": "2026-11-25T10:00:00Z"},
      "windows[0]: Value error, name the clinics or the regions it covers"),
     ({"clinic": ["c1"], "start": "2026-11-25T08:00:00Z", "end": "2026-11-25T10:00:00Z"},
-     "windows[0].clinic: Extra inputs are not permitted")])
+     "windows[0].clinic: Extra inputs are not permitted"),
+    ({"regions": ["r"], "every": ["sunday"], "from": "02:00", "to": "04:00"},
+     "windows[0]: Value error, every: ['sunday'] are not days; use mon, tue, wed, thu, fri, sat, sun or day"),
+    ({"regions": ["r"], "every": ["sun"], "from": "02:00"},
+     "windows[0]: Value error, a recurring window needs every (mon..sun or day), from and to, e.g. every: [sun], "
+     "from: '02:00', to: '04:00'"),
+    ({"regions": ["r"], "every": ["sun"], "from": "02:00", "to": "04:00", "start": "2026-11-25T08:00:00Z"},
+     "windows[0]: Value error, give start and end (once) or every, from and to (recurring), not both"),
+    ({"regions": ["r"], "every": ["sun"], "from": "02:00", "to": "04:00", "tz": "Mallorca"},
+     "windows[0]: Value error, tz 'Mallorca' is not a time zone name such as Europe/Madrid")])
 def test_a_bad_maintenance_window_is_named(tmp_path, capsys, window: dict, message: str) -> None:
     path = _config(tmp_path, {"maintenance_file": "maintenance.yaml"})
     (tmp_path / "maintenance.yaml").write_text(yaml.safe_dump({"windows": [window]}))

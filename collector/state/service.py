@@ -22,6 +22,7 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import paho.mqtt.client as mqtt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -53,23 +54,75 @@ EXPORT_BATCH = 5000
 
 
 # -- maintenance windows -----------------------------------------------------------------------------
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+EXPAND_DAYS = 8  # recurring windows are laid out this many days ahead (again every hour)
+
+
 class _WindowModel(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
     clinics: list[str] = Field(default_factory=list)
     regions: list[str] = Field(default_factory=list)
-    start: dt.datetime
-    end: dt.datetime
+    start: dt.datetime | None = None
+    end: dt.datetime | None = None
+    # Recurring: on these days (or `day` for every day), from one time of day to another, in each
+    # clinic's time zone (the registry's `tz`) unless `tz` is given here.
+    every: list[str] = Field(default_factory=list)
+    from_: dt.time | None = Field(default=None, alias="from")
+    to: dt.time | None = None
+    tz: str | None = None
     reason: str = ""
 
     @model_validator(mode="after")
     def _check(self) -> "_WindowModel":
+        if not self.clinics and not self.regions:
+            raise ValueError("name the clinics or the regions it covers")
+        if self.every or self.from_ is not None or self.to is not None:
+            if self.start is not None or self.end is not None:
+                raise ValueError("give start and end (once) or every, from and to (recurring), not both")
+            if not self.every or self.from_ is None or self.to is None:
+                raise ValueError("a recurring window needs every (mon..sun or day), from and to, e.g. "
+                                 "every: [sun], from: '02:00', to: '04:00'")
+            unknown = [d for d in self.every if d not in (*DAYS, "day")]
+            if unknown:
+                raise ValueError(f"every: {unknown} are not days; use {', '.join(DAYS)} or day")
+            if self.from_ == self.to:
+                raise ValueError("from and to are the same time")
+            if self.tz is not None:
+                try:
+                    ZoneInfo(self.tz)
+                except (ZoneInfoNotFoundError, ValueError):
+                    raise ValueError(f"tz {self.tz!r} is not a time zone name such as Europe/Madrid") from None
+            return self
+        if self.start is None or self.end is None:
+            raise ValueError("give start and end (once) or every, from and to (recurring)")
         if self.start.tzinfo is None or self.end.tzinfo is None:
             raise ValueError("start and end need a UTC offset, e.g. 2026-11-25T08:00:00+01:00")
         if self.end <= self.start:
             raise ValueError("end must be after start")
-        if not self.clinics and not self.regions:
-            raise ValueError("name the clinics or the regions it covers")
         return self
+
+    def occurrences(self, registry: Registry, now_ms: int) -> list[Window]:
+        """A recurring window laid out as one-off windows from a day ago to EXPAND_DAYS ahead, per time zone."""
+        covered = [c for c in registry.clinics if c.id in self.clinics or c.region in self.regions]
+        by_zone: dict[str, set[str]] = {}
+        for clinic in covered:
+            by_zone.setdefault(self.tz or clinic.tz, set()).add(clinic.id)
+        days = set(DAYS) if "day" in self.every else set(self.every)
+        out = []
+        assert self.from_ is not None and self.to is not None
+        for zone, clinics in sorted(by_zone.items()):
+            tz = ZoneInfo(zone)
+            today = dt.datetime.fromtimestamp(now_ms / 1000, tz).date()
+            for offset in range(-1, EXPAND_DAYS + 1):
+                day = today + dt.timedelta(days=offset)
+                if DAYS[day.weekday()] not in days:
+                    continue
+                start = dt.datetime.combine(day, self.from_, tzinfo=tz)
+                end = dt.datetime.combine(day + dt.timedelta(days=1 if self.to < self.from_ else 0), self.to,
+                                          tzinfo=tz)
+                out.append(Window(int(start.timestamp() * 1000), int(end.timestamp() * 1000), frozenset(clinics),
+                                  frozenset(), self.reason))
+        return out
 
 
 class _WindowsModel(BaseModel):
@@ -77,15 +130,25 @@ class _WindowsModel(BaseModel):
     windows: list[_WindowModel] = Field(default_factory=list)
 
 
-def load_windows(path: Path) -> list[Window]:
+def load_windows(path: Path, registry: Registry | None = None, now_ms: int | None = None) -> list[Window]:
+    """The windows in the file: one-off ones as they are, recurring ones laid out around `now_ms` for the
+    registry's clinics (without a registry, the file is only checked)."""
     document = yamlio.load_file(path, "maintenance windows", ConfigError)
     try:
         model = _WindowsModel.model_validate(document)
     except ValidationError as exc:
         raise ConfigError("\n".join(f"{path}: {error_path(e['loc'], top='(top level)')}: {e['msg']}"
                                     for e in exc.errors())) from None
-    return [Window(int(w.start.timestamp() * 1000), int(w.end.timestamp() * 1000), frozenset(w.clinics),
-                   frozenset(w.regions), w.reason) for w in model.windows]
+    out = []
+    for w in model.windows:
+        if w.every:
+            if registry is not None:
+                out += w.occurrences(registry, now_ms if now_ms is not None else time.time_ns() // 1_000_000)
+        else:
+            assert w.start is not None and w.end is not None
+            out.append(Window(int(w.start.timestamp() * 1000), int(w.end.timestamp() * 1000), frozenset(w.clinics),
+                              frozenset(w.regions), w.reason))
+    return out
 
 
 def clinic_infos(registry: Registry) -> dict[str, ClinicInfo]:
@@ -158,7 +221,7 @@ class StateService:
         self.config = config
         state = config.state
         self.registry_mtime = config.registry.stat().st_mtime
-        self.windows_mtime: float | None = None
+        self.windows_mtime: tuple | None = None
         self.db = StateDB(config.data_dir / "state.sqlite")
         self.dead_letters = DeadLetters(config.data_dir / "dead-letters.jsonl")
         self.lock = threading.Lock()
@@ -375,18 +438,24 @@ class StateService:
         path = self.config.state.maintenance_file
         if path is None:
             return
+        now = time.time_ns() // 1_000_000
         try:
             mtime = path.stat().st_mtime if path.exists() else None
-            if mtime == self.windows_mtime:
+            # Again when the file or the registry changed, and every hour (recurring windows roll on).
+            key = (mtime, self.registry_mtime, now // 3_600_000)
+            if key == self.windows_mtime:
                 return
-            windows = load_windows(path) if mtime is not None else []
+            windows = load_windows(path, self.registry, now) if mtime is not None else []
         except (OSError, ConfigError) as exc:
             log.error("maintenance windows not loaded; keeping the previous ones",
                       extra={"fields": {"error": str(exc)}})
             return
-        self.set_windows(windows)
-        self.windows_mtime = mtime
-        log.info("maintenance windows loaded", extra={"fields": {"windows": len(windows)}})
+        changed = key[:2] != (self.windows_mtime or (None, None, None))[:2]
+        if windows != self.engine.windows:
+            self.set_windows(windows)
+        self.windows_mtime = key
+        if changed:
+            log.info("maintenance windows loaded", extra={"fields": {"windows": len(windows)}})
 
     # -- alerts out -----------------------------------------------------------------------------------
     def _send_loop(self) -> None:
