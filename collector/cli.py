@@ -6,6 +6,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import wire
 from collector import __version__
@@ -161,13 +162,9 @@ def _silence(args: argparse.Namespace) -> int:
 
 
 def _alerts(args: argparse.Namespace) -> int:
-    from collector.config import ConfigError, load_collector_config
-    from collector.registry import RegistryError, load_registry
-
     try:
-        config = load_collector_config(args.config)
-        registry = load_registry(config.registry)
-    except (ConfigError, RegistryError) as exc:
+        config, registry = _config_and_registry(args.config)
+    except ValueError as exc:
         print(f"clinicwatch-collector: {exc}", file=sys.stderr)
         return 2
     if args.action == "test":
@@ -189,14 +186,10 @@ def _alerts(args: argparse.Namespace) -> int:
             failed += delivery.outcome != "delivered"
         return 1 if failed else 0
     from collector.alerts.log import NotificationLog
-    from collector.state.db import StateDB
 
-    path = config.data_dir / "state.sqlite"
-    if not path.exists():
-        print(f"clinicwatch-collector: no notification log in {config.data_dir} (the state engine has not run there)",
-              file=sys.stderr)
+    db = _state_db(config, "notification log")
+    if db is None:
         return 2
-    db = StateDB(path)
     rows = NotificationLog(db.db, db.lock).rows(args.incident)
     db.close()
     if args.problems:
@@ -212,28 +205,42 @@ def _alerts(args: argparse.Namespace) -> int:
     return 0
 
 
-def _report(args: argparse.Namespace) -> int:
-    from collector.config import ConfigError, load_collector_config
-    from collector.registry import RegistryError, load_registry
-    from collector.state import report
+def _config_and_registry(path: Path) -> tuple[Any, Any]:
+    """The configuration and its registry; ValueError (ConfigError, RegistryError) names what is wrong."""
+    from collector.config import load_collector_config
+    from collector.registry import load_registry
+
+    config = load_collector_config(path)
+    return config, load_registry(config.registry)
+
+
+def _state_db(config: Any, what: str) -> Any:
+    """The state engine's database in the configuration's data_dir, or None (said on stderr) if it never ran."""
     from collector.state.db import StateDB
 
+    path = config.data_dir / "state.sqlite"
+    if not path.exists():
+        print(f"clinicwatch-collector: no {what} in {config.data_dir} (the state engine has not run there)",
+              file=sys.stderr)
+        return None
+    return StateDB(path)
+
+
+def _report(args: argparse.Namespace) -> int:
+    from collector.state import report
+
     try:
-        config = load_collector_config(args.config)
-        registry = load_registry(config.registry)
+        config, registry = _config_and_registry(args.config)
         start, end = report.month_bounds(args.month, time.time_ns() // 1_000_000)
-    except (ConfigError, RegistryError, ValueError) as exc:
+    except ValueError as exc:
         print(f"clinicwatch-collector: {exc}", file=sys.stderr)
         return 2
     if args.region is not None and args.region not in {c.region for c in registry.clinics}:
         print(f"clinicwatch-collector: --region {args.region!r} is not a region of the registry", file=sys.stderr)
         return 2
-    path = config.data_dir / "state.sqlite"
-    if not path.exists():
-        print(f"clinicwatch-collector: no state records in {config.data_dir} (the state engine has not run there)",
-              file=sys.stderr)
+    db = _state_db(config, "state records")
+    if db is None:
         return 2
-    db = StateDB(path)
     rows = report.build(db, registry, start, end, args.region)
     db.close()
     text = report.to_csv(rows) if args.format == "csv" else report.to_html(rows, args.month, args.region)

@@ -207,15 +207,19 @@ _CLINIC_COLUMNS = {"id", "name", "region", "isp", "link", "lat", "lon", "tz"}
 _CONTACT_COLUMN = re.compile(r"^contact(\d*)_(name|email|phone|lang|tz|webhook|slack|teams)$")
 
 
-def _read_csv(path: Path) -> tuple[dict, list[tuple[int, list[int]]]]:
-    """The registry document from a CSV file, and for each clinic its line in the file and the
-    numbers of the contact columns it filled (for error messages)."""
-    text = yamlio.read_text(path, "clinic registry", RegistryError, encoding="utf-8-sig",
-                            fix="export the spreadsheet as 'CSV UTF-8'")
+def _spreadsheet(path: Path, what: str) -> tuple[csv.DictReader, list[str]]:
+    """A CSV file as a spreadsheet exports it (UTF-8 with or without BOM, `,` or `;`) and its columns."""
+    text = yamlio.read_text(path, what, RegistryError, encoding="utf-8-sig", fix="export the spreadsheet as 'CSV UTF-8'")
     header_line = text.split("\n", 1)[0]
     delimiter = ";" if header_line.count(";") > header_line.count(",") else ","
     reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
-    columns = [c.strip() for c in reader.fieldnames or []]
+    return reader, [c.strip() for c in reader.fieldnames or []]
+
+
+def _read_csv(path: Path) -> tuple[dict, list[tuple[int, list[int]]]]:
+    """The registry document from a CSV file, and for each clinic its line in the file and the
+    numbers of the contact columns it filled (for error messages)."""
+    reader, columns = _spreadsheet(path, "clinic registry")
     unknown = [c for c in columns if c not in _CLINIC_COLUMNS and not _CONTACT_COLUMN.match(c)]
     if not columns or "id" not in columns or "name" not in columns or unknown:
         problem = f"unknown column(s) {unknown}" if unknown else "the header must name at least 'id' and 'name'"
@@ -256,12 +260,7 @@ _SCOPED_COLUMNS = ("id", "name", "lang", "tz", "email", "phone", "webhook", "sla
 def _read_contacts_csv(path: Path) -> list[dict]:
     """Scoped contacts beside a CSV registry (`clinics.contacts.csv` for `clinics.csv`), a row each;
     `clinics` and `regions` list several values separated by `|`; `all` and `escalation` are yes/no."""
-    text = yamlio.read_text(path, "contacts", RegistryError, encoding="utf-8-sig",
-                            fix="export the spreadsheet as 'CSV UTF-8'")
-    header_line = text.split("\n", 1)[0]
-    delimiter = ";" if header_line.count(";") > header_line.count(",") else ","
-    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
-    columns = [c.strip() for c in reader.fieldnames or []]
+    reader, columns = _spreadsheet(path, "contacts")
     unknown = [c for c in columns if c not in _SCOPED_COLUMNS]
     if unknown or "id" not in columns or "name" not in columns:
         raise RegistryError(f"{path}: line 1: " + (f"unknown column(s) {unknown}" if unknown else

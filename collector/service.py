@@ -177,15 +177,14 @@ def _state_metrics(snapshot: dict) -> Iterator[object]:
                               value=counters["lines_written"])
     yield CounterMetricFamily("clinicwatch_state_export_errors", "Failed writes of state points (retried)",
                               value=counters["export_errors"])
-    notifications = GaugeMetricFamily("clinicwatch_notifications", "Alert messages in the notification log, by "
-                                      "channel and status (pending, retry, sent, failed, expired, muted)",
-                                      labels=["channel", "status"])
-    for (channel, status), count in sorted(snapshot["notifications"].items()):
-        notifications.add_metric([channel, status], count)
-    yield notifications
-    attempts = CounterMetricFamily("clinicwatch_notification_attempts", "Attempts to send an alert message since "
-                                   "start, by channel and outcome (delivered, retry, give_up, expired)",
-                                   labels=["channel", "outcome"])
-    for (channel, outcome), count in sorted(snapshot["attempts"].items()):
-        attempts.add_metric([channel, outcome], count)
-    yield attempts
+    for family, name, text, labels, counts in (
+            (GaugeMetricFamily, "clinicwatch_notifications", "Alert messages in the notification log, by channel "
+             "and status (pending, retry, sent, failed, expired, muted)", ["channel", "status"],
+             snapshot["notifications"]),
+            (CounterMetricFamily, "clinicwatch_notification_attempts", "Attempts to send an alert message since "
+             "start, by channel and outcome (delivered, retry, give_up, expired)", ["channel", "outcome"],
+             snapshot["attempts"])):
+        metric = family(name, text, labels=labels)
+        for key, count in sorted(counts.items()):
+            metric.add_metric(list(key), count)
+        yield metric
