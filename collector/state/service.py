@@ -243,6 +243,7 @@ class StateService:
         self.transition_counts: dict[str, int] = {}
         self.thread_cpu: dict[str, float] = {}  # CPU seconds of each of the engine's threads (its own cost)
         self.stopping = threading.Event()
+        self.rows_added = threading.Event()
         self.writer = make_writer(config.store)
         client = session_client(config.intake, state.client_id or f"{config.intake.client_id}-state")
         client.on_connect = self._connected
@@ -332,6 +333,7 @@ class StateService:
 
     def stop(self) -> None:
         self.stopping.set()
+        self.rows_added.set()
         for thread in self._threads:
             thread.join(10)
         self.client.disconnect()
@@ -400,6 +402,8 @@ class StateService:
                                        self.config.alerts.status_url, self.config.alerts.deadline_s)
             self.db.commit(self.journal, changes.transitions, changes.incidents, changes.outages, changes.blind,
                            lines, now, rows, muted)
+            if rows:
+                self.rows_added.set()
             self.journal = []
             mids, self.pending_mids = self.pending_mids, []
             if time.monotonic() >= self.next_snapshot:
@@ -459,7 +463,11 @@ class StateService:
 
     # -- alerts out -----------------------------------------------------------------------------------
     def _send_loop(self) -> None:
-        while not self.stopping.wait(TICK_S):
+        while not self.stopping.is_set():
+            self.rows_added.wait(TICK_S)  # woken as soon as a commit holds new messages, else each second
+            self.rows_added.clear()
+            if self.stopping.is_set():
+                break
             try:
                 self.dispatcher.run_once()
             except Exception:  # noqa: BLE001 - keep sending; the error is logged
