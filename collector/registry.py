@@ -57,7 +57,8 @@ _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _PHONE = re.compile(r"^\+?[0-9][0-9 ]{5,19}$")
 
 
-def _zone(value: str) -> str:
+def check_zone(value: str) -> str:
+    """`value` if it names an IANA time zone, else ValueError saying what is expected."""
     try:
         ZoneInfo(value)
     except (ZoneInfoNotFoundError, ValueError):
@@ -86,7 +87,7 @@ class Contact(BaseModel):
     @field_validator("tz")
     @classmethod
     def _tz(cls, value: str) -> str:
-        return _zone(value)
+        return check_zone(value)
 
     @field_validator("email")
     @classmethod
@@ -139,7 +140,7 @@ class Clinic(BaseModel):
     @field_validator("tz")
     @classmethod
     def _tz(cls, value: str) -> str:
-        return _zone(value)
+        return check_zone(value)
 
     @field_validator("region", "isp")
     @classmethod

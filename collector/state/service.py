@@ -22,7 +22,7 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 import paho.mqtt.client as mqtt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -36,7 +36,7 @@ from collector.ingest.intake import session_client, start_session
 from collector.ingest.lineproto import record_line
 from collector.ingest.store import StoreError, make_writer
 from collector.ingest.validate import DeadLetters
-from collector.registry import Registry, load_registry
+from collector.registry import Registry, check_zone, load_registry
 from collector.state import digest
 from collector.state.clinic import DEGRADED, DOWN, MAINTENANCE, UNKNOWN, UP, Transition
 from collector.state.db import StateDB
@@ -88,10 +88,7 @@ class _WindowModel(BaseModel):
             if self.from_ == self.to:
                 raise ValueError("from and to are the same time")
             if self.tz is not None:
-                try:
-                    ZoneInfo(self.tz)
-                except (ZoneInfoNotFoundError, ValueError):
-                    raise ValueError(f"tz {self.tz!r} is not a time zone name such as Europe/Madrid") from None
+                check_zone(self.tz)
             return self
         if self.start is None or self.end is None:
             raise ValueError("give start and end (once) or every, from and to (recurring)")
