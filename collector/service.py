@@ -170,7 +170,7 @@ def _state_metrics(snapshot: dict) -> Iterator[object]:
     counters = snapshot["counters"]
     yield CounterMetricFamily("clinicwatch_state_facts", "Facts the state engine applied", value=counters["facts"])
     yield CounterMetricFamily("clinicwatch_state_cpu_seconds", "CPU time of the state engine's threads (reading "
-                              "digests, judging, committing, writing its points)", value=snapshot["cpu_s"])
+                              "digests, judging, committing, writing its points, sending alerts)", value=snapshot["cpu_s"])
     yield CounterMetricFamily("clinicwatch_state_bad_digests", "Digests the state engine could not read",
                               value=counters["bad_digests"])
     yield CounterMetricFamily("clinicwatch_state_lines_written", "State, outage and incident points stored",
