@@ -393,8 +393,10 @@ class StateService:
             rows, muted = [], set()
             if changes.intents:
                 incidents = {i.id: i for i in changes.incidents} | self.engine.incidents.open
-                evidence = {c: list(m.outage.evidence) if m.outage else []
-                            for c, m in self.engine.machines.items() if m.outage is not None}
+                machines = self.engine.machines
+                named = {c for intent in changes.intents for c in (*intent.down, *intent.back)}
+                evidence = {c: list(outage.evidence) for c in named
+                            if c in machines and (outage := machines[c].outage) is not None}
                 rows, muted = rows_for(changes.intents, incidents, self.people, self.registry, evidence,
                                        self.config.alerts.status_url, self.config.alerts.deadline_s)
             self.db.commit(self.journal, changes.transitions, changes.incidents, changes.outages, changes.blind,
