@@ -84,6 +84,9 @@ class StateConfig(_Section):
         "the engine judges the fleet this long in the past, so facts from several ingest processes are in"))
     snapshot_s: float = Field(default=300, gt=0, description=(
         "how often the whole engine is written down; after a restart the journal since is replayed"))
+    status_interval_s: float = Field(default=60, ge=0, description=(
+        "every clinic's current state is written as a clinic_status point this often (0: never); Grafana's "
+        "fleet map, counts and availability panels read them"))
     rules: StateRules = Field(default_factory=StateRules)
 
 

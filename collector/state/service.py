@@ -474,9 +474,47 @@ class StateService:
             self.thread_cpu["alerts"] = time.thread_time()
 
     # -- lines out ------------------------------------------------------------------------------------
+    def status_lines(self, now: int) -> list[str]:
+        """Every registered clinic's state now, one `clinic_status` point each (docs/collector.md): what
+        Grafana's fleet map, counts and availability read, whatever the range (transitions alone would
+        leave a clinic that has not changed for a month out of a one-hour range)."""
+        places = {c.id: c for c in self.registry.clinics}
+        out = []
+        with self.lock:
+            infos, machines = self.engine.clinics, self.engine.machines
+            for clinic, info in infos.items():
+                machine = machines[clinic]
+                fields: dict[str, object] = {"state": machine.state, "code": STATE_CODES[machine.state]}
+                if machine.state in (UP, DEGRADED, DOWN):  # unknown and maintenance count neither way
+                    fields["avail"] = 0 if machine.state == DOWN else 1
+                for name, value in (("cause", machine.cause), ("reason", machine.reason),
+                                    ("since_ms", machine.since), ("last_heard_ms", machine.last_heard)):
+                    if value is not None:
+                        fields[name] = value
+                place = places.get(clinic)
+                if place is not None:
+                    fields["name"] = place.name
+                    if place.lat is not None and place.lon is not None:
+                        fields["lat"], fields["lon"] = place.lat, place.lon
+                out.append(record_line("clinic_status", clinic, now * 1_000_000, _tags(info), fields))
+        return out
+
     def _export_loop(self) -> None:
         backoff = 1.0
+        every_ms = int(self.config.state.status_interval_s * 1000)
+        next_status = 0
         while not self.stopping.wait(backoff if backoff > 1 else TICK_S):
+            now = time.time_ns() // 1_000_000
+            if every_ms and now >= next_status and self.engine.blind_since is None:
+                # Not kept in the queue: a status point lost to a database outage is replaced by the next.
+                moment = now - now % every_ms
+                try:
+                    lines = self.status_lines(moment)
+                    self.writer(lines)
+                    self.counters["lines_written"] += len(lines)
+                except StoreError:
+                    self.counters["export_errors"] += 1
+                next_status = moment + every_ms
             rows = self.db.pending_lines(EXPORT_BATCH)
             if not rows:
                 backoff = 1.0
