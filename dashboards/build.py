@@ -28,6 +28,7 @@ from grafana_foundation_sdk.cog import variants as cogvariants
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models import dashboard as model
+from grafana_foundation_sdk.models import geomap as geomodel
 
 OUT = Path(__file__).resolve().parent / "grafana"
 INFLUX = model.DataSourceRef(type_val="influxdb", uid="clinicwatch-influxdb")
@@ -136,6 +137,10 @@ def fleet() -> db.Dashboard:
         geomap.Panel().title("Clinics on the map, by state").datasource(INFLUX).span(14).height(14)
         .description("Registry coordinates (lat, lon); clinics without them are left off the map.")
         .view(geomap.MapViewConfig().id("fit").zoom(6))
+        # Grafana's default base layer (its tiles come from the internet unless geomap.default_baselayer
+        # in grafana.ini names a local one); the clinics' markers need none.
+        .basemap(cb.MapLayerOptions().type("default").name("Basemap"))
+        .tooltip(geomap.TooltipOptions().mode(geomodel.TooltipMode.DETAILS))
         .layers([layer]).mappings(state_mappings())
         .thresholds(db.ThresholdsConfig().mode(model.ThresholdsMode.ABSOLUTE).steps([
             model.Threshold(value=None, color="green"), model.Threshold(value=1, color="orange"),
