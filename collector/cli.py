@@ -24,7 +24,7 @@ SMS, webhook, Slack or Teams, in their language; `silence` mutes some of that
 for a while; `alerts` sends a contact a test message and lists what was sent
 and what could not be. `check-config` checks a configuration and
 its registry; `broker-config` writes Mosquitto's password and ACL files from the
-registry.
+registry; `grafana` (push) installs the dashboards in a Grafana.
 """
 
 def build_parser() -> argparse.ArgumentParser:
@@ -94,7 +94,40 @@ def build_parser() -> argparse.ArgumentParser:
     shown.add_argument("--config", type=Path, required=True)
     shown.add_argument("--incident", help="only this incident's")
     shown.add_argument("--problems", action="store_true", help="only those not delivered (retry, failed, expired)")
+    grafana = commands.add_parser("grafana", help="install the data sources, folder and dashboards in a Grafana")
+    grafana_actions = grafana.add_subparsers(dest="action", metavar="ACTION", required=True)
+    gpush = grafana_actions.add_parser(
+        "push", help="create or update them through Grafana's HTTP API (a second push changes nothing)",
+        description="Creates or updates ClinicWatch's InfluxDB and Prometheus data sources, the folder "
+                    "ClinicWatch and the dashboards of dashboards/grafana/ in a running Grafana (10.4 or 11), "
+                    "by uid: what is already as it should be is left alone. Needs clinicwatch[grafana] "
+                    "(grafana-client), best in a virtual environment of its own (dashboards/README.md).")
+    gpush.add_argument("--url", required=True, help="Grafana's address, e.g. https://grafana.example.org")
+    gpush.add_argument("--token-file", type=Path, required=True,
+                       help="file holding a Grafana service account token (role Editor or Admin)")
+    gpush.add_argument("--influx-url", default="http://127.0.0.1:8086",
+                       help="InfluxDB as Grafana reaches it (default %(default)s)")
+    gpush.add_argument("--database", default="clinicwatch", help="the collector's store.database "
+                                                                 "(default %(default)s)")
+    gpush.add_argument("--influx-token-file", type=Path,
+                       help="InfluxDB 2.x: file holding a read token (the bucket mapped to --database by DBRP)")
+    gpush.add_argument("--prometheus-url", default="http://127.0.0.1:9090",
+                       help="the Prometheus that scrapes the collector's /metrics (default %(default)s)")
     return parser
+
+
+def _grafana(args: argparse.Namespace) -> int:
+    from dashboards import push
+
+    token = None
+    if args.influx_token_file is not None:
+        try:
+            token = args.influx_token_file.read_text().strip()
+        except OSError as exc:
+            print(f"{args.influx_token_file}: cannot read the token: {exc.strerror}", file=sys.stderr)
+            return 2
+    return push.main(args.url, args.token_file, push.Targets(args.influx_url, args.database, args.prometheus_url,
+                                                             token))
 
 
 def _duration_s(text: str) -> float:
@@ -313,6 +346,8 @@ def main(argv: list[str] | None = None) -> int:
         return _silence(args)
     if args.command == "alerts":
         return _alerts(args)
+    if args.command == "grafana":
+        return _grafana(args)
     if args.command == "broker-config":
         from collector.brokerconfig import write_broker_config
         from collector.registry import RegistryError, load_registry

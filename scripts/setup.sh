@@ -31,4 +31,10 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
 .venv/bin/python -m pip install -q -e ".[dev]"
+# `grafana push` in its own environment: grafana-client's urllib3-future must not replace the
+# urllib3 that the collector's influxdb-client runs on (dashboards/README.md).
+if [ ! -x .venv-grafana/bin/python ]; then
+    "$PYTHON" -m venv .venv-grafana
+fi
+.venv-grafana/bin/python -m pip install -q -e ".[grafana]"
 echo "setup: ready ($(.venv/bin/python --version), packages in .venv)"
