@@ -56,21 +56,25 @@ class Row:
                 pct(f.worst_case)]
 
 
+def availability_of(db: StateDB, clinic: str, start: int, end: int, blind: list[tuple[int, int]]) -> Availability:
+    """One clinic's figures over [start, end) from its recorded changes and outages; `blind`: when the
+    collector could not see (db.blind)."""
+    history = db.transitions(clinic=clinic)
+    before = [t for t in history if t["at"] < start]
+    initial = before[-1]["new"] if before else "unknown"
+    changes = [(t["at"], t["new"]) for t in history if t["at"] >= start]
+    unknown = state_intervals(changes, "unknown", start, end, initial) + blind
+    maintenance = state_intervals(changes, "maintenance", start, end, initial)
+    outages = [(o["start"], o["end"] if o["end"] is not None else end)
+               for o in db.outages(clinic=clinic, since=start, until=end)]
+    return clinic_availability(clinic, start, end, outages, unknown, maintenance)
+
+
 def build(db: StateDB, registry: Registry, start: int, end: int, region: str | None = None) -> list[Row]:
     clinics = [c for c in registry.clinics if region is None or c.region == region]
     blind = [(a, b) for a, b in db.blind(start, end)]
-    rows: list[Row] = []
-    for clinic in clinics:
-        history = db.transitions(clinic=clinic.id)
-        before = [t for t in history if t["at"] < start]
-        initial = before[-1]["new"] if before else "unknown"
-        changes = [(t["at"], t["new"]) for t in history if t["at"] >= start]
-        unknown = state_intervals(changes, "unknown", start, end, initial) + blind
-        maintenance = state_intervals(changes, "maintenance", start, end, initial)
-        outages = [(o["start"], o["end"] if o["end"] is not None else end)
-                   for o in db.outages(clinic=clinic.id, since=start, until=end)]
-        figures = clinic_availability(clinic.id, start, end, outages, unknown, maintenance)
-        rows.append(Row("clinic", clinic.id, clinic.name, clinic.region, clinic.isp, figures))
+    rows = [Row("clinic", clinic.id, clinic.name, clinic.region, clinic.isp,
+                availability_of(db, clinic.id, start, end, blind)) for clinic in clinics]
     totals: list[Row] = []
     for level in ("region", "isp"):
         groups: dict[str, Availability] = {}
