@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Literal
 
@@ -111,6 +112,31 @@ class AlertsConfig(_Section):
         "the silences `clinicwatch-collector silence` manages (default: <data_dir>/silences.yaml)"))
 
 
+class BasicAuth(_Section):
+    user: str = Field(min_length=1)
+    password_file: Path = Field(description="file holding the password")
+
+    def password(self) -> str:
+        return _read_secret(self.password_file, "status_page.basic_auth.password_file") or ""
+
+
+class StatusPageConfig(_Section):
+    """The status page (collector/web/statuspage.py), served beside the API on metrics_host:metrics_port."""
+    enabled: bool = Field(default=True, description="serve /, /clinics/<id> and /incidents/<id> (needs the state engine)")
+    title: str = Field(default="ClinicWatch", max_length=120, description="the page's heading, e.g. the health service")
+    tz: str = Field(default="UTC", description="time zone of the times shown, e.g. Europe/Madrid")
+    basic_auth: BasicAuth | None = Field(default=None, description=(
+        "ask for this user and password on the status page and the JSON API (/metrics stays open); needed "
+        "when metrics_host is a public address"))
+
+    @model_validator(mode="after")
+    def _zone(self) -> "StatusPageConfig":
+        from collector.registry import check_zone
+
+        check_zone(self.tz)
+        return self
+
+
 class CollectorConfig(_Section):
     intake: IntakeConfig = Field(default_factory=IntakeConfig)
     store: StoreConfig
@@ -122,6 +148,19 @@ class CollectorConfig(_Section):
         "Prometheus /metrics and the state API (/api/v1/...); 0 turns both off"))
     state: StateConfig = Field(default_factory=StateConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+    status_page: StatusPageConfig = Field(default_factory=StatusPageConfig)
+
+    @model_validator(mode="after")
+    def _private(self) -> "CollectorConfig":
+        # No login is needed on a private network; a public address must not show the fleet to anyone.
+        try:
+            public = ipaddress.ip_address(self.metrics_host).is_global
+        except ValueError:
+            public = False  # a name, or 0.0.0.0 / ::: the operator's network decides
+        if public and self.metrics_port and self.status_page.enabled and self.status_page.basic_auth is None:
+            raise ValueError(f"metrics_host {self.metrics_host} is a public address: set status_page.basic_auth "
+                             "(user, password_file), bind a private address, or set status_page.enabled: false")
+        return self
 
     def silences_path(self) -> Path:
         return self.alerts.silences_file or self.data_dir / "silences.yaml"

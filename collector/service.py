@@ -16,6 +16,7 @@ from collector.ingest.intake import Intake
 from collector.ingest.store_side import StoreProcess
 from collector.state.service import STATE_CODES, StateService
 from collector.web.api import Api
+from collector.web.statuspage import StatusPage
 
 log = logging.getLogger("clinicwatch.collector")
 
@@ -44,7 +45,10 @@ class Collector:
         self.store.start()
         self.intake.start()
         if self.config.metrics_port:
-            self.api = Api(self.config.metrics_host, self.config.metrics_port, self.metrics, self.state)
+            page = self.config.status_page
+            status = StatusPage(page, self.state) if page.enabled and self.state is not None else None
+            auth = (page.basic_auth.user, page.basic_auth.password()) if page.basic_auth is not None else None
+            self.api = Api(self.config.metrics_host, self.config.metrics_port, self.metrics, self.state, status, auth)
             self.api.start()
         log.info("collector running", extra={"fields": {"store": self.config.store.kind,
                                                         "clinics": self.store.snapshot()["clinics"]}})

@@ -46,10 +46,11 @@ CAUSES = {"power": _("power cut"), "wan": _("internet link"), "lan_or_device": _
 
 
 @functools.cache
-def translations(lang: str) -> gettext.NullTranslations:
+def translations(lang: str, domain: str = "clinicwatch") -> gettext.NullTranslations:
+    """The catalog of `domain` (clinicwatch: alert messages; statuspage: the status page) in `lang`."""
     if lang == "en":
         return gettext.NullTranslations()
-    path = LOCALE_DIR / lang / "LC_MESSAGES" / "clinicwatch.po"
+    path = LOCALE_DIR / lang / "LC_MESSAGES" / f"{domain}.po"
     with path.open("rb") as po:
         catalog = read_po(po, locale=LOCALES[lang])
     buffer = io.BytesIO()

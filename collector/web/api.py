@@ -1,4 +1,4 @@
-"""The collector's HTTP endpoint: `/metrics` (Prometheus; `?name[]=<series>` for some only) and a small read-only JSON API of clinic state.
+"""The collector's HTTP endpoint: `/metrics` (Prometheus; `?name[]=<series>` for some only), a small read-only JSON API of clinic state, and the status page (`/`, `/clinics/<id>`, `/incidents/<id>`: collector/web/statuspage.py).
 
     GET /api/v1/clinics                   every clinic: state, since, cause, reason, last heard, incident
     GET /api/v1/clinics/<id>              one clinic, with its last 50 state changes and its outages of 30 days
@@ -12,6 +12,8 @@ operators' requests, not a web application.
 
 from __future__ import annotations
 
+import base64
+import hmac
 import json
 import logging
 import threading
@@ -27,8 +29,12 @@ DAY_MS = 86_400_000
 
 
 class Api:
-    def __init__(self, host: str, port: int, metrics: CollectorRegistry, state: Any | None) -> None:
-        self.metrics, self.state = metrics, state
+    def __init__(self, host: str, port: int, metrics: CollectorRegistry, state: Any | None,
+                 status: Any | None = None, auth: tuple[str, str] | None = None) -> None:
+        """`status`: the status page (collector.web.statuspage) when served; `auth`: (user, password)
+        asked on the status page and the JSON API, not on /metrics."""
+        self.metrics, self.state, self.status = metrics, state, status
+        self.auth = None if auth is None else "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
         api = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -61,6 +67,17 @@ class Api:
                 registry = self.metrics.restricted_registry(names) if names else self.metrics
                 self._send(request, 200, generate_latest(registry), CONTENT_TYPE_LATEST)
                 return
+            if self.auth is not None and not hmac.compare_digest(request.headers.get("Authorization", ""), self.auth):
+                request.send_response(401)
+                request.send_header("WWW-Authenticate", 'Basic realm="ClinicWatch", charset="UTF-8"')
+                request.send_header("Content-Length", "0")
+                request.end_headers()
+                return
+            if self.status is not None and self.state is not None and (
+                    not parts or (parts[0] in ("clinics", "incidents") and len(parts) == 2)):
+                code, page, headers = self.status.respond(parts, query, request.headers)
+                self._send(request, code, page.encode(), "text/html; charset=utf-8", headers)
+                return
             if parts[:2] != ["api", "v1"] or len(parts) < 3:
                 raise _NotFound("no such page: try /metrics or /api/v1/clinics")
             if self.state is None:
@@ -71,6 +88,9 @@ class Api:
             self._send(request, 404, json.dumps({"error": str(exc)}).encode(), "application/json")
         except ValueError as exc:
             self._send(request, 400, json.dumps({"error": str(exc)}).encode(), "application/json")
+        except Exception:  # noqa: BLE001 - one bad request must not take the endpoint down; logged
+            log.exception("HTTP request failed", extra={"fields": {"path": url.path}})
+            self._send(request, 500, json.dumps({"error": "internal error, logged"}).encode(), "application/json")
 
     def _api(self, parts: list[str], query: dict[str, str]) -> Any:
         state, db = self.state, self.state.db
@@ -97,9 +117,12 @@ class Api:
         raise _NotFound("no such resource: clinics, incidents, outages")
 
     @staticmethod
-    def _send(request: BaseHTTPRequestHandler, code: int, body: bytes, content_type: str) -> None:
+    def _send(request: BaseHTTPRequestHandler, code: int, body: bytes, content_type: str,
+              headers: dict[str, str] | None = None) -> None:
         request.send_response(code)
         request.send_header("Content-Type", content_type)
+        for key, value in (headers or {}).items():
+            request.send_header(key, value)
         request.send_header("Content-Length", str(len(body)))
         request.end_headers()
         request.wfile.write(body)
