@@ -1,7 +1,8 @@
 """A simulated fleet for tests that need a collector full of realistic data: seven clinics (healthy, a
-degraded link, down, on battery then down, an hour of short agent-recorded cuts, never heard, in
-maintenance) published as their agents would (wire contract) to a real broker, into the real collector
-(ingest, state engine, status points every second) and a real InfluxDB."""
+degraded link, down, on battery then down, a flapping link whose cuts the agent lived through and
+recorded, never heard, in maintenance) published as their agents would (wire contract) to a real
+broker, into the real collector (ingest, state engine, status points every second) and a real
+InfluxDB."""
 
 from __future__ import annotations
 
@@ -68,15 +69,18 @@ class Fleet:
             {"seq": self._next(clinic), "t": t, "mono": t, "sync": "ntp", "kind": kind, "detail": detail}
             for t, kind, detail in events]})
 
-    def link(self, clinic: str, loss: float, rtt: float, minutes: int = 30) -> None:
+    def link(self, clinic: str, loss: float, rtt: float, minutes: int = 30,
+             cuts: list[tuple[int, int]] = ()) -> None:
+        """ICMP towards two central targets every 30 s for `minutes`; lost entirely within `cuts`."""
         rows = []
         for k in range(minutes * 2, 0, -1):
             t = self.now - k * 30_000
+            lost = 100.0 if any(a <= t < b for a, b in cuts) else loss
             for target in ("records", "hub"):
-                f: dict[str, Any] = {"success": loss < 100, "reason": "" if loss < 100 else "timeout",
-                                     "loss_pct": loss, "sent": 10, "received": round(10 * (1 - loss / 100)),
+                f: dict[str, Any] = {"success": lost < 100, "reason": "" if lost < 100 else "timeout",
+                                     "loss_pct": lost, "sent": 10, "received": round(10 * (1 - lost / 100)),
                                      "duration_ms": 2000.0}
-                if loss < 100:
+                if lost < 100:
                     f |= {"rtt_avg_ms": rtt, "jitter_ms": rtt / 20}
                 rows.append((t, "icmp", {"target": target}, f))
         self.samples(clinic, rows)
@@ -128,16 +132,20 @@ def tell_story(fleet: Fleet) -> None:
         if story == "silent":
             continue
         fleet.status(clinic, "online")
+        # Flapping: a 65 s cut every 3 minutes for half an hour, which the agent lived through: its probes
+        # failed meanwhile and it recorded each cut. All of it is older than the collector's first word
+        # from the clinic, so the engine records the outages but does not judge that past as flapping
+        # (it judges a link from when it first heard it): the clinic is `up` with ten agent outages.
+        cuts = [(now - k * 180_000 - 65_000, now - k * 180_000) for k in range(10, 0, -1)] if story == "flapping" else []
         if story == "degraded":
             fleet.link(clinic, 30.0, 130.0)
         else:
-            fleet.link(clinic, 0.0, 45.0)
+            fleet.link(clinic, 0.0, 45.0, cuts=cuts)
         fleet.devices(clinic, on_battery=story == "battery")
-        if story == "flapping":  # the agent's own records of short cuts it lived through
-            fleet.events(clinic, [(now - k * 180_000, "outage", {
-                "down_t": now - k * 180_000 - 20_000, "down_mono": now - k * 180_000 - 20_000,
-                "up_mono": now - k * 180_000, "duration_s": 20.0, "cause": "mqtt disconnected",
-                "power_cycled": False, "down_sync": "ntp"}) for k in range(12, 0, -1)])
+        if cuts:
+            fleet.events(clinic, [(b, "outage", {
+                "down_t": a, "down_mono": a, "up_mono": b, "duration_s": (b - a) / 1000, "cause": "mqtt disconnected",
+                "power_cycled": False, "down_sync": "ntp"}) for a, b in cuts])
         if story == "battery":
             fleet.events(clinic, [(now - 30_000, "on_battery", {"charge_pct": 64.0, "minutes_remaining": 22.0,
                                                                 "input_voltage_v": 0.0})])
