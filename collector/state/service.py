@@ -507,14 +507,15 @@ class StateService:
             now = time.time_ns() // 1_000_000
             if every_ms and now >= next_status and self.engine.blind_since is None:
                 # Not kept in the queue: a status point lost to a database outage is replaced by the next.
-                moment = now - now % every_ms
+                # Stamped with the moment the engine judged (it judges lag_s in the past), so that the
+                # points' states line up with the transitions and outages.
                 try:
-                    lines = self.status_lines(moment)
+                    lines = self.status_lines(self.engine.now or now)
                     self.writer(lines)
                     self.counters["lines_written"] += len(lines)
                 except StoreError:
                     self.counters["export_errors"] += 1
-                next_status = moment + every_ms
+                next_status = now - now % every_ms + every_ms
             rows = self.db.pending_lines(EXPORT_BATCH)
             if not rows:
                 backoff = 1.0
