@@ -193,6 +193,10 @@ def test_basic_auth_guards_the_page_and_the_api_not_the_metrics(tmp_path) -> Non
         with pytest.raises(urllib.error.HTTPError) as denied:
             urllib.request.urlopen(wrong)
         assert denied.value.code == 401
+        odd = urllib.request.Request(base + "/api/v1/clinics", headers={"Authorization": "Basic ñ"})
+        with pytest.raises(urllib.error.HTTPError) as strange:
+            urllib.request.urlopen(odd)
+        assert strange.value.code == 401
         right = urllib.request.Request(base + "/api/v1/clinics", headers={
             "Authorization": "Basic " + base64.b64encode("ops:s3cret ñ".encode()).decode()})
         with pytest.raises(urllib.error.HTTPError) as passed:

@@ -67,7 +67,8 @@ class Api:
                 registry = self.metrics.restricted_registry(names) if names else self.metrics
                 self._send(request, 200, generate_latest(registry), CONTENT_TYPE_LATEST)
                 return
-            if self.auth is not None and not hmac.compare_digest(request.headers.get("Authorization", ""), self.auth):
+            given = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
+            if self.auth is not None and not hmac.compare_digest(given, self.auth.encode()):
                 request.send_response(401)
                 request.send_header("WWW-Authenticate", 'Basic realm="ClinicWatch", charset="UTF-8"')
                 request.send_header("Content-Length", "0")
