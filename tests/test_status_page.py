@@ -151,6 +151,7 @@ def test_usable_on_a_phone_and_nothing_fetched_from_elsewhere(site, browser_fact
         source = driver.page_source
         assert not re.search(r'(src|href)="(https?:)?//', source), "a link or asset elsewhere"
         assert "<script" not in source
+        assert '<meta http-equiv="refresh" content="60">' in source  # a wall screen stays current
         if PICTURES:
             name = "status-phone.png" if path == "/" else "status-clinic-phone.png"
             driver.save_screenshot(str(Path(PICTURES) / name))

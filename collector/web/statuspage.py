@@ -7,8 +7,9 @@
 
 Plain HTML with its style inline and the map drawn as SVG from the registry's coordinates: no script,
 no font, no tile server, nothing fetched from elsewhere (the Content-Security-Policy says so to the
-browser). Read-only. In the viewer's language (en, es, ca, it, pt): `?lang=` (the switch at the top,
-remembered in a cookie), else the browser's Accept-Language, else English; texts are gettext catalogs
+browser); it reloads itself every minute (a wall screen stays current). Read-only. In the viewer's
+language (en, es, ca, it, pt): `?lang=` (the switch at the top, remembered in a cookie), else the
+browser's Accept-Language, else English; texts are gettext catalogs
 (collector/locale/<lang>/LC_MESSAGES/statuspage.po) read with Babel, dates by Babel's CLDR data.
 """
 
@@ -157,6 +158,7 @@ class _View:
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
+<meta http-equiv="refresh" content="60">
 <title>{title} · {heading}</title>
 <style>{STYLE}</style>
 </head>
