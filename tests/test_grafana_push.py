@@ -33,14 +33,19 @@ def push(url: str, token: Path, *extra: str) -> subprocess.CompletedProcess[str]
                            str(token), *extra], cwd=REPO, capture_output=True, text=True, timeout=120)
 
 
+def _every(done: str) -> list[str]:
+    """What push prints when every object was `done`."""
+    return [f"datasource clinicwatch-influxdb: {done}", f"datasource clinicwatch-collector: {done}",
+            f"folder clinicwatch: {done}", *(f"dashboard {uid}: {done}" for uid in BOARDS)]
+
+
 def test_a_first_push_installs_everything_and_a_second_changes_nothing(grafana) -> None:
     stub, token = grafana
-    first = push(stub.url, token, "--influx-url", "http://influx.internal:8086", "--database", "cw",
-                 "--prometheus-url", "http://prom.internal:9090")
+    targets = ("--influx-url", "http://influx.internal:8086", "--database", "cw", "--prometheus-url",
+               "http://prom.internal:9090")
+    first = push(stub.url, token, *targets)
     assert first.returncode == 0, first.stderr
-    assert first.stdout.splitlines() == [
-        "datasource clinicwatch-influxdb: created", "datasource clinicwatch-collector: created",
-        "folder clinicwatch: created", *(f"dashboard {uid}: created" for uid in BOARDS)]
+    assert first.stdout.splitlines() == _every("created")
     influx = stub.datasources["clinicwatch-influxdb"]
     assert (influx["type"], influx["url"], influx["jsonData"]["dbName"]) == ("influxdb", "http://influx.internal:8086",
                                                                              "cw")
@@ -54,12 +59,9 @@ def test_a_first_push_installs_everything_and_a_second_changes_nothing(grafana) 
     writes = len(stub.writes())
     assert writes == 2 + 1 + len(BOARDS)
 
-    second = push(stub.url, token, "--influx-url", "http://influx.internal:8086", "--database", "cw",
-                  "--prometheus-url", "http://prom.internal:9090")
+    second = push(stub.url, token, *targets)
     assert second.returncode == 0, second.stderr
-    assert second.stdout.splitlines() == [
-        "datasource clinicwatch-influxdb: unchanged", "datasource clinicwatch-collector: unchanged",
-        "folder clinicwatch: unchanged", *(f"dashboard {uid}: unchanged" for uid in BOARDS)]
+    assert second.stdout.splitlines() == _every("unchanged")
     assert len(stub.writes()) == writes  # nothing written
     assert all(stub.dashboards[uid]["dashboard"]["version"] == 1 for uid in BOARDS)
 
