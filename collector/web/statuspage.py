@@ -239,8 +239,10 @@ class _View:
         width = 1000.0
         height = max(200.0, min(1000.0, width * span_y / span_x))
         scale = min((width - 40) / span_x, (height - 40) / span_y)
+        west, north = min(lons), max(lats)
+
         def xy(lat: float, lon: float) -> tuple[float, float]:
-            return 20 + (lon - min(lons)) * squeeze * scale, 20 + (max(lats) - lat) * scale
+            return 20 + (lon - west) * squeeze * scale, 20 + (north - lat) * scale
 
         # A degree grid with its figures, for a sense of place without any tile or outline.
         grid = []
