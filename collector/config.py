@@ -105,7 +105,7 @@ class AlertsConfig(_Section):
     retry_min_s: float = Field(default=5, gt=0, description="first retry of a failed send; doubles each time")
     retry_max_s: float = Field(default=300, gt=0)
     status_url: str | None = Field(default=None, pattern=r"^https?://", description=(
-        "the status page's address; messages link to <status_url>/incidents/<id>"))
+        "the status page's address; messages link to <status_url>/incidents/<id>, emails each clinic to <status_url>/clinics/<id>"))
     email: SmtpServer | None = Field(default=None, description="the SMTP server for contacts with an email")
     sms: SmsGateway | None = Field(default=None, description="the HTTP SMS gateway for contacts with a phone")
     silences_file: Path | None = Field(default=None, description=(

@@ -112,3 +112,18 @@ def test_every_sms_is_one_gsm7_segment_with_the_longest_clinic_name(lang: str) -
 
 def test_gsm_transliteration_keeps_what_gsm7_has() -> None:
     assert to_gsm("Sóller, Deià, Lleida·Pallars, Ñandú, Çà, «È», ‘x’ – …") == "Soller, Deià, Lleida.Pallars, Ñandu, Çà, ?E?, 'x' - ..."
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_the_email_links_each_clinic_and_the_incident_to_the_status_page(lang: str) -> None:
+    base = "https://status.example.org"
+    many = {**DOCS["update-many"], "url": f"{base}/incidents/inc-2",
+            "down": [{**c, "url": f"{base}/clinics/c{i}"} for i, c in enumerate(DOCS["update-many"]["down"])]}
+    page = Texts(lang, "Europe/Madrid").message("k", many).html
+    for i, clinic in enumerate(many["down"]):
+        assert f'<li><a href="{base}/clinics/c{i}">{clinic["name"]}</a>' in page
+    assert f'<a href="{base}/incidents/inc-2">{base}/incidents/inc-2</a>' in page
+    one = {**DOCS["open-one"], "down": [{**DOCS["open-one"]["down"][0], "url": f"{base}/clinics/soller"}]}
+    page = Texts(lang, "Europe/Madrid").message("k", one).html
+    assert f'<a href="{base}/clinics/soller">Centro de Salud de Sóller (Illes Balears)</a>' in page
+    assert page.count("<a href=") == 2  # the clinic and the incident's details

@@ -5,6 +5,8 @@ each message's deadline.
 
 from __future__ import annotations
 
+import urllib.parse
+
 import logging
 import time
 from collections import Counter
@@ -66,8 +68,11 @@ def rows_for(intents: list[Intent], incidents: dict[str, Incident], people: dict
 
         def clinic(cid: str) -> dict[str, Any]:
             known = clinics.get(cid)
-            return {"id": cid, "name": known.name if known else cid, "region": known.region if known else "",
-                    "since": joined.get(cid, intent.began), "evidence": evidence.get(cid, [])}
+            out = {"id": cid, "name": known.name if known else cid, "region": known.region if known else "",
+                   "since": joined.get(cid, intent.began), "evidence": evidence.get(cid, [])}
+            if status_url:  # its page on the status page (collector/web/statuspage.py)
+                out["url"] = f"{status_url.rstrip('/')}/clinics/{urllib.parse.quote(cid)}"
+            return out
 
         doc = {"kind": intent.kind, "incident": intent.incident, "cause": intent.cause,
                "down": [clinic(c) for c in intent.down], "back": [clinic(c) for c in intent.back],

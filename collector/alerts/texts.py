@@ -59,6 +59,14 @@ def translations(lang: str, domain: str = "clinicwatch") -> gettext.NullTranslat
     return gettext.GNUTranslations(buffer)
 
 
+def _linked(line: str, text: str, url: str | None) -> str:
+    """The line as HTML, its first `text` a link to `url` (when there is one)."""
+    escaped = html.escape(line)
+    if not url or not text:
+        return escaped
+    return escaped.replace(html.escape(text), f'<a href="{html.escape(url, quote=True)}">{html.escape(text)}</a>', 1)
+
+
 def duration(seconds: float) -> str:
     if seconds < 59.5:
         return f"{max(0, round(seconds))} s"
@@ -152,11 +160,11 @@ class Texts:
                                  "%(count)d clinics cannot reach the network:", lost) % {"count": lost})
         lines.append(gt("Affected: the clinic's internet connection (shared records, telemedicine, email)."))
         lines.append(gt("Likely cause: %(cause)s.") % {"cause": cause})
-        if not one:
-            for clinic in (back if kind == "recovery" else down)[:30]:
-                where = f" ({clinic['region']})" if clinic["region"] else ""
-                lines.append(f"- {clinic['name']}{where}: " + gt("since %(since)s") % {
-                    "since": self.when(clinic["since"])})
+        listed = [] if one else (back if kind == "recovery" else down)[:30]
+        for clinic in listed:
+            where = f" ({clinic['region']})" if clinic["region"] else ""
+            lines.append(f"- {clinic['name']}{where}: " + gt("since %(since)s") % {
+                "since": self.when(clinic["since"])})
         evidence = [e for clinic in down[:3] for e in clinic.get("evidence", [])[:2]]
         if evidence and kind != "recovery":
             lines.append(gt("Evidence:"))
@@ -168,10 +176,27 @@ class Texts:
         if doc.get("url"):
             lines.append(gt("Details: %(url)s") % {"url": doc["url"]})
         text = "\n".join(lines)
-        body = "".join(f"<p>{html.escape(line)}</p>" for line in lines if not line.startswith("- "))
-        items = [line[2:] for line in lines if line.startswith("- ")]
-        if items:
-            body += "<ul>" + "".join(f"<li>{html.escape(i)}</li>" for i in items) + "</ul>"
+        # HTML: the same lines in order (runs of "- " lines as lists), each clinic's name a link to its
+        # page on the status page, the details a link. The first "- " lines are `listed`'s clinics.
+        parts, run, dash = [], [], 0
+        for line in [*lines, ""]:
+            if line.startswith("- "):
+                clinic = listed[dash] if dash < len(listed) else None
+                dash += 1
+                run.append(_linked(line[2:], clinic["name"], clinic.get("url")) if clinic else html.escape(line[2:]))
+                continue
+            if run:
+                parts.append("<ul>" + "".join(f"<li>{i}</li>" for i in run) + "</ul>")
+                run = []
+            if not line:
+                continue
+            if doc.get("url") and doc["url"] in line:
+                parts.append(f"<p>{_linked(line, doc['url'], doc['url'])}</p>")
+            elif one:
+                parts.append(f"<p>{_linked(line, label, first.get('url'))}</p>")
+            else:
+                parts.append(f"<p>{html.escape(line)}</p>")
+        body = "".join(parts)
         page = (f'<!DOCTYPE html><html lang="{self.lang}"><head><meta charset="utf-8"><title>{html.escape(subject)}'
                 f"</title></head><body><h2>{html.escape(subject)}</h2>{body}</body></html>")
         return Message(key=key, subject=subject, text=text, html=page, sms=self.sms(doc, cause), lang=self.lang,
