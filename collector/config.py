@@ -105,7 +105,8 @@ class AlertsConfig(_Section):
     retry_min_s: float = Field(default=5, gt=0, description="first retry of a failed send; doubles each time")
     retry_max_s: float = Field(default=300, gt=0)
     status_url: str | None = Field(default=None, pattern=r"^https?://", description=(
-        "the status page's address; messages link to <status_url>/incidents/<id>, emails each clinic to <status_url>/clinics/<id>"))
+        "the status page's address; messages link to <status_url>/incidents/<id>, emails each clinic to "
+        "<status_url>/clinics/<id>"))
     email: SmtpServer | None = Field(default=None, description="the SMTP server for contacts with an email")
     sms: SmsGateway | None = Field(default=None, description="the HTTP SMS gateway for contacts with a phone")
     silences_file: Path | None = Field(default=None, description=(
@@ -122,7 +123,8 @@ class BasicAuth(_Section):
 
 class StatusPageConfig(_Section):
     """The status page (collector/web/statuspage.py), served beside the API on metrics_host:metrics_port."""
-    enabled: bool = Field(default=True, description="serve /, /clinics/<id> and /incidents/<id> (needs the state engine)")
+    enabled: bool = Field(default=True, description=(
+        "serve /, /clinics/<id> and /incidents/<id> (needs the state engine)"))
     title: str = Field(default="ClinicWatch", max_length=120, description="the page's heading, e.g. the health service")
     tz: str = Field(default="UTC", description="time zone of the times shown, e.g. Europe/Madrid")
     basic_auth: BasicAuth | None = Field(default=None, description=(

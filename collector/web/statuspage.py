@@ -184,8 +184,8 @@ class _View:
         tiles = "".join(f'<div class="tile t-{s}"><b>{counts[s]}</b><span>{self.t(STATES[s])}</span></div>'
                         for s in ORDER)
         blind = any(c.get("blind") for c in clinics)
-        warning = (f'<p class="warn">{self.t("The collector cannot see the clinics right now: states are as last known.")}</p>'
-                   if blind else "")
+        blind_text = self.t("The collector cannot see the clinics right now: states are as last known.")
+        warning = f'<p class="warn">{blind_text}</p>' if blind else ""
         problems = sorted((c for c in clinics if c["state"] != "up"),
                           key=lambda c: (ORDER.index(c["state"]) if c["state"] in ORDER else 9, c["since"] or 0))
         rows = "".join(
@@ -279,7 +279,8 @@ class _View:
         for inc in sorted(incidents, key=lambda i: -i["opened"]):
             now_down = [m["clinic"] for m in inc["members"] if m["left"] is None]
             items.append(
-                f'<li><a href="{self.root}incidents/{urllib.parse.quote(inc["id"])}"><b>{self.cause(inc["cause"])}</b></a>'
+                f'<li><a href="{self.root}incidents/{urllib.parse.quote(inc["id"])}">'
+                f'<b>{self.cause(inc["cause"])}</b></a>'
                 f' · {self.t("Down now")}: {len(now_down)} · {self.t("For")}: {self.since(inc["opened"])}'
                 f'<br><small>{", ".join(self.name(c) for c in now_down[:8])}{" …" if len(now_down) > 8 else ""}'
                 f'</small></li>')
@@ -324,10 +325,11 @@ class _View:
                         f'<tbody>{outage_rows}</tbody></table>' if outages
                         else f'<p>{self.t("No outage in the last 30 days.")}</p>')
         figure = self.percent(month)
+        method = self.t("Down time counts against availability; maintenance and time without data are left out.")
         body = (f'<table class="facts">{table}</table>'
                 f'<h2>{self.t("Availability, last 30 days")}: {figure}</h2>'
                 f'<div class="bars" role="img" aria-label="{self.t("Availability per day")}">{bars}</div>'
-                f'<p class="note">{self.t("Down time counts against availability; maintenance and time without data are left out.")}</p>'
+                f'<p class="note">{method}</p>'
                 f'<h2>{self.t("Outages, last 30 days")}</h2>{outage_table}')
         return 200, self.layout(html.escape(known.name if known else clinic), body)
 
