@@ -1,8 +1,9 @@
 """ICMP echo bursts: loss, RTT min/avg/max/stddev and jitter per target.
 
-Packets are built and parsed with scapy; the sockets are plain, driven by the
-event loop, and replies are timed by the kernel (SO_TIMESTAMPNS), as iputils
-ping times them. Socket kind, best first: raw ICMP (needs CAP_NET_RAW), the
+Packets are built and parsed with struct (an echo is 8 bytes of header: importing
+scapy for it cost the agent ~64 MiB); the sockets are plain, driven by the event
+loop, and replies are timed by the kernel (SO_TIMESTAMPNS), as iputils ping times
+them. Socket kind, best first: raw ICMP (needs CAP_NET_RAW), the
 kernel's unprivileged ICMP datagram socket (needs net.ipv4.ping_group_range),
 then TCP connect time to `tcp_port` (a refused connection is an answer too).
 The result says which one was used (`method`).
@@ -129,10 +130,46 @@ class Burst:
         return Measured(fields, "partial_loss", f"{sent - len(rtts)} of {sent} echoes unanswered", tags)
 
 
-def _echo_request(ident: int, seq: int, payload: bytes) -> bytes:
-    from scapy.layers.inet import ICMP
+def _checksum(data: bytes) -> int:
+    """The Internet checksum (RFC 1071): one's complement of the one's complement sum of 16-bit words."""
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
 
-    return bytes(ICMP(type=8, code=0, id=ident, seq=seq) / payload)
+
+def _echo_request(ident: int, seq: int, payload: bytes) -> bytes:
+    header = struct.pack("!BBHHH", 8, 0, 0, ident, seq & 0xFFFF)
+    return struct.pack("!BBHHH", 8, 0, _checksum(header + payload), ident, seq & 0xFFFF) + payload
+
+
+@dataclass
+class _Icmp:
+    """An ICMP message as received: type, code, the echo's id and seq, and what follows the header."""
+    type: int
+    code: int
+    ident: int
+    seq: int
+    rest: bytes
+
+
+def _parse_icmp(data: bytes) -> _Icmp | None:
+    if len(data) < 8:
+        return None
+    kind, code, _sum, ident, seq = struct.unpack("!BBHHH", data[:8])
+    return _Icmp(kind, code, ident, seq, data[8:])
+
+
+def _parse_ip(data: bytes) -> tuple[str, str, _Icmp | None] | None:
+    """An IPv4 packet carrying ICMP: (source, destination, its ICMP message), else None."""
+    if len(data) < 20 or data[0] >> 4 != 4:
+        return None
+    header = (data[0] & 0x0F) * 4
+    if header < 20 or len(data) < header or data[9] != socket.IPPROTO_ICMP:
+        return None
+    return socket.inet_ntoa(data[12:16]), socket.inet_ntoa(data[16:20]), _parse_icmp(data[header:])
 
 
 def _open_socket(method: Method) -> tuple[str, socket.socket | None]:
@@ -165,8 +202,6 @@ def _kernel_time_ns(ancillary: list[tuple[int, int, bytes]]) -> int:
 
 
 def _on_readable(sock: socket.socket, method: str, address: str, ident: int, tag: bytes, burst: Burst) -> None:
-    from scapy.layers.inet import ICMP, IP
-
     while True:
         try:
             data, ancillary, _, source = sock.recvmsg(4096, 256)
@@ -176,19 +211,19 @@ def _on_readable(sock: socket.socket, method: str, address: str, ident: int, tag
             continue  # an ICMP error queued on the socket; replies still count
         received_ns = _kernel_time_ns(ancillary)
         if method == "dgram":  # no IP header; the kernel owns the id and only hands us our own replies
-            icmp = ICMP(data)
-            if icmp.type == 0 and bytes(icmp.payload)[:8] == tag:
+            icmp = _parse_icmp(data)
+            if icmp is not None and icmp.type == 0 and icmp.rest[:8] == tag:
                 burst.reply(icmp.seq, received_ns)
             continue
-        packet = IP(data)
-        if ICMP not in packet:
+        packet = _parse_ip(data)
+        if packet is None or packet[2] is None:
             continue
-        icmp = packet[ICMP]
-        if icmp.type == 0 and packet.src == address and icmp.id == ident and bytes(icmp.payload)[:8] == tag:
+        source, _, icmp = packet
+        if icmp.type == 0 and source == address and icmp.ident == ident and icmp.rest[:8] == tag:
             burst.reply(icmp.seq, received_ns)
         elif icmp.type in (3, 11):  # unreachable / time exceeded, quoting the echo it answers
-            quoted = icmp.payload
-            if ICMP in quoted and quoted[ICMP].id == ident and quoted.dst == address:
+            quoted = _parse_ip(icmp.rest)
+            if quoted is not None and quoted[2] is not None and quoted[2].ident == ident and quoted[1] == address:
                 burst.unreachable += 1
 
 
