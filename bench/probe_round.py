@@ -1,6 +1,6 @@
 """Benchmark: one probe round at the default configuration, on an emulated fibre link.
 
-    sudo .venv/bin/python -m bench.probe_round [--rounds 5]
+    sudo .venv/bin/python -m bench.probe_round [--rounds 5] [--kinds icmp,tcp,dns,http,traceroute]
 
 Measures, for the agent (`firmware_configs/agent.yaml`'s probes minus the
 throughput test, which runs four times a day under its own budget):
@@ -32,7 +32,7 @@ def child(config_path: str, rounds: int) -> None:
     t0 = time.perf_counter()
     from agent.config import load_config
     from agent.probes import ProbeContext, run_round
-    import scapy.layers.inet  # noqa: F401  (imported lazily by the ICMP probe: count it here)
+    # The probes' own modules load on first use (traceroute loads scapy): the peak RSS counts them.
 
     import_s = time.perf_counter() - t0
     rss_after_import = _rss_kib()
@@ -72,6 +72,8 @@ def _children_cpu() -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--kinds", default="icmp,tcp,dns,http,traceroute",
+                        help="the sample config's probes of these kinds only (default: all but throughput)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -88,7 +90,7 @@ def main() -> int:
         return 2
     with tempfile.TemporaryDirectory() as tmp, EmulatedLink("fibre") as link:
         with sample_site(Path(tmp), link) as site:
-            probes = [p for p in site["probes"] if p["kind"] != "throughput"]
+            probes = [p for p in site["probes"] if p["kind"] in args.kinds.split(",") and p["kind"] != "throughput"]
             config = Path(tmp) / "agent.yaml"
             config.write_text(yaml.safe_dump({**site, "probes": probes}))
             from agent.probes.icmp import IcmpSpec
@@ -129,7 +131,7 @@ def main() -> int:
     wall = sorted(r["wall_s"] for r in rounds)[len(rounds) // 2]
     up = sorted(b["up"] for b in wire_bytes[1:] or wire_bytes)[len(rounds) // 2]
     down = sorted(b["down"] for b in wire_bytes[1:] or wire_bytes)[len(rounds) // 2]
-    print(f"probe round at the default configuration ({len(probes)} probes, {echoes} echoes), "
+    print(f"probe round at the default configuration ({len(probes)} probes: {args.kinds}; {echoes} echoes), "
           f"{args.rounds} rounds on an emulated fibre link; medians after the first round")
     print(f"  CPU per round         {cpu * 1000:8.1f} ms   (iputils ping, same {echoes} echoes: "
           f"{ping_cpu * 1000:.1f} ms; ratio {cpu / max(ping_cpu, 1e-6):.1f}x)")
