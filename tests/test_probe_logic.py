@@ -7,8 +7,8 @@ import os
 
 import pytest
 
+from agent.probes import packets
 from agent.probes.base import Measured, ProbeContext, ProbeFailure, run_probe
-from agent.probes import icmp as icmp_probe
 from agent.probes.icmp import Burst
 from agent.probes.tcp import TcpSpec
 from agent.probes.throughput import Ledger
@@ -120,14 +120,14 @@ def test_a_silent_hop_is_remembered_at_its_last_known_address(old, new, remember
     assert remembered_path(old, new) == remembered
 
 
-# -- ICMP packets, built and parsed with struct (agent/probes/icmp.py); scapy is the reference here --
+# -- ICMP packets, built and parsed with struct (agent/probes/packets.py); scapy is the reference here --
 @pytest.mark.parametrize("payload", [b"", b"\x01", bytes(range(16)), os.urandom(57), b"\xff" * 1472])
 def test_an_echo_request_is_what_scapy_builds(payload: bytes) -> None:
     from scapy.layers.inet import ICMP
 
-    ours = icmp_probe._echo_request(0xBEEF, 65_000, payload)
+    ours = packets.echo_request(0xBEEF, 65_000, payload)
     assert ours == bytes(ICMP(type=8, code=0, id=0xBEEF, seq=65_000) / payload)
-    assert icmp_probe._checksum(ours) == 0  # a packet with its checksum sums to zero
+    assert packets.checksum(ours) == 0  # a packet with its checksum sums to zero
 
 
 def test_replies_and_errors_are_read_as_scapy_reads_them() -> None:
@@ -135,16 +135,16 @@ def test_replies_and_errors_are_read_as_scapy_reads_them() -> None:
 
     tag = os.urandom(8)
     reply = bytes(IP(src="198.18.0.9", dst="198.18.0.1") / ICMP(type=0, id=7, seq=3) / (tag + b"pad"))
-    source, destination, icmp = icmp_probe._parse_ip(reply)
+    source, destination, icmp = packets.parse_ip(reply)
     assert (source, destination, icmp.type, icmp.code, icmp.ident, icmp.seq, icmp.rest[:8]) == (
         "198.18.0.9", "198.18.0.1", 0, 0, 7, 3, tag)
     with_options = bytes(IP(src="198.18.0.9", dst="198.18.0.1", options=b"\x01\x01\x01\x00") / ICMP(type=0, id=7))
-    assert icmp_probe._parse_ip(with_options)[2].ident == 7  # a longer IP header is skipped by its length
+    assert packets.parse_ip(with_options)[2].ident == 7  # a longer IP header is skipped by its length
     echo = IP(src="198.18.0.1", dst="198.18.1.20") / ICMP(type=8, id=7, seq=4) / tag
     unreachable = bytes(IP(src="198.18.0.2", dst="198.18.0.1") / ICMP(type=3, code=1) / bytes(echo)[:28])
-    _, _, error = icmp_probe._parse_ip(unreachable)
-    quoted = icmp_probe._parse_ip(error.rest)
+    _, _, error = packets.parse_ip(unreachable)
+    quoted = packets.parse_ip(error.rest)
     assert (error.type, error.code, quoted[1], quoted[2].ident, quoted[2].seq) == (3, 1, "198.18.1.20", 7, 4)
-    assert icmp_probe._parse_ip(b"\x45" + bytes(10)) is None  # cut short
-    assert icmp_probe._parse_ip(bytes(IP(proto=17) / b"12345678")) is None  # not ICMP
-    assert icmp_probe._parse_icmp(b"\x00\x00") is None
+    assert packets.parse_ip(b"\x45" + bytes(10)) is None  # cut short
+    assert packets.parse_ip(bytes(IP(proto=17) / b"12345678")) is None  # not ICMP
+    assert packets.parse_icmp(b"\x00\x00") is None

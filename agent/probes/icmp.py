@@ -24,6 +24,7 @@ from typing import Literal
 from pydantic import Field
 
 from agent.probes.base import Fields, Measured, ProbeContext, ProbeFailure, ProbeSpec
+from agent.probes.packets import echo_request, parse_icmp, parse_ip
 
 Method = Literal["auto", "raw", "dgram", "tcp"]
 # Kernel receive timestamps. Python's socket module lacks the constants (asm-generic values).
@@ -130,48 +131,6 @@ class Burst:
         return Measured(fields, "partial_loss", f"{sent - len(rtts)} of {sent} echoes unanswered", tags)
 
 
-def _checksum(data: bytes) -> int:
-    """The Internet checksum (RFC 1071): one's complement of the one's complement sum of 16-bit words."""
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
-
-def _echo_request(ident: int, seq: int, payload: bytes) -> bytes:
-    header = struct.pack("!BBHHH", 8, 0, 0, ident, seq & 0xFFFF)
-    return struct.pack("!BBHHH", 8, 0, _checksum(header + payload), ident, seq & 0xFFFF) + payload
-
-
-@dataclass
-class _Icmp:
-    """An ICMP message as received: type, code, the echo's id and seq, and what follows the header."""
-    type: int
-    code: int
-    ident: int
-    seq: int
-    rest: bytes
-
-
-def _parse_icmp(data: bytes) -> _Icmp | None:
-    if len(data) < 8:
-        return None
-    kind, code, _sum, ident, seq = struct.unpack("!BBHHH", data[:8])
-    return _Icmp(kind, code, ident, seq, data[8:])
-
-
-def _parse_ip(data: bytes) -> tuple[str, str, _Icmp | None] | None:
-    """An IPv4 packet carrying ICMP: (source, destination, its ICMP message), else None."""
-    if len(data) < 20 or data[0] >> 4 != 4:
-        return None
-    header = (data[0] & 0x0F) * 4
-    if header < 20 or len(data) < header or data[9] != socket.IPPROTO_ICMP:
-        return None
-    return socket.inet_ntoa(data[12:16]), socket.inet_ntoa(data[16:20]), _parse_icmp(data[header:])
-
-
 def _open_socket(method: Method) -> tuple[str, socket.socket | None]:
     order = ["raw", "dgram", "tcp"] if method == "auto" else [method]
     for kind in order:
@@ -211,18 +170,18 @@ def _on_readable(sock: socket.socket, method: str, address: str, ident: int, tag
             continue  # an ICMP error queued on the socket; replies still count
         received_ns = _kernel_time_ns(ancillary)
         if method == "dgram":  # no IP header; the kernel owns the id and only hands us our own replies
-            icmp = _parse_icmp(data)
+            icmp = parse_icmp(data)
             if icmp is not None and icmp.type == 0 and icmp.rest[:8] == tag:
                 burst.reply(icmp.seq, received_ns)
             continue
-        packet = _parse_ip(data)
+        packet = parse_ip(data)
         if packet is None or packet[2] is None:
             continue
         source, _, icmp = packet
         if icmp.type == 0 and source == address and icmp.ident == ident and icmp.rest[:8] == tag:
             burst.reply(icmp.seq, received_ns)
         elif icmp.type in (3, 11):  # unreachable / time exceeded, quoting the echo it answers
-            quoted = _parse_ip(icmp.rest)
+            quoted = parse_ip(icmp.rest)
             if quoted is not None and quoted[2] is not None and quoted[2].ident == ident and quoted[1] == address:
                 burst.unreachable += 1
 
@@ -236,7 +195,7 @@ async def _icmp_burst(spec: IcmpSpec, method: str, sock: socket.socket, address:
     loop.add_reader(sock.fileno(), _on_readable, sock, method, address, ident, tag, burst)
     try:
         for seq in range(spec.count):
-            packet = _echo_request(ident, seq, payload)
+            packet = echo_request(ident, seq, payload)
             burst.sent_ns[seq] = time.time_ns()
             try:
                 sock.sendto(packet, (address, 0))
