@@ -32,7 +32,7 @@ def child(config_path: str, rounds: int) -> None:
     t0 = time.perf_counter()
     from agent.config import load_config
     from agent.probes import ProbeContext, run_round
-    # The probes' own modules load on first use (traceroute loads scapy): the peak RSS counts them.
+    # The probes' own modules load on first use: the peak RSS counts them.
 
     import_s = time.perf_counter() - t0
     rss_after_import = _rss_kib()

@@ -148,3 +148,16 @@ def test_replies_and_errors_are_read_as_scapy_reads_them() -> None:
     assert packets.parse_ip(b"\x45" + bytes(10)) is None  # cut short
     assert packets.parse_ip(bytes(IP(proto=17) / b"12345678")) is None  # not ICMP
     assert packets.parse_icmp(b"\x00\x00") is None
+
+
+def test_what_an_icmp_error_quotes_of_a_udp_probe_is_read_as_scapy_reads_it() -> None:
+    from scapy.layers.inet import ICMP, IP, UDP
+
+    sent = bytes(IP(src="198.18.0.1", dst="198.18.1.20", ttl=3) / UDP(sport=40_000, dport=33_437) / b"clinicwatch")
+    for kind, code in ((11, 0), (3, 3)):
+        error = bytes(IP(src="198.18.0.2", dst="198.18.0.1") / ICMP(type=kind, code=code) / sent[:28])
+        _, _, icmp = packets.parse_ip(error)
+        assert (icmp.type, packets.quoted_udp(icmp.rest)) == (kind, ("198.18.1.20", 40_000, 33_437))
+    tcp = bytes(IP(src="198.18.0.1", dst="198.18.1.20", proto=6) / b"12345678")
+    assert packets.quoted_udp(tcp) is None
+    assert packets.quoted_udp(sent[:22]) is None  # the ports cut off

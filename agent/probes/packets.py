@@ -48,3 +48,15 @@ def parse_ip(data: bytes) -> tuple[str, str, Icmp | None] | None:
     if header < 20 or len(data) < header or data[9] != socket.IPPROTO_ICMP:
         return None
     return socket.inet_ntoa(data[12:16]), socket.inet_ntoa(data[16:20]), parse_icmp(data[header:])
+
+
+def quoted_udp(quoted: bytes) -> tuple[str, int, int] | None:
+    """What an ICMP error quotes of a UDP datagram (its IP header and at least the UDP ports): the
+    datagram's destination address, source port and destination port; else None."""
+    if len(quoted) < 20 or quoted[0] >> 4 != 4 or quoted[9] != socket.IPPROTO_UDP:
+        return None
+    header = (quoted[0] & 0x0F) * 4
+    if header < 20 or len(quoted) < header + 4:
+        return None
+    sport, dport = struct.unpack("!HH", quoted[header:header + 4])
+    return socket.inet_ntoa(quoted[16:20]), sport, dport

@@ -8,7 +8,7 @@ queries are spaced rather than sent together because routers and hosts rate-limi
 their ICMP errors (Linux: a burst of six, then one a second per peer): queries fired
 at once spend that allowance together, and a hop that was only rate-limited would
 look silent. The ICMP time-exceeded and port-unreachable answers are read from a raw
-socket (needs CAP_NET_RAW) and matched by scapy through the UDP header they quote.
+socket (needs CAP_NET_RAW) and matched, parsed with struct, through the UDP header they quote.
 Paths are compared only where both have answers, and the path remembered for the
 next run keeps the last known address of a hop that was silent this time, so a hop
 that is silent once is never a route change, then or at the next run.
@@ -25,6 +25,7 @@ from typing import Literal
 from pydantic import Field
 
 from agent.probes.base import Measured, ProbeContext, ProbeFailure, ProbeSpec
+from agent.probes.packets import parse_ip, quoted_udp
 
 NO_ANSWER = "*"
 HOP, DESTINATION, REFUSED = "hop", "destination", "refused"  # what an answer says about the path
@@ -82,27 +83,24 @@ def _end_of_path(answers: dict[int, tuple[str, str]]) -> int | None:
 
 def _read_answers(raw: socket.socket, address: str, sport: int, probes: dict[int, int],
                   answers: dict[int, tuple[str, bool]]) -> None:
-    from scapy.layers.inet import ICMP, IP, IPerror, UDPerror
-
     while True:
         try:
             data = raw.recv(4096)
         except (BlockingIOError, InterruptedError):
             return
-        packet = IP(data)
-        if ICMP not in packet or packet[ICMP].type not in (3, 11):
+        packet = parse_ip(data)
+        if packet is None or packet[2] is None or packet[2].type not in (3, 11):
             continue
-        if IPerror not in packet or UDPerror not in packet:
+        source, _, icmp = packet
+        quoted = quoted_udp(icmp.rest)
+        if quoted is None or quoted[0] != address or quoted[1] != sport or quoted[2] not in probes:
             continue
-        quoted_ip, quoted_udp = packet[IPerror], packet[UDPerror]
-        if quoted_ip.dst != address or quoted_udp.sport != sport or quoted_udp.dport not in probes:
-            continue
-        ttl = probes[quoted_udp.dport]
-        if packet[ICMP].type == 11:
+        ttl = probes[quoted[2]]
+        if icmp.type == 11:
             verdict = HOP
         else:  # destination unreachable: from the target itself (port closed: we got there) or from a router
-            verdict = DESTINATION if packet.src == address else REFUSED
-        answers.setdefault(ttl, (packet.src, verdict))
+            verdict = DESTINATION if source == address else REFUSED
+        answers.setdefault(ttl, (source, verdict))
 
 
 async def probe(spec: TracerouteSpec, ctx: ProbeContext) -> Measured:
