@@ -161,3 +161,14 @@ def test_what_an_icmp_error_quotes_of_a_udp_probe_is_read_as_scapy_reads_it() ->
     tcp = bytes(IP(src="198.18.0.1", dst="198.18.1.20", proto=6) / b"12345678")
     assert packets.quoted_udp(tcp) is None
     assert packets.quoted_udp(sent[:22]) is None  # the ports cut off
+
+
+def test_the_agent_loads_a_probes_library_only_with_the_probe() -> None:
+    """scapy is not the agent's any more; httpx comes with the first HTTP check or throughput test."""
+    import subprocess
+    import sys
+
+    code = ("import sys, agent.cli, agent.runtime, agent.probes; "
+            "print(sorted(m for m in ('httpx', 'scapy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

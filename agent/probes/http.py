@@ -6,14 +6,16 @@ from __future__ import annotations
 import ssl
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import httpx
 from pydantic import Field
 
 from agent import __version__
 from agent.probes.base import Measured, ProbeContext, ProbeFailure, ProbeSpec
 from agent.probes.tcp import connect_failure
+
+if TYPE_CHECKING:
+    import httpx
 
 X509_V_ERR_CERT_HAS_EXPIRED = 10
 
@@ -61,6 +63,8 @@ def _cause(exc: BaseException, kind: type) -> Any:
 
 
 def _failure_of(exc: httpx.HTTPError, spec: HttpSpec, fields: dict) -> ProbeFailure:
+    import httpx  # loaded with the first HTTP check, not by an agent without one
+
     cert = _cause(exc, ssl.SSLCertVerificationError)
     if cert is not None:
         reason = "cert_expired" if cert.verify_code == X509_V_ERR_CERT_HAS_EXPIRED else "cert_invalid"
@@ -76,6 +80,8 @@ def _failure_of(exc: httpx.HTTPError, spec: HttpSpec, fields: dict) -> ProbeFail
 
 
 async def probe(spec: HttpSpec, ctx: ProbeContext) -> Measured:
+    import httpx  # loaded with the first HTTP check, not by an agent without one
+
     marks: dict[str, float] = {}
 
     async def trace(event: str, info: dict) -> None:

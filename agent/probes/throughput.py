@@ -12,13 +12,15 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import httpx
 from pydantic import Field, model_validator
 
 from agent import __version__
 from agent.probes.base import Measured, ProbeContext, ProbeFailure, ProbeSpec
+
+if TYPE_CHECKING:
+    import httpx
 
 OVERHEAD = 1.04  # TCP/IP headers and ACKs on ~1460-byte segments
 REQUEST_OVERHEAD_BYTES = 800  # TCP handshake, HTTP request and response headers
@@ -48,7 +50,7 @@ class ThroughputSpec(ProbeSpec):
     timeout_s: float = 120
 
     @model_validator(mode="after")
-    def _some_direction(self) -> "ThroughputSpec":
+    def _some_direction(self) -> ThroughputSpec:
         if not (self.download_url or self.upload_url):
             raise ValueError("set download_url, upload_url or both")
         return self
@@ -125,6 +127,8 @@ async def probe(spec: ThroughputSpec, ctx: ProbeContext) -> Measured:
         raise ProbeFailure("budget_exhausted", f"this test would need {planned} bytes; {spent} of {budget} "
                                                f"already spent this month", fields)
     charged = 0
+    import httpx  # loaded with the first throughput test, not by an agent without one
+
     async with httpx.AsyncClient(verify=spec.verify_tls, trust_env=False, timeout=spec.timeout_s,
                                  headers={"User-Agent": f"clinicwatch-agent/{__version__}"}) as client:
         try:
