@@ -185,6 +185,11 @@ class EmulatedLink:
     def stats(self) -> dict[str, dict[str, int]]:
         return self._request(op="stats")["stats"]
 
+    def echoes(self) -> list[tuple[int, int, float]]:
+        """(ICMP id, seq, round trip in ms) of each echo answered through the link since the last call,
+        timed by the relay itself: from the request leaving the clinic to its reply reaching it."""
+        return [(int(i), int(s), float(rtt)) for i, s, rtt in self._request(op="echoes")["echoes"]]
+
     def offlab_drops(self) -> int:
         """Packets the relay refused because they were addressed outside 198.18.0.0/15."""
         return int(self._request(op="stats")["offlab_drops"])

@@ -10,7 +10,16 @@ Control: a Unix stream socket taking one JSON object per line:
   {"op": "reseed", "seed": N}       restart the random draws (same link for two runs)
   {"op": "cut"} / {"op": "restore"} cut the link / bring it back
   {"op": "stats"}                   per-direction packet counters
+  {"op": "echoes"}                  the round trips of ICMP echoes since the last ask (see below)
 Each request gets one JSON line back: {"ok": true, ...} or {"ok": false, "error": ...}.
+
+The relay is also the link's witness: for every ICMP echo request it reads from
+the clinic and whose reply it writes back to the clinic, it keeps the time
+between the two, the round trip the link really gave that echo (delays, queueing
+and its own lateness included). A probe or ping in the clinic reads each echo
+later than the relay by the clinic's own stack and scheduling, nothing more; so
+this is the truth its readings are held to, whatever the order in which the
+link's random draws fell on the echoes.
 """
 
 from __future__ import annotations
@@ -60,6 +69,8 @@ class Relay:
         self.counter = 0
         self.clients: dict[socket.socket, bytes] = {}
         self.offlab_drops = 0
+        self.echo_requests: dict[tuple[bytes, int, int], float] = {}  # (clinic address, id, seq) -> read at
+        self.echo_rtts: list[tuple[int, int, float]] = []  # (id, seq, round trip in ms), in reply order
 
     def serve(self) -> None:
         while True:
@@ -90,6 +101,8 @@ class Relay:
                 self.offlab_drops += 1  # never let an emulated clinic reach beyond the lab's range
                 continue
             now = time.monotonic()
+            if direction == "up":
+                self._witness(packet, 8, now)
             release = self.model.admit(direction, len(packet), now)
             if release is None:
                 continue
@@ -107,7 +120,24 @@ class Relay:
             try:
                 os.write(out_fd, packet)
             except OSError:
-                pass  # device down or full: the packet is lost, as on a real link
+                continue  # device down or full: the packet is lost, as on a real link
+            if direction == "down":
+                self._witness(packet, 0, time.monotonic())
+
+    def _witness(self, packet: bytes, icmp_type: int, now: float) -> None:
+        """Note an echo request leaving the clinic (type 8) or its reply reaching it (type 0)."""
+        header = (packet[0] & 0x0F) * 4
+        if packet[9] != socket.IPPROTO_ICMP or len(packet) < header + 8 or packet[header] != icmp_type:
+            return
+        ident, seq = struct.unpack_from("!HH", packet, header + 4)
+        if icmp_type == 8:
+            if len(self.echo_requests) >= 100_000:  # requests never answered: forget the oldest
+                del self.echo_requests[next(iter(self.echo_requests))]
+            self.echo_requests[(packet[12:16], ident, seq)] = now
+            return
+        sent = self.echo_requests.pop((packet[16:20], ident, seq), None)
+        if sent is not None:
+            self.echo_rtts.append((ident, seq, round((now - sent) * 1000, 4)))
 
     def _control_input(self, conn: socket.socket) -> None:
         data = conn.recv(65536)
@@ -135,6 +165,9 @@ class Relay:
                 self.model.set_cut(False)
             elif op == "stats":
                 pass
+            elif op == "echoes":
+                echoes, self.echo_rtts = self.echo_rtts, []
+                return {"ok": True, "echoes": echoes}
             else:
                 raise ValueError(f"unknown op {op!r}")
         except (ValueError, KeyError, TypeError) as exc:
