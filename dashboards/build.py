@@ -32,7 +32,6 @@ from grafana_foundation_sdk.models import geomap as geomodel
 OUT = Path(__file__).resolve().parent / "grafana"
 INFLUX = model.DataSourceRef(type_val="influxdb", uid="clinicwatch-influxdb")
 PROMETHEUS = model.DataSourceRef(type_val="prometheus", uid="clinicwatch-collector")
-FOLDER = "ClinicWatch"
 
 # The fleet filter every fleet-wide query carries (the region, ISP and link variables).
 FLEET = '"region" =~ /^$region$/ AND "isp" =~ /^$isp$/ AND "link" =~ /^$link$/'

@@ -20,7 +20,6 @@ from typing import Any
 import yaml
 
 HERE = Path(__file__).resolve().parent
-FOLDER_UID, FOLDER_TITLE = "clinicwatch", "ClinicWatch"
 # What a push owns in a data source; other settings made in Grafana's UI are kept.
 _DS_KEYS = ("name", "type", "access", "url", "jsonData")
 
@@ -53,6 +52,13 @@ def data_sources(targets: Targets) -> list[dict[str, Any]]:
             source["url"] = targets.prometheus_url
         out.append(source)
     return out
+
+
+def folder() -> tuple[str, str]:
+    """(uid, title) of the dashboards' folder: the provisioning file's, so both ways put them in one place."""
+    document = yaml.safe_load((HERE / "provisioning" / "dashboards" / "clinicwatch.yaml").read_text())
+    provider = document["providers"][0]
+    return provider["folderUid"], provider["folder"]
 
 
 def dashboards() -> list[dict[str, Any]]:
@@ -89,14 +95,15 @@ def push(api: Any, targets: Targets) -> list[tuple[str, str, str]]:
             merged["secureJsonData"] = source["secureJsonData"]
         api.datasource.update_datasource_by_uid(source["uid"], merged)
         done.append(("datasource", source["uid"], "updated"))
+    folder_uid, folder_title = folder()
     try:
-        api.folder.get_folder(FOLDER_UID)
-        done.append(("folder", FOLDER_UID, "unchanged"))
+        api.folder.get_folder(folder_uid)
+        done.append(("folder", folder_uid, "unchanged"))
     except GrafanaClientError as exc:
         if not _missing(exc):
             raise
-        api.folder.create_folder(FOLDER_TITLE, uid=FOLDER_UID)
-        done.append(("folder", FOLDER_UID, "created"))
+        api.folder.create_folder(folder_title, uid=folder_uid)
+        done.append(("folder", folder_uid, "created"))
     for board in dashboards():
         uid = board["uid"]
         try:
@@ -107,10 +114,10 @@ def push(api: Any, targets: Targets) -> list[tuple[str, str, str]]:
             current = None
         if current is not None:
             have = {k: v for k, v in current["dashboard"].items() if k not in ("id", "version")}
-            if have == board and current.get("meta", {}).get("folderUid") == FOLDER_UID:
+            if have == board and current.get("meta", {}).get("folderUid") == folder_uid:
                 done.append(("dashboard", uid, "unchanged"))
                 continue
-        api.dashboard.update_dashboard({"dashboard": {**board, "id": None}, "folderUid": FOLDER_UID,
+        api.dashboard.update_dashboard({"dashboard": {**board, "id": None}, "folderUid": folder_uid,
                                         "overwrite": True, "message": "clinicwatch-collector grafana push"})
         done.append(("dashboard", uid, "created" if current is None else "updated"))
     return done
@@ -138,10 +145,7 @@ def main(url: str, token_file: Path, targets: Targets) -> int:
     api = GrafanaApi.from_url(url, credential=token)
     try:
         done = push(api, targets)
-    except GrafanaException as exc:
-        print(f"grafana push to {url} failed: {exc}", file=sys.stderr)
-        return 1
-    except OSError as exc:
+    except (GrafanaException, OSError) as exc:
         print(f"grafana push to {url} failed: {exc}", file=sys.stderr)
         return 1
     for kind, uid, what in done:

@@ -287,4 +287,4 @@ def test_the_provisioning_files_give_every_data_source_the_dashboards_name() -> 
         if path.suffix == ".yaml":
             assert {s["uid"] for s in sources} == named
     provider = yaml.safe_load((provisioning / "dashboards" / "clinicwatch.yaml").read_text())["providers"][0]
-    assert provider["type"] == "file" and provider["folder"] == build.FOLDER and provider["options"]["path"]
+    assert provider["type"] == "file" and provider["folder"] == "ClinicWatch" and provider["options"]["path"]
