@@ -171,6 +171,11 @@ class StateDB:
             rows = self.db.execute(query + " ORDER BY opened", args).fetchall()
         return [json.loads(r[0]) for r in rows]
 
+    def incident(self, incident: str) -> dict[str, Any] | None:
+        with self.lock:
+            row = self.db.execute("SELECT doc FROM incident WHERE id = ?", (incident,)).fetchone()
+        return json.loads(row[0]) if row else None
+
     def blind(self, since: int | None = None, until: int | None = None) -> list[tuple[int, int]]:
         with self.lock:
             rows = self.db.execute("SELECT start, end FROM blind ORDER BY start").fetchall()

@@ -59,6 +59,14 @@ class Row:
 def availability_of(db: StateDB, clinic: str, start: int, end: int, blind: list[tuple[int, int]]) -> Availability:
     """One clinic's figures over [start, end) from its recorded changes and outages; `blind`: when the
     collector could not see (db.blind)."""
+    return availability_per_period(db, clinic, [(start, end)], blind)[0]
+
+
+def availability_per_period(db: StateDB, clinic: str, periods: list[tuple[int, int]],
+                            blind: list[tuple[int, int]]) -> list[Availability]:
+    """The figures of each [start, end) of `periods` (e.g. the days of a month), from one reading of the
+    clinic's history: each period's intervals are the whole span's, clipped to it."""
+    start, end = min(a for a, _ in periods), max(b for _, b in periods)
     history = db.transitions(clinic=clinic)
     before = [t for t in history if t["at"] < start]
     initial = before[-1]["new"] if before else "unknown"
@@ -67,7 +75,7 @@ def availability_of(db: StateDB, clinic: str, start: int, end: int, blind: list[
     maintenance = state_intervals(changes, "maintenance", start, end, initial)
     outages = [(o["start"], o["end"] if o["end"] is not None else end)
                for o in db.outages(clinic=clinic, since=start, until=end)]
-    return clinic_availability(clinic, start, end, outages, unknown, maintenance)
+    return [clinic_availability(clinic, a, b, outages, unknown, maintenance) for a, b in periods]
 
 
 def build(db: StateDB, registry: Registry, start: int, end: int, region: str | None = None) -> list[Row]:

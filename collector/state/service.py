@@ -536,14 +536,19 @@ class StateService:
     # -- reading --------------------------------------------------------------------------------------
     def clinics(self) -> list[dict[str, Any]]:
         with self.lock:
-            out = []
-            for clinic, info in self.engine.clinics.items():
-                view = self.engine.machines[clinic].view()
-                view.update(region=info.region, isp=info.isp, link=info.link,
-                            incident=self.engine.incidents.by_clinic.get(clinic),
-                            blind=self.engine.blind_since is not None)
-                out.append(view)
-        return out
+            return [self._view(clinic) for clinic in self.engine.clinics]
+
+    def clinic(self, clinic: str) -> dict[str, Any] | None:
+        """One clinic's current state, as in clinics(); None when the registry does not have it."""
+        with self.lock:
+            return self._view(clinic) if clinic in self.engine.clinics else None
+
+    def _view(self, clinic: str) -> dict[str, Any]:
+        info = self.engine.clinics[clinic]
+        view = self.engine.machines[clinic].view()
+        view.update(region=info.region, isp=info.isp, link=info.link,
+                    incident=self.engine.incidents.by_clinic.get(clinic), blind=self.engine.blind_since is not None)
+        return view
 
     def snapshot(self) -> dict[str, Any]:
         with self.lock:

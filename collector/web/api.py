@@ -99,20 +99,20 @@ class Api:
         if parts == ["clinics"]:
             return state.clinics()
         if parts[0] == "clinics" and len(parts) == 2:
-            found = [c for c in state.clinics() if c["clinic"] == parts[1]]
-            if not found:
+            clinic = state.clinic(parts[1])
+            if clinic is None:
                 raise _NotFound(f"no clinic {parts[1]!r} in the registry")
-            return {**found[0], "transitions": db.transitions(clinic=parts[1], limit=50),
+            return {**clinic, "transitions": db.transitions(clinic=parts[1], limit=50),
                     "outages": db.outages(clinic=parts[1], since=month_ago)}
         if parts == ["incidents"]:
             if query.get("state", "all") not in ("open", "all"):
                 raise ValueError("state is open or all")
             return db.incidents(open_only=True) if query.get("state") == "open" else db.incidents(since=month_ago)
         if parts[0] == "incidents" and len(parts) == 2:
-            found = [i for i in db.incidents() if i["id"] == parts[1]]
-            if not found:
+            incident = db.incident(parts[1])
+            if incident is None:
                 raise _NotFound(f"no incident {parts[1]!r}")
-            return found[0]
+            return incident
         if parts == ["outages"]:
             return db.outages(clinic=query.get("clinic"), since=_ms(query, "since"), until=_ms(query, "until"))
         raise _NotFound("no such resource: clinics, incidents, outages")

@@ -27,11 +27,10 @@ from babel.core import negotiate_locale
 from babel.dates import format_datetime
 
 from collector.alerts.texts import CAUSES, LANGS, LOCALES, duration, translations
-from collector.state.report import availability_of
+from collector.state.report import availability_per_period
 
 DAY_MS = 86_400_000
 ORDER = ("down", "degraded", "unknown", "maintenance", "up")
-COLOURS = {"up": "#2e7d32", "degraded": "#ef6c00", "down": "#c62828", "unknown": "#6a1b9a", "maintenance": "#1565c0"}
 CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; base-uri 'none'; form-action 'none'"
 
 
@@ -166,12 +165,24 @@ class _View:
 <header><a class="home" href="{self.root}">{heading}</a><nav class="langs">{switch}</nav></header>
 <main>
 <h1>{title}</h1>
-{body.replace("<table", '<div class="scroll"><table').replace("</table>", "</table></div>")}
+{body}
 </main>
 <footer>{self.t("Updated")} {self.when(self.now)} · {self.t("read-only view of ClinicWatch")}</footer>
 </body>
 </html>
 """
+
+    @staticmethod
+    def table(heads: list[str], rows: str) -> str:
+        """A table under its (translated) column heads, in a box that scrolls sideways on a narrow screen."""
+        head = "".join(f"<th>{h}</th>" for h in heads)
+        return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table></div>'
+
+    @staticmethod
+    def facts(pairs: list[tuple[str, str]]) -> str:
+        """A two-column table of (translated) names and values."""
+        rows = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in pairs)
+        return f'<div class="scroll"><table class="facts">{rows}</table></div>'
 
     def page_title(self) -> str:
         return str(self.page.config.title)
@@ -193,9 +204,8 @@ class _View:
             f"<td>{self.cause(c['cause']) if c['state'] == 'down' else self.t(STATES.get(c['state'], ''))}</td>"
             f"<td>{self.since(c['since'])}</td><td>{html.escape(c['region'])}</td></tr>"
             for c in problems)
-        problem_table = (f'<table><thead><tr><th>{self.t("Clinic")}</th><th>{self.t("State")}</th>'
-                         f'<th>{self.t("Cause")}</th><th>{self.t("For")}</th><th>{self.t("Region")}</th></tr>'
-                         f'</thead><tbody>{rows}</tbody></table>' if problems
+        problem_table = (self.table([self.t("Clinic"), self.t("State"), self.t("Cause"), self.t("For"),
+                                     self.t("Region")], rows) if problems
                          else f'<p>{self.t("Every clinic is up.")}</p>')
         body = [f'<section class="tiles">{tiles}</section>', warning, self.map(clinics),
                 f'<h2>{self.t("Open incidents")}</h2>', self.incident_list(),
@@ -206,8 +216,7 @@ class _View:
             listing = "".join(f"<tr><td>{self.clinic_link(c['clinic'])}</td><td>{self.state_label(c['state'])}</td>"
                               f"<td>{self.since(c['since'])}</td></tr>" for c in mine)
             body += [f'<h2 id="region">{html.escape(region)}</h2>',
-                     f'<table><thead><tr><th>{self.t("Clinic")}</th><th>{self.t("State")}</th>'
-                     f'<th>{self.t("For")}</th></tr></thead><tbody>{listing}</tbody></table>']
+                     self.table([self.t("Clinic"), self.t("State"), self.t("For")], listing)]
         return self.layout(self.t("Clinics now"), "\n".join(body))
 
     def regions(self, clinics: list[dict[str, Any]]) -> str:
@@ -215,11 +224,10 @@ class _View:
         for c in clinics:
             group = groups.setdefault(c["region"], {s: 0 for s in ORDER})
             group[c["state"]] = group.get(c["state"], 0) + 1
-        head = "".join(f"<th>{self.t(STATES[s])}</th>" for s in ORDER)
         rows = "".join(
             f'<tr><td><a href="?region={urllib.parse.quote(r)}#region">{html.escape(r or "-")}</a></td>'
             + "".join(f"<td>{g[s]}</td>" for s in ORDER) + "</tr>" for r, g in sorted(groups.items()))
-        return f'<table><thead><tr><th>{self.t("Region")}</th>{head}</tr></thead><tbody>{rows}</tbody></table>'
+        return self.table([self.t("Region"), *(self.t(STATES[s]) for s in ORDER)], rows)
 
     def map(self, clinics: list[dict[str, Any]]) -> str:
         """The clinics as dots on their coordinates (equirectangular, scaled for the latitude): no tiles."""
@@ -287,10 +295,9 @@ class _View:
         return f'<ul class="incidents">{"".join(items)}</ul>'
 
     def clinic(self, clinic: str) -> tuple[int, str]:
-        found = [c for c in self.state.clinics() if c["clinic"] == clinic]
-        if not found:
+        c = self.state.clinic(clinic)
+        if c is None:
             return 404, self.layout(self.t("Not found"), f"<p>{self.t('There is no such clinic.')}</p>")
-        c = found[0]
         known = self.names.get(clinic)
         facts = [(self.t("State"), self.state_label(c["state"])), (self.t("For"), self.since(c["since"])),
                  (self.t("Since"), self.when(c["since"])), (self.t("Last heard"), self.when(c["last_heard"])),
@@ -302,31 +309,25 @@ class _View:
         if c.get("incident"):
             facts.append((self.t("Incident"), f'<a href="{self.root}incidents/{urllib.parse.quote(c["incident"])}">'
                                               f'{html.escape(c["incident"])}</a>'))
-        table = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in facts)
         db = self.state.db
         blind = db.blind(self.now - 30 * DAY_MS, self.now)
-        days = []
         today = self.now - self.now % DAY_MS
-        for k in range(29, -1, -1):
-            start = today - k * DAY_MS
-            end = min(start + DAY_MS, self.now)
-            figures = availability_of(db, clinic, start, end, blind)
-            days.append((start, figures.availability))
-        month = availability_of(db, clinic, today - 29 * DAY_MS, self.now, blind).availability
-        bars = "".join(self.day_bar(start, share) for start, share in days)
+        periods = [(start, min(start + DAY_MS, self.now)) for start in range(today - 29 * DAY_MS, today + 1, DAY_MS)]
+        *daily, whole = availability_per_period(db, clinic, [*periods, (today - 29 * DAY_MS, self.now)], blind)
+        month = whole.availability
+        bars = "".join(self.day_bar(start, figures.availability) for (start, _), figures in zip(periods, daily))
         outages = db.outages(clinic=clinic, since=self.now - 30 * DAY_MS)
         outage_rows = "".join(
             f"<tr><td>{self.when(o['start'])}</td><td>{self.when(o['end']) if o['end'] else self.t('still down')}</td>"
             f"<td>{duration(((o['end'] or self.now) - o['start']) / 1000)}</td><td>{self.cause(o['cause'])}</td>"
             f"<td>{self.t('recorded by the clinic' if o['source'] == 'agent' else 'seen by the collector')}</td></tr>"
             for o in reversed(outages))
-        outage_table = (f'<table><thead><tr><th>{self.t("From")}</th><th>{self.t("To")}</th><th>{self.t("Duration")}'
-                        f'</th><th>{self.t("Cause")}</th><th>{self.t("Source")}</th></tr></thead>'
-                        f'<tbody>{outage_rows}</tbody></table>' if outages
+        outage_table = (self.table([self.t("From"), self.t("To"), self.t("Duration"), self.t("Cause"),
+                                    self.t("Source")], outage_rows) if outages
                         else f'<p>{self.t("No outage in the last 30 days.")}</p>')
         figure = self.percent(month)
         method = self.t("Down time counts against availability; maintenance and time without data are left out.")
-        body = (f'<table class="facts">{table}</table>'
+        body = (self.facts(facts) +
                 f'<h2>{self.t("Availability, last 30 days")}: {figure}</h2>'
                 f'<div class="bars" role="img" aria-label="{self.t("Availability per day")}">{bars}</div>'
                 f'<p class="note">{method}</p>'
@@ -349,25 +350,22 @@ class _View:
         return f'<span class="bar b-{cls}" title="{day}: {self.percent(share)}"></span>'
 
     def incident(self, incident: str) -> tuple[int, str]:
-        found = [i for i in self.state.db.incidents() if i["id"] == incident]
-        if not found:
+        inc = self.state.db.incident(incident)
+        if inc is None:
             return 404, self.layout(self.t("Not found"), f"<p>{self.t('There is no such incident.')}</p>")
-        inc = found[0]
         facts = [(self.t("Cause"), self.cause(inc["cause"])), (self.t("Began"), self.when(inc["opened"])),
                  (self.t("Ended") if inc["closed"] else self.t("State"),
                   self.when(inc["closed"]) if inc["closed"] else self.t("open")),
                  (self.t("Duration"), duration(((inc["closed"] or self.now) - inc["opened"]) / 1000)),
                  (self.t("Clinics"), str(len({m["clinic"] for m in inc["members"]}))),
                  (self.t("Shared by the clinics"), html.escape(inc["scope"] or "-"))]
-        table = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in facts)
         rows = "".join(
             f"<tr><td>{self.clinic_link(m['clinic'])}</td><td>{self.when(m['joined'])}</td>"
             f"<td>{self.when(m['left']) if m['left'] else self.t('still down')}</td></tr>"
             for m in inc["members"])
         title = f'{self.t("Incident")}: {self.cause(inc["cause"])}'
-        body = (f'<table class="facts">{table}</table><h2>{self.t("Clinics")}</h2>'
-                f'<table><thead><tr><th>{self.t("Clinic")}</th><th>{self.t("Down from")}</th><th>{self.t("Back at")}'
-                f'</th></tr></thead><tbody>{rows}</tbody></table>')
+        body = (self.facts(facts) + f'<h2>{self.t("Clinics")}</h2>'
+                + self.table([self.t("Clinic"), self.t("Down from"), self.t("Back at")], rows))
         return 200, self.layout(title, body)
 
 
