@@ -20,7 +20,6 @@ from babel.messages.pofile import read_po
 from prometheus_client import CollectorRegistry
 
 from collector.alerts.texts import LANGS, LOCALE_DIR
-from collector.web import statuspage
 from collector.web.api import Api
 from tests.collector_harness import REPO
 from tests.conftest import skip_or_fail
@@ -164,20 +163,14 @@ def test_usable_on_a_phone_and_nothing_fetched_from_elsewhere(site, browser_fact
         wide.save_screenshot(str(Path(PICTURES) / "status-fleet.png"))
 
 
-def test_an_unknown_page_clinic_or_incident_is_404_in_the_language() -> None:
-    class State:
-        registry = type("R", (), {"clinics": []})()
-        db = type("D", (), {"incidents": staticmethod(lambda **kw: [])})()
-
-        @staticmethod
-        def clinics():
-            return []
-
-    page = statuspage.StatusPage(type("C", (), {"tz": "UTC", "title": "T"})(), State())
-    for parts, text in ((["clinics", "x"], "Este centro no existe."), (["incidents", "x"], "Esta incidencia no existe."),
-                        (["nothing", "here", "at", "all"], "Esta página no existe.")):
-        code, body, headers = page.respond(parts, {"lang": "es"}, {})
-        assert code == 404 and text in body and headers["Set-Cookie"].startswith("cw_lang=es;")
+def test_an_unknown_page_clinic_or_incident_is_404_in_the_language(site) -> None:
+    url, _ = site
+    for path, text in (("/clinics/x", "Este centro no existe."), ("/incidents/x", "Esta incidencia no existe."),
+                       ("/nothing/here/at/all", "Esta página no existe.")):
+        with pytest.raises(urllib.error.HTTPError) as missing:
+            urllib.request.urlopen(url + path + "?lang=es")
+        assert missing.value.code == 404 and text in missing.value.read().decode(), path
+        assert missing.value.headers["Set-Cookie"].startswith("cw_lang=es;")
 
 
 def test_basic_auth_guards_the_page_and_the_api_not_the_metrics(tmp_path) -> None:

@@ -74,8 +74,8 @@ class Api:
                 request.send_header("Content-Length", "0")
                 request.end_headers()
                 return
-            if self.status is not None and self.state is not None and (
-                    not parts or (parts[0] in ("clinics", "incidents") and len(parts) == 2)):
+            if self.status is not None and self.state is not None and parts[:1] != ["api"]:
+                # every other path is the page's, its unknown ones a 404 page in the viewer's language
                 code, page, headers = self.status.respond(parts, query, request.headers)
                 self._send(request, code, page.encode(), "text/html; charset=utf-8", headers)
                 return
