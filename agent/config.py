@@ -122,6 +122,8 @@ class AgentConfig(BaseModel):
     outbox: OutboxConfig = Field(default_factory=OutboxConfig)
     clock: ClockConfig = Field(default_factory=ClockConfig)
     self_metrics_interval_s: float = Field(default=300, ge=5)
+    data_budget_mb: float | None = Field(default=None, gt=0, description="the agent's own WAN traffic a month "
+                                         "(probes, reporting, throughput tests), MB; warned of at risk and spent")
     probes: list[AnyProbeSpec] = Field(default_factory=list)
     devices: list[DeviceSpec] = Field(default_factory=list, description="SNMP devices at the clinic (docs/snmp.md)")
     snmp_profile_dirs: list[Path] = Field(default_factory=lambda: [Path("/etc/clinicwatch/snmp-profiles")],

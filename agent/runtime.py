@@ -27,6 +27,7 @@ import wire
 from agent import __version__
 from agent.clock import Clock, ClockWatch, SystemClock, kernel_boot_id
 from agent.config import AgentConfig, ConfigError, RemoteSettings, parse_remote
+from agent.datause import DataUse, is_lan
 from agent.outbox import NewRecord, Outbox, Stored
 from agent.probes import ProbeContext, ProbeSpec, run_one
 from agent.transport import Session
@@ -53,6 +54,8 @@ class Agent:
                              max_bytes=int(config.outbox.max_mb * 1024 * 1024),
                              synchronous=config.outbox.synchronous)
         self.probe_ctx = ProbeContext(state_dir=config.state_dir)
+        self.data_use = DataUse(config.state_dir / "data-use.json")
+        self.reported_bytes = 0  # the MQTT session's bytes already charged to `reporting`
         self.profiles = config.profiles() if config.devices else None
         self.snmp_engines: Any = None  # agent.snmp.Engines, made when the first device is polled
         self.pollers: dict[str, Any] = {}
@@ -92,6 +95,8 @@ class Agent:
         pump.cancel()
         self.stopping = True  # a deliberate disconnect is not an outage; the outbox is about to close
         self.session.stop()
+        self._charge_reporting()
+        self.data_use.save()
         if self.snmp_engines is not None:
             self.snmp_engines.close()
         self.outbox.close()
@@ -137,6 +142,12 @@ class Agent:
     async def _probe_job(self, spec: ProbeSpec) -> None:
         t, mono, sync = self.clock.wall_ms(), self.clock.mono_ms(), self.clock_watch.sync_label()
         result = await run_one(spec, self.probe_ctx)
+        if spec.kind == "throughput":
+            self.data_use.add("throughput", int(result.fields.get("test_bytes", result.wire_bytes)))
+        else:
+            lan = spec.network == "lan" or (spec.network == "auto" and result.address is not None
+                                             and is_lan(result.address))
+            self.data_use.add("lan" if lan else "probes", result.wire_bytes)
         self._store([NewRecord("sample", t, mono, sync, {"m": spec.kind, "tags": {"target": spec.name,
                                                                                     **result.tags},
                                                          "f": _wire_fields(result.as_fields())})])
@@ -175,6 +186,14 @@ class Agent:
         now = self.clock.wall_ms()
         oldest = self.outbox.oldest_t()
         usage = resource.getrusage(resource.RUSAGE_SELF)
+        self._charge_reporting()
+        budget = int(self.config.data_budget_mb * 1_000_000) if self.config.data_budget_mb else None
+        use = self.data_use
+        projected = use.projected()
+        for kind, detail in use.warnings(budget):
+            log.warning("the agent's own data use: %s", kind, extra={"fields": detail})
+            self._event(kind, detail)
+        use.save()
         fields: dict[str, Any] = {
             "outbox_samples": depth["samples"], "outbox_events": depth["events"], "outbox_bytes": depth["bytes"],
             "oldest_unsent_age_s": round((now - oldest) / 1000, 1) if oldest is not None else 0.0,
@@ -186,9 +205,21 @@ class Agent:
             "connected": self.session.connected, "version": __version__,
             "uptime_s": round((self.clock.mono_ms() - self.started_mono) / 1000, 1),
             "cpu_s": round(usage.ru_utime + usage.ru_stime, 3), "rss_kib": _rss_kib(),
+            "wan_month_bytes": use.wan(), **{f"wan_{c}_month_bytes": use.bytes[c] for c in ("probes", "reporting",
+                                                                                        "throughput")},
+            "lan_month_bytes": use.bytes["lan"],
         }
+        if projected is not None:
+            fields["wan_projected_month_bytes"] = projected
+        if budget is not None:
+            fields["data_budget_month_bytes"] = budget
         self._store([NewRecord("sample", now, self.clock.mono_ms(), self.clock_watch.sync_label(),
                                {"m": "agent", "tags": {}, "f": fields})])
+
+    def _charge_reporting(self) -> None:
+        moved = self.session.wire_bytes()
+        self.data_use.add("reporting", moved - self.reported_bytes)
+        self.reported_bytes = moved
 
     def _check_clock(self) -> None:
         if self.clock_watch.became_synced():

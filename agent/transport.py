@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import random
 import ssl
+import threading
 from collections.abc import Callable
 
 import paho.mqtt.client as mqtt
@@ -25,6 +26,7 @@ from paho.mqtt.properties import Properties
 import wire
 from agent import __version__
 from agent.config import MqttConfig
+from agent.datause import FIN_BYTES, SYN_BYTES, tcp_wire_bytes
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +69,10 @@ class Session:
         client.on_disconnect = self._disconnected
         client.on_publish = self._published
         client.on_message = self._message
+        client.on_socket_close = self._socket_closing
         self.client = client
+        self._closed_bytes = 0  # IP bytes of this session's connections already closed (and attempts failed)
+        self._bytes_lock = threading.Lock()
         self._expiry = Properties(PacketTypes.PUBLISH)
         self._expiry.MessageExpiryInterval = wire.HOLD_CLOCK_S
         self._next_delay()
@@ -100,7 +105,18 @@ class Session:
         log.warning("publish to %s not queued: %s", topic, mqtt.error_string(info.rc))
         return None
 
+    def wire_bytes(self) -> int:
+        """IP bytes this session has moved to and from the broker so far, both ways (agent/datause.py)."""
+        with self._bytes_lock:
+            sock = self.client.socket()
+            current = tcp_wire_bytes(sock) if sock is not None else None  # type: ignore[arg-type]
+            return self._closed_bytes + (current or 0)
+
     # -- paho callbacks (network thread) ---------------------------------------
+    def _socket_closing(self, _client: mqtt.Client, _u: object, sock: object) -> None:
+        with self._bytes_lock:
+            moved = tcp_wire_bytes(sock)  # type: ignore[arg-type]
+            self._closed_bytes += (moved if moved is not None else 0) + FIN_BYTES
     def _connected(self, client: mqtt.Client, _u: object, _flags: object, reason: mqtt.ReasonCode,
                    _props: object) -> None:
         if reason.is_failure:
@@ -117,6 +133,8 @@ class Session:
         self.on_connection(True, "connected")
 
     def _connect_failed(self, _client: mqtt.Client, _u: object) -> None:
+        with self._bytes_lock:
+            self._closed_bytes += 3 * SYN_BYTES  # the SYN and its retries, an estimate: the attempt left no counters
         self._next_delay()
         self.on_connection(False, "cannot reach the broker")
 

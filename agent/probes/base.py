@@ -17,9 +17,10 @@ import os
 import socket
 import time
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -43,6 +44,42 @@ class ProbeSpec(BaseModel):
                       description="what the target is called in results and dashboards (tag `target`)")
     interval_s: float = Field(default=60, ge=1, le=86_400 * 31, description="seconds between runs")
     timeout_s: float = Field(default=10, gt=0, le=600, description="the whole probe's time budget, seconds")
+    network: Literal["auto", "lan", "wan"] = Field(
+        default="auto", description="where the target is, for the data use: auto takes the default gateway "
+                                    "and directly reached addresses off the default route's interface as lan")
+
+
+@dataclass
+class Traffic:
+    """What one probe run put on the network: IP bytes both ways, and the address it resolved."""
+
+    bytes: int = 0
+    address: str | None = None
+
+
+_traffic: ContextVar[Traffic | None] = ContextVar("clinicwatch_probe_traffic", default=None)
+
+
+def count_wire(amount: int) -> None:
+    """Charge `amount` IP bytes (sent or received) to the probe running in this task."""
+    traffic = _traffic.get()
+    if traffic is not None:
+        traffic.bytes += amount
+
+
+def count_tcp(sock: Any) -> None:
+    """Charge a TCP connection about to be closed: its bytes so far, from the kernel, and its FIN exchange."""
+    from agent.datause import FIN_BYTES, SYN_BYTES, tcp_wire_bytes
+
+    moved = tcp_wire_bytes(sock) if sock is not None else None
+    count_wire((moved if moved is not None else SYN_BYTES * 2 + 52) + FIN_BYTES)
+
+
+def count_failed_connect(answered: bool) -> None:
+    """Charge a connection that never opened: its SYN, and the RST or ICMP error if one came back."""
+    from agent.datause import ANSWER_BYTES, SYN_BYTES
+
+    count_wire(SYN_BYTES + (ANSWER_BYTES if answered else 0))
 
 
 @dataclass
@@ -76,6 +113,8 @@ class ProbeResult:
     fields: Fields
     tags: dict[str, str]
     started: float  # wall clock, seconds
+    wire_bytes: int = 0  # what the run put on the network (agent/datause.py), not reported with the result
+    address: str | None = None  # the address the probe resolved, if it did
 
     def as_fields(self) -> Fields:
         return {"success": self.success, "reason": self.reason, "duration_ms": round(self.duration_ms, 3),
@@ -117,15 +156,24 @@ class ProbeContext:
     async def resolve(self, host: str) -> str:
         """An IPv4 address for `host`, or ProbeFailure("dns_failure") that names the host."""
         try:
-            return str(ipaddress.IPv4Address(host))
+            host = str(ipaddress.IPv4Address(host))
         except ValueError:
             pass
+        else:
+            return _resolved(host)
         loop = asyncio.get_running_loop()
         try:
             infos = await loop.getaddrinfo(host, None, family=socket.AF_INET, type=socket.SOCK_STREAM)
         except socket.gaierror as exc:
             raise ProbeFailure("dns_failure", f"cannot resolve {host!r}: {exc.strerror}") from None
-        return infos[0][4][0]
+        return _resolved(infos[0][4][0])
+
+
+def _resolved(address: str) -> str:
+    traffic = _traffic.get()
+    if traffic is not None:
+        traffic.address = address
+    return address
 
 
 ProbeFunction = Callable[[Any, ProbeContext], Awaitable[Measured]]
@@ -138,6 +186,8 @@ def ms_since(start: float) -> float:
 async def run_probe(kind: str, probe: ProbeFunction, spec: Any, ctx: ProbeContext) -> ProbeResult:
     started, t0 = time.time(), time.perf_counter()
     success, reason, detail, fields, tags = False, "", "", {}, {}
+    traffic = Traffic()
+    token = _traffic.set(traffic)
     try:
         async with asyncio.timeout(spec.timeout_s):
             measured = await probe(spec, ctx)
@@ -149,5 +199,8 @@ async def run_probe(kind: str, probe: ProbeFunction, spec: Any, ctx: ProbeContex
     except Exception as exc:  # a bug, not a link problem: report it and keep the agent alive
         log.exception("probe %s %s crashed", kind, spec.name)
         reason, detail = "probe_error", f"{type(exc).__name__}: {exc}"
+    finally:
+        _traffic.reset(token)
     return ProbeResult(kind=kind, target=spec.name, success=success, reason=reason, detail=detail,
-                       duration_ms=ms_since(t0), fields=fields, tags=tags, started=started)
+                       duration_ms=ms_since(t0), fields=fields, tags=tags, started=started,
+                       wire_bytes=traffic.bytes, address=traffic.address)

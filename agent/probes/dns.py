@@ -16,7 +16,7 @@ import dns.rcode
 import dns.rdatatype
 from pydantic import Field
 
-from agent.probes.base import Measured, ProbeContext, ProbeFailure, ProbeSpec, ms_since
+from agent.probes.base import Measured, ProbeContext, ProbeFailure, ProbeSpec, count_wire, ms_since
 
 
 RESULT_FIELDS = {
@@ -63,7 +63,9 @@ async def probe(spec: DnsSpec, ctx: ProbeContext) -> Measured:
     start = time.perf_counter()
     transport, protocol = await loop.create_datagram_endpoint(_Answer, remote_addr=(server, spec.port))
     try:
-        transport.sendto(query.to_wire())
+        question = query.to_wire()
+        transport.sendto(question)
+        count_wire(28 + len(question))  # with its IP and UDP headers
         while True:
             try:
                 data = await protocol.reply
@@ -73,6 +75,7 @@ async def probe(spec: DnsSpec, ctx: ProbeContext) -> Measured:
             except OSError as exc:
                 raise ProbeFailure("unreachable", f"resolver {server}:{spec.port}: {exc.strerror}") from None
             resolve_ms = ms_since(start)
+            count_wire(28 + len(data))
             try:
                 response = dns.message.from_wire(data)
             except dns.exception.DNSException as exc:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field
 
 from agent import __version__
-from agent.probes.base import Measured, ProbeContext, ProbeFailure, ProbeSpec
+from agent.probes.base import Measured, ProbeContext, ProbeFailure, ProbeSpec, count_failed_connect, count_tcp
 from agent.probes.tcp import connect_failure
 
 if TYPE_CHECKING:
@@ -98,8 +98,13 @@ async def probe(spec: HttpSpec, ctx: ProbeContext) -> Measured:
                 stream = response.extensions.get("network_stream")
                 ssl_object = stream.get_extra_info("ssl_object") if stream is not None else None
                 peer_cert = ssl_object.getpeercert() if ssl_object is not None else None
+                count_tcp(stream.get_extra_info("socket") if stream is not None else None)
         except httpx.HTTPError as exc:
             connect_ms = span("connection.connect_tcp.started", "connection.connect_tcp.complete")
+            if connect_ms is None:
+                count_failed_connect(answered=not isinstance(exc, httpx.TimeoutException))
+            else:  # opened, then failed (TLS, or the request): what moved is not known; the handshake is
+                count_tcp(None)
             raise _failure_of(exc, spec, {} if connect_ms is None else {"connect_ms": connect_ms}) from None
     fields = {
         "status": response.status_code,

@@ -23,7 +23,16 @@ from typing import Literal
 
 from pydantic import Field
 
-from agent.probes.base import Fields, Measured, ProbeContext, ProbeFailure, ProbeSpec
+from agent.probes.base import (
+    Fields,
+    Measured,
+    ProbeContext,
+    ProbeFailure,
+    ProbeSpec,
+    count_failed_connect,
+    count_tcp,
+    count_wire,
+)
 from agent.probes.packets import echo_request, parse_icmp, parse_ip
 
 Method = Literal["auto", "raw", "dgram", "tcp"]
@@ -172,6 +181,7 @@ def _on_readable(sock: socket.socket, method: str, address: str, ident: int, tag
         if method == "dgram":  # no IP header; the kernel owns the id and only hands us our own replies
             icmp = parse_icmp(data)
             if icmp is not None and icmp.type == 0 and icmp.rest[:8] == tag:
+                count_wire(20 + len(data))  # its IP header, which this socket does not show
                 burst.reply(icmp.seq, received_ns)
             continue
         packet = parse_ip(data)
@@ -179,10 +189,12 @@ def _on_readable(sock: socket.socket, method: str, address: str, ident: int, tag
             continue
         source, _, icmp = packet
         if icmp.type == 0 and source == address and icmp.ident == ident and icmp.rest[:8] == tag:
+            count_wire(len(data))
             burst.reply(icmp.seq, received_ns)
         elif icmp.type in (3, 11):  # unreachable / time exceeded, quoting the echo it answers
             quoted = parse_ip(icmp.rest)
             if quoted is not None and quoted[2] is not None and quoted[2].ident == ident and quoted[1] == address:
+                count_wire(len(data))
                 burst.unreachable += 1
 
 
@@ -201,6 +213,7 @@ async def _icmp_burst(spec: IcmpSpec, method: str, sock: socket.socket, address:
             burst.sent_ns[seq] = time.time_ns()
             try:
                 sock.sendto(packet, (address, 0))
+                count_wire(20 + len(packet))
             except OSError as exc:
                 burst.send_errno = exc.errno or 0
                 burst.send_error = f"sending to {address}: {exc.strerror}"
@@ -228,12 +241,15 @@ async def _tcp_burst(spec: IcmpSpec, address: str) -> Measured:
             async with asyncio.timeout(spec.reply_timeout_ms / 1000):
                 _, writer = await asyncio.open_connection(address, spec.tcp_port)
             burst.reply(seq, time.time_ns())
+            count_tcp(writer.get_extra_info("socket"))
             writer.close()
         except ConnectionRefusedError:
             burst.reply(seq, time.time_ns())
+            count_failed_connect(answered=True)
         except TimeoutError:
-            pass
+            count_failed_connect(answered=False)
         except OSError as exc:
+            count_failed_connect(answered=True)
             burst.send_errno, burst.send_error = exc.errno or 0, f"connecting to {address}: {exc.strerror}"
         if seq < spec.count - 1:
             await asyncio.sleep(max(0.0, spec.interval_ms / 1000 - (time.time_ns() - start) / 1e9))

@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from agent.probes.base import Measured, ProbeContext, ProbeFailure, ProbeSpec, ms_since
+from agent.probes.base import Measured, ProbeContext, ProbeFailure, ProbeSpec, count_failed_connect, count_tcp, ms_since
 
 CONNECT_ERRORS = {errno.ECONNREFUSED: "refused", errno.ENETUNREACH: "no_route", errno.EHOSTUNREACH: "unreachable",
                   errno.EHOSTDOWN: "unreachable", errno.ECONNRESET: "reset"}
@@ -41,8 +41,13 @@ async def probe(spec: TcpSpec, ctx: ProbeContext) -> Measured:
     start = time.perf_counter()
     try:
         _, writer = await asyncio.open_connection(address, spec.port)
+    except asyncio.CancelledError:  # the runner's timeout: SYNs went unanswered
+        count_failed_connect(answered=False)
+        raise
     except OSError as exc:
+        count_failed_connect(answered=exc.errno != errno.ETIMEDOUT)
         raise connect_failure(exc, f"{address}:{spec.port}", {"connect_ms": round(ms_since(start), 3)}) from None
     connect_ms = ms_since(start)
+    count_tcp(writer.get_extra_info("socket"))
     writer.close()
     return Measured({"connect_ms": round(connect_ms, 3)})

@@ -24,10 +24,11 @@ from typing import Literal
 
 from pydantic import Field
 
-from agent.probes.base import Measured, ProbeContext, ProbeFailure, ProbeSpec
+from agent.probes.base import Measured, ProbeContext, ProbeFailure, ProbeSpec, count_wire
 from agent.probes.packets import parse_ip, quoted_udp
 
 NO_ANSWER = "*"
+PAYLOAD = b"clinicwatch"  # each query's UDP data
 HOP, DESTINATION, REFUSED = "hop", "destination", "refused"  # what an answer says about the path
 
 
@@ -96,6 +97,7 @@ def _read_answers(raw: socket.socket, address: str, sport: int, probes: dict[int
         if quoted is None or quoted[0] != address or quoted[1] != sport or quoted[2] not in probes:
             continue
         ttl = probes[quoted[2]]
+        count_wire(len(data))
         if icmp.type == 11:
             verdict = HOP
         else:  # destination unreachable: from the target itself (port closed: we got there) or from a router
@@ -128,7 +130,8 @@ async def probe(spec: TracerouteSpec, ctx: ProbeContext) -> Measured:
             port = spec.base_port + len(probes)  # a port per query: an answer names the query it answers
             probes[port] = ttl
             try:
-                udp.sendto(b"clinicwatch", (address, port))
+                udp.sendto(PAYLOAD, (address, port))
+                count_wire(28 + len(PAYLOAD))
             except OSError as exc:
                 raise ProbeFailure("no_route", f"sending to {address}: {exc.strerror}") from None
             asked_at[ttl], queries[ttl] = now, queries.get(ttl, 0) + 1
