@@ -258,14 +258,19 @@ def clinic() -> db.Dashboard:
                                  f'max("oldest_unsent_age_s") AS "oldest age s" FROM "agent" {dev} '
                                  'GROUP BY time($__interval) fill(none)', alias="$col")))
          .with_panel(
-             timeseries.Panel().title("Agent's data: outbox bytes and throughput-test budget").datasource(INFLUX)
+             timeseries.Panel().title("Agent's own data use this month, and its budget").datasource(INFLUX)
              .unit("bytes").span(12).height(8)
-             .description("The outbox's size, and the month's bytes spent on throughput tests (the agent does "
-                          "not report its other WAN bytes yet).")
-             .targets([influx(f'SELECT max("outbox_bytes") AS "outbox" FROM "agent" {dev} GROUP BY time($__interval) '
-                              'fill(none)', alias="$col"),
-                       influx(f'SELECT max("spent_month_bytes") AS "throughput tests this month" FROM "throughput" '
-                              f'{dev} GROUP BY time($__interval) fill(none)', ref="B", alias="$col")])))
+             .description("What the agent put on the clinic's WAN this calendar month (UTC), by kind; the month "
+                          "projected at its pace (after 6 h of counting); the budget if one is set "
+                          "(data_budget_mb); its traffic to the clinic's own network apart; the outbox's size "
+                          "(docs/agent.md, data use).")
+             .targets([influx(f'SELECT max("wan_probes_month_bytes") AS "probes", max("wan_reporting_month_bytes") '
+                              f'AS "reporting", max("wan_throughput_month_bytes") AS "throughput tests", '
+                              f'max("wan_projected_month_bytes") AS "projected", max("data_budget_month_bytes") AS '
+                              f'"budget", max("lan_month_bytes") AS "clinic network (not WAN)" FROM "agent" {dev} '
+                              'GROUP BY time($__interval) fill(none)', alias="$col"),
+                       influx(f'SELECT max("outbox_bytes") AS "outbox" FROM "agent" {dev} GROUP BY time($__interval) '
+                              'fill(none)', ref="B", alias="$col")])))
     d = (d.annotation(annotation("State changes", "red",
                                  f'SELECT "state", "cause", "previous" FROM "clinic_state" WHERE {ONE} AND $timeFilter',
                                  "state", "cause"))

@@ -24,7 +24,8 @@ MEASUREMENTS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "agent": (CLINIC_TAGS, frozenset({
         "outbox_samples", "outbox_events", "outbox_bytes", "oldest_unsent_age_s", "thinned_total",
         "published_records", "publish_refused", "last_publish_age_s", "connected", "version", "uptime_s",
-        "cpu_s", "rss_kib", "time_bound_ms"})),
+        "cpu_s", "rss_kib", "time_bound_ms", "wan_month_bytes", "wan_probes_month_bytes", "wan_reporting_month_bytes",
+        "wan_throughput_month_bytes", "lan_month_bytes", "wan_projected_month_bytes", "data_budget_month_bytes"})),
     # docs/snmp.md
     "snmp_device": (SNMP_TAGS | {"profile"}, frozenset({"status", "reachable", "detail", "uptime_s", "requests",
                                                        "poll_ms", "time_bound_ms"})),
