@@ -22,8 +22,10 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 @contextlib.contextmanager
-def sample_site(directory: Path, link: EmulatedLink, speed: float = 1.0) -> Iterator[dict[str, Any]]:
-    """Yield the sample config as a dict, its probes aimed at this link, intervals divided by `speed`."""
+def sample_site(directory: Path, link: EmulatedLink, speed: float = 1.0, lan: bool = False) -> Iterator[dict[str, Any]]:
+    """Yield the sample config as a dict, its probes aimed at this link, intervals divided by `speed`. With
+    `lan`, the probe of the clinic's gateway stays on the clinic's own network (lab.links.add_lan), as in
+    a clinic; otherwise it crosses the link like the others."""
     sample = yaml.safe_load((REPO / "firmware_configs" / "agent.yaml").read_text())
     ca = CertificateAuthority(directory)
     cert = ca.issue("records", [link.central_ip], days_valid=90)
@@ -32,8 +34,10 @@ def sample_site(directory: Path, link: EmulatedLink, speed: float = 1.0) -> Iter
         probes = []
         for spec in sample["probes"]:
             spec = dict(spec)
+            if lan and spec["kind"] == "icmp" and spec["name"] == "gateway":
+                spec["host"] = link.add_lan(f"{spec['host']}/24")
             for key in ("host", "server"):
-                if key in spec:
+                if key in spec and not (lan and spec["name"] == "gateway"):
                     spec[key] = link.central_ip
             if spec["kind"] == "dns":
                 spec["port"] = dns.port

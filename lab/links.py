@@ -194,6 +194,17 @@ class EmulatedLink:
         """Packets the relay refused because they were addressed outside 198.18.0.0/15."""
         return int(self._request(op="stats")["offlab_drops"])
 
+    def add_lan(self, interface: str = "192.168.1.1/24") -> str:
+        """Give the clinic a network of its own besides the link: a device (a TUN nobody reads, as the
+        kernel here has no dummy devices) holding `interface`, so that its address answers locally and
+        its subnet is reached directly, off the default route. Returns the address. Goes with the
+        namespace."""
+        device = self.clinic_dev[:-1] + "l"
+        run("ip", "tuntap", "add", "dev", device, "mode", "tun", netns=self.netns)
+        run("ip", "addr", "add", interface, "dev", device, netns=self.netns)
+        run("ip", "link", "set", device, "up", netns=self.netns)
+        return interface.split("/")[0]
+
     def use_resolver(self, address: str) -> None:
         """Make the clinic's system resolver (getaddrinfo) ask `address`, port 53, and nothing else."""
         etc = Path("/etc/netns") / self.netns
