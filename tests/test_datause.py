@@ -194,3 +194,27 @@ def test_the_agents_account_matches_what_crossed_the_link(emulated_link, tmp_pat
     events = [r for _, r, _ in watcher.records("event") if r.kind == "data_budget_exceeded"]
     assert len(events) == 1 and events[0].detail["budget_bytes"] == 30_000
     assert events[0].detail["spent_bytes"] > 30_000
+
+
+def test_an_https_check_resumes_the_last_tls_session_and_saves_the_certificates_bytes(tmp_path) -> None:
+    """Two checks of a local HTTPS server (TLS 1.3, tickets on, as Python's server has them by default):
+    the second resumes the first's session, the server sends no certificate, and the check costs that
+    much less; the certificate's expiry is still known."""
+    from lab.certs import CertificateAuthority
+    from lab.webserver import WebServer
+
+    ca = CertificateAuthority(tmp_path)
+    with WebServer(cert=ca.issue("records", ["127.0.0.1"], days_valid=90)) as web:
+        ctx = ProbeContext(state_dir=tmp_path)
+        model = PROBES["http"][0]
+        spec = model(kind="http", name="records", url=web.url("/status/200"), ca_file=ca.ca_file)
+        first, second = (asyncio.run(run_one(spec, ctx)) for _ in range(2))
+        other = asyncio.run(run_one(spec, ProbeContext(state_dir=tmp_path)))  # a fresh agent: nothing to offer
+    assert (first.success, second.success, other.success) == (True, True, True)
+    assert (first.fields["tls_resumed"], second.fields["tls_resumed"], other.fields["tls_resumed"]) == (
+        False, True, False)
+    assert second.fields["cert_days_left"] == pytest.approx(first.fields["cert_days_left"], abs=0.01)
+    assert 88 < second.fields["cert_days_left"] <= 90
+    certificate = len(ca.ca_file.read_bytes()) // 2  # a DER certificate is a bit over half its PEM's size
+    assert first.wire_bytes - second.wire_bytes > certificate, (first.wire_bytes, second.wire_bytes)
+    assert abs(other.wire_bytes - first.wire_bytes) < 200

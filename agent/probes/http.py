@@ -1,5 +1,12 @@
 """HTTP(S) reachability of a service: status, connect, TLS handshake and time to first byte,
-certificate days to expiry. httpx's trace hooks time each phase of one fresh connection."""
+certificate days to expiry. httpx's trace hooks time each phase of one fresh connection.
+
+A fresh TLS handshake carries the server's certificate chain, a few kilobytes each time, which a
+clinic pays for every few minutes. So each check offers the TLS session of the one before (TLS 1.3
+tickets, or 1.2 session ids): a server that accepts resumes without sending its certificate again
+(`tls_resumed`). A full handshake is made at least every `FULL_HANDSHAKE_S`, so that a certificate
+changed or expiring on the server is seen, verified and dated (`cert_days_left` on a resumed
+session is the certificate of the last full handshake)."""
 
 from __future__ import annotations
 
@@ -18,6 +25,7 @@ if TYPE_CHECKING:
     import httpx
 
 X509_V_ERR_CERT_HAS_EXPIRED = 10
+FULL_HANDSHAKE_S = 6 * 3600
 
 
 RESULT_FIELDS = {
@@ -25,6 +33,7 @@ RESULT_FIELDS = {
     "connect_ms": "float: TCP handshake", "tls_ms": "float: TLS handshake",
     "ttfb_ms": "float: request sent to response headers received",
     "cert_days_left": "float: days until the server certificate expires",
+    "tls_resumed": "bool: the TLS session of an earlier check was resumed (no certificate sent)",
 }
 REASONS = {
     "http_5xx": "the service answered with a server error", "http_status": "another status outside `expect_status`",
@@ -47,10 +56,51 @@ class HttpSpec(ProbeSpec):
     timeout_s: float = 15
 
 
-def _ssl_context(spec: HttpSpec) -> ssl.SSLContext | bool:
-    if not spec.verify_tls:
-        return False
-    return ssl.create_default_context(cafile=str(spec.ca_file) if spec.ca_file else None)
+class _Resumption:
+    """One check's TLS context, kept between runs, offering the last session to the next connection."""
+
+    def __init__(self, spec: HttpSpec) -> None:
+        self.context = ssl.create_default_context(cafile=str(spec.ca_file) if spec.ca_file else None)
+        if not spec.verify_tls:
+            self.context.check_hostname = False
+            self.context.verify_mode = ssl.CERT_NONE
+        self.session: ssl.SSLSession | None = None
+        self.full_at = 0.0
+        holder = self
+
+        # The standard library's SSLContext has no default session for new connections, and httpx
+        # cannot pass one; the class the context makes its TLS objects with can (a subclass of the
+        # context itself would make anyio do the wrapping in a thread).
+        class _Resuming(ssl.SSLObject):
+            @classmethod
+            def _create(cls, incoming: Any, outgoing: Any, server_side: bool = False, server_hostname: Any = None,
+                        session: Any = None, context: Any = None) -> Any:
+                if session is None and not server_side:
+                    session = holder.offer()
+                return super()._create(incoming, outgoing, server_side, server_hostname, session, context)
+
+        self.context.sslobject_class = _Resuming
+
+    def offer(self) -> ssl.SSLSession | None:
+        return self.session if time.time() - self.full_at < FULL_HANDSHAKE_S else None
+
+    def keep(self, ssl_object: ssl.SSLObject) -> bool:
+        """Remember the connection's session; True when it resumed an earlier one."""
+        resumed = bool(ssl_object.session_reused)
+        if not resumed:
+            self.full_at = time.time()
+        if ssl_object.session is not None:
+            self.session = ssl_object.session
+        return resumed
+
+
+def _tls(spec: HttpSpec, ctx: ProbeContext) -> _Resumption | None:
+    if not spec.url.startswith("https:"):
+        return None
+    key = ("http_tls", spec.url, spec.verify_tls, str(spec.ca_file))
+    if key not in ctx.memory:
+        ctx.memory[key] = _Resumption(spec)
+    return ctx.memory[key]
 
 
 def _cause(exc: BaseException, kind: type) -> Any:
@@ -91,13 +141,17 @@ async def probe(spec: HttpSpec, ctx: ProbeContext) -> Measured:
         return round((marks[end] - marks[start]) * 1000, 3) if start in marks and end in marks else None
 
     headers = {"User-Agent": f"clinicwatch-agent/{__version__}"}
-    async with httpx.AsyncClient(verify=_ssl_context(spec), trust_env=False, timeout=spec.timeout_s,
-                                 headers=headers) as client:
+    resumption = _tls(spec, ctx)
+    resumed = None
+    async with httpx.AsyncClient(verify=resumption.context if resumption else True, trust_env=False,
+                                 timeout=spec.timeout_s, headers=headers) as client:
         try:
             async with client.stream(spec.method, spec.url, extensions={"trace": trace}) as response:
                 stream = response.extensions.get("network_stream")
                 ssl_object = stream.get_extra_info("ssl_object") if stream is not None else None
                 peer_cert = ssl_object.getpeercert() if ssl_object is not None else None
+                if ssl_object is not None and resumption is not None:
+                    resumed = resumption.keep(ssl_object)
                 count_tcp(stream.get_extra_info("socket") if stream is not None else None)
         except httpx.HTTPError as exc:
             connect_ms = span("connection.connect_tcp.started", "connection.connect_tcp.complete")
@@ -112,6 +166,7 @@ async def probe(spec: HttpSpec, ctx: ProbeContext) -> Measured:
         "tls_ms": span("connection.start_tls.started", "connection.start_tls.complete"),
         "ttfb_ms": span("http11.send_request_body.complete", "http11.receive_response_headers.complete"),
         "http_version": response.http_version,
+        "tls_resumed": resumed,
     }
     if peer_cert and "notAfter" in peer_cert:
         fields["cert_days_left"] = round((ssl.cert_time_to_seconds(peer_cert["notAfter"]) - time.time()) / 86400, 2)
