@@ -1,18 +1,23 @@
 """Benchmark: the running agent at the default schedule, and its outbox drain after a long outage.
 
-    sudo .venv/bin/python -m bench.agent_month [--speed 20] [--minutes 3] [--backlog 50000]
+    sudo .venv/bin/python -m bench.agent_month [--speed 20] [--minutes 3] [--backlog 50000] [--idle 60]
 
 1. The sample clinic config (probes, self-metrics, 30 s batching) runs against a real
    Mosquitto over an emulated fibre link, with every interval divided by `--speed`,
    so `--minutes` of wall time cover speed x minutes of schedule. Reported per hour
    and per month of the real schedule: agent CPU, resident memory, and bytes on the
-   wire (both directions, IP, counted by the link relay: probes and reporting).
+   wire (both directions, IP, counted by the link relay: probes and reporting), and its
+   resident memory at ten points of the run (whether it grows). The clinic's gateway is on
+   the clinic's own network (as in a clinic), so its echoes do not cross the link. The agent's
+   own account of its WAN bytes (agent/datause.py) is printed beside the relay's count.
    Reference in the same run: the bytes the same samples would take sent one per
    message as plain JSON (what batching and compression save).
 2. Drain: `--backlog` samples are put in the outbox (a long outage), the agent starts
    and the time until a subscriber has them all gives samples/s. Reference in the
    same run: a bare paho client publishing the same number of QoS 1 messages, one
    sample each, to the same broker on loopback.
+3. Idle: the agent with no probes, connected to a broker, for `--idle` seconds: the CPU of its
+   run loop between jobs.
 CPU per hour is extrapolated from compressed time: idle costs (timers, keepalive) do
 not scale with speed, so the figure is slightly pessimistic for probing and
 optimistic for idling.
@@ -51,25 +56,33 @@ def _proc(pid: int) -> tuple[float, int, int]:
 
 
 def schedule_phase(tmp: Path, link: EmulatedLink, speed: float, minutes: float) -> dict:
-    with Mosquitto(host=link.central_ip) as broker, sample_site(tmp, link, speed) as site:
+    with Mosquitto(host=link.central_ip) as broker, sample_site(tmp, link, speed, lan=True) as site:
         watcher = Watcher(broker.host, broker.port)
         config = {**site, "mqtt": {"host": broker.host, "port": broker.port, "flush_interval_s": 30 / speed},
                   "clock": {"sync_check": "assume"}, "self_metrics_interval_s": 300 / speed}
         path = tmp / "agent.yaml"
         path.write_text(yaml.safe_dump(config))
+        life_before = link.stats()
         agent = start_agent(path, netns=link.netns)
         try:
             time.sleep(20)  # imports, first runs, first connection
             pid = agent.pid  # `ip netns exec` execs the agent in place: same pid
             cpu0, _, _ = _proc(pid)
             before, received0 = link.stats(), len(watcher.records())
-            time.sleep(minutes * 60)
+            # Resident memory through the run (ten readings), to see whether it keeps growing.
+            trace = [_proc(pid)[1]]
+            for _ in range(10):
+                time.sleep(minutes * 6)
+                trace.append(_proc(pid)[1])
             cpu1, rss, hwm = _proc(pid)
             after, records = link.stats(), watcher.records()[received0:]
         finally:
             stop_agent(agent)
             watcher.close()
+        life_after = link.stats()
     wall = minutes * 60
+    crossed = sum(life_after[d]["bytes"] - life_before[d]["bytes"] for d in ("up", "down"))
+    account = json.loads((Path(site["state_dir"]) / "data-use.json").read_text())["bytes"]
     schedule_s = wall * speed
     moved = sum(after[d]["bytes"] - before[d]["bytes"] for d in ("up", "down"))
     import wire
@@ -80,7 +93,28 @@ def schedule_phase(tmp: Path, link: EmulatedLink, speed: float, minutes: float) 
     messages = len({id(batch) for _, _, batch in records})
     return {"samples": len(records), "messages": messages, "schedule_hours": schedule_s / 3600,
             "cpu_per_hour_s": (cpu1 - cpu0) / (schedule_s / 3600), "rss_mib": rss / 1024, "hwm_mib": hwm / 1024,
-            "bytes_per_month": moved * MONTH_S / schedule_s, "single_json_bytes_per_month": single * MONTH_S / schedule_s}
+            "rss_trace_mib": [k / 1024 for k in trace],
+            "bytes_per_month": moved * MONTH_S / schedule_s, "crossed": crossed, "account": account, "single_json_bytes_per_month": single * MONTH_S / schedule_s}
+
+
+def idle_phase(tmp: Path, seconds: float) -> dict:
+    """The agent with nothing to run (no probes, self-metrics once an hour) connected to a broker: what
+    its run loop costs between jobs."""
+    with Mosquitto() as broker:
+        config = tmp / "idle.yaml"
+        config.write_text(yaml.safe_dump({"clinic_id": "es-ib-0042", "state_dir": str(tmp / "idle-state"),
+                                          "probes": [], "clock": {"sync_check": "assume"},
+                                          "self_metrics_interval_s": 3600,
+                                          "mqtt": {"host": broker.host, "port": broker.port}}))
+        agent = start_agent(config)
+        try:
+            time.sleep(15)  # imports, connection
+            cpu0, _, _ = _proc(agent.pid)
+            time.sleep(seconds)
+            cpu1, _, _ = _proc(agent.pid)
+        finally:
+            stop_agent(agent)
+    return {"seconds": seconds, "cpu_s": cpu1 - cpu0}
 
 
 def drain_phase(tmp: Path, backlog: int) -> dict:
@@ -137,6 +171,7 @@ def main() -> int:
     parser.add_argument("--speed", type=float, default=20)
     parser.add_argument("--minutes", type=float, default=3)
     parser.add_argument("--backlog", type=int, default=50_000)
+    parser.add_argument("--idle", type=float, default=60, help="seconds of the idle agent's CPU reading")
     args = parser.parse_args()
     if privileged_reason():
         print(f"bench.agent_month {privileged_reason()}", file=sys.stderr)
@@ -145,18 +180,29 @@ def main() -> int:
         tmp = Path(tmp_name)
         schedule = schedule_phase(tmp, link, args.speed, args.minutes)
         drain = drain_phase(tmp, args.backlog)
+        idle = idle_phase(tmp, args.idle)
     print(f"agent at the default schedule, {args.minutes:g} min at {args.speed:g}x = "
           f"{schedule['schedule_hours']:.1f} h of schedule; {schedule['samples']} samples in "
           f"{schedule['messages']} messages")
     print(f"  CPU per hour            {schedule['cpu_per_hour_s']:8.1f} s   ({schedule['cpu_per_hour_s'] / 36:.2f} % of one core)")
     print(f"  resident memory         {schedule['rss_mib']:8.1f} MiB (peak {schedule['hwm_mib']:.1f} MiB)")
+    trace = schedule["rss_trace_mib"]
+    print(f"  resident through the run {' '.join(f'{m:.1f}' for m in trace)} MiB "
+          f"(last - first {trace[-1] - trace[0]:+.1f} MiB over {schedule['schedule_hours']:.1f} h of schedule)")
     print(f"  bytes per month         {schedule['bytes_per_month'] / 1e6:8.1f} MB  (probes and reporting, both ways)")
+    account = schedule["account"]
+    counted = account["probes"] + account["reporting"] + account["throughput"]
+    print(f"  the agent's own account over its life: {counted:,} WAN bytes (probes {account['probes']:,}, "
+          f"reporting {account['reporting']:,}, throughput {account['throughput']:,}; clinic network apart: "
+          f"{account['lan']:,}); the link carried {schedule['crossed']:,}: {counted / schedule['crossed']:.3f}x")
     print(f"  reference: the same samples one per message, plain JSON: "
           f"{schedule['single_json_bytes_per_month'] / 1e6:.1f} MB/month for the reporting alone")
     agent_rate, bare_rate = drain["backlog"] / drain["agent_s"], drain["backlog"] / drain["bare_s"]
     print(f"outbox drain after an outage ({drain['backlog']} samples), loopback broker")
     print(f"  agent                   {agent_rate:8.0f} samples/s ({drain['agent_s']:.1f} s)")
     print(f"  bare paho, 1 sample per QoS 1 message: {bare_rate:.0f} samples/s; ratio {agent_rate / bare_rate:.1f}x")
+    print(f"idle (no probes, connected): {idle['cpu_s']:.2f} s of CPU in {idle['seconds']:g} s "
+          f"= {100 * idle['cpu_s'] / idle['seconds']:.3f} % of one core")
     return 0
 
 
