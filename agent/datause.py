@@ -17,7 +17,7 @@ receives there, in IP bytes both ways (what a mobile operator bills):
                 the WAN interface, should say `network: wan`).
 
 Not counted: name lookups through the system resolver, SNMP polls (the devices are in the clinic),
-and an unfinished connection's last bytes when the agent is killed (the ledger is saved at each
+and a connection's last bytes when the agent is killed (the ledger is saved at each
 self-metrics report and at a clean stop).
 
 With `data_budget_mb` set, the agent projects the month from its pace so far and says so once a
@@ -59,7 +59,8 @@ def tcp_wire_bytes(sock: socket.socket) -> int | None:
     acked, received = struct.unpack_from("=QQ", info, 120)
     segs_out, segs_in = struct.unpack_from("=II", info, 136)
     sent = struct.unpack_from("=Q", info, 200)[0] if len(info) >= 208 else max(acked - 1, 0)  # 4.19+: retransmits too
-    return sent + received + TCP_HEADER_BYTES * (segs_out + segs_in)
+    # Each segment's headers, and the SYN's and SYN-ACK's longer options (counted among the segments).
+    return sent + received + TCP_HEADER_BYTES * (segs_out + segs_in) + 2 * (SYN_BYTES - TCP_HEADER_BYTES)
 
 
 def _routes(text: str) -> list[tuple[int, int, int, str, int]]:

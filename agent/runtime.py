@@ -29,7 +29,7 @@ from agent.clock import Clock, ClockWatch, SystemClock, kernel_boot_id
 from agent.config import AgentConfig, ConfigError, RemoteSettings, parse_remote
 from agent.datause import DataUse, is_lan
 from agent.outbox import NewRecord, Outbox, Stored
-from agent.probes import ProbeContext, ProbeSpec, run_one
+from agent.probes import ProbeContext, ProbeSpec, Traffic, run_one
 from agent.transport import Session
 from wire.codec import peek
 
@@ -141,13 +141,16 @@ class Agent:
 
     async def _probe_job(self, spec: ProbeSpec) -> None:
         t, mono, sync = self.clock.wall_ms(), self.clock.mono_ms(), self.clock_watch.sync_label()
-        result = await run_one(spec, self.probe_ctx)
+        traffic = Traffic()
+        try:
+            result = await run_one(spec, self.probe_ctx, traffic)
+        finally:  # charged even when the agent stops mid-probe: the packets went out all the same
+            if spec.kind != "throughput":
+                lan = spec.network == "lan" or (spec.network == "auto" and traffic.address is not None
+                                                 and is_lan(traffic.address))
+                self.data_use.add("lan" if lan else "probes", traffic.bytes)
         if spec.kind == "throughput":
-            self.data_use.add("throughput", int(result.fields.get("test_bytes", result.wire_bytes)))
-        else:
-            lan = spec.network == "lan" or (spec.network == "auto" and result.address is not None
-                                             and is_lan(result.address))
-            self.data_use.add("lan" if lan else "probes", result.wire_bytes)
+            self.data_use.add("throughput", int(result.fields.get("test_bytes", 0)))
         self._store([NewRecord("sample", t, mono, sync, {"m": spec.kind, "tags": {"target": spec.name,
                                                                                     **result.tags},
                                                          "f": _wire_fields(result.as_fields())})])

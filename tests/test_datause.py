@@ -218,3 +218,23 @@ def test_an_https_check_resumes_the_last_tls_session_and_saves_the_certificates_
     certificate = len(ca.ca_file.read_bytes()) // 2  # a DER certificate is a bit over half its PEM's size
     assert first.wire_bytes - second.wire_bytes > certificate, (first.wire_bytes, second.wire_bytes)
     assert abs(other.wire_bytes - first.wire_bytes) < 200
+
+
+def test_a_probe_cut_short_still_charges_what_it_sent(tmp_path) -> None:
+    """The agent stopping mid-burst cancels the probe; the echoes already sent were on the wire."""
+    from agent.probes import Traffic
+
+    async def cut_short() -> Traffic:
+        traffic = Traffic()
+        spec = PROBES["icmp"][0](kind="icmp", name="here", host="127.0.0.1", count=100, interval_ms=20,
+                                 payload_bytes=16)
+        task = asyncio.ensure_future(run_one(spec, ProbeContext(state_dir=tmp_path), traffic))
+        await asyncio.sleep(0.3)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return traffic
+
+    traffic = asyncio.run(cut_short())
+    assert traffic.address == "127.0.0.1"
+    assert 0 < traffic.bytes < 100 * 88 and traffic.bytes % 44 == 0  # whole echoes and replies of 44 bytes

@@ -11,7 +11,7 @@ from typing import Annotated, Union
 from pydantic import Field
 
 from agent.probes import dns, http, icmp, tcp, throughput, traceroute
-from agent.probes.base import ProbeContext, ProbeFunction, ProbeResult, ProbeSpec, run_probe
+from agent.probes.base import ProbeContext, ProbeFunction, ProbeResult, ProbeSpec, Traffic, run_probe
 
 PROBES: dict[str, tuple[type[ProbeSpec], ProbeFunction]] = {
     "icmp": (icmp.IcmpSpec, icmp.probe),
@@ -25,9 +25,9 @@ PROBES: dict[str, tuple[type[ProbeSpec], ProbeFunction]] = {
 AnyProbeSpec = Annotated[Union[tuple(spec for spec, _ in PROBES.values())], Field(discriminator="kind")]  # type: ignore[valid-type]
 
 
-async def run_one(spec: ProbeSpec, ctx: ProbeContext) -> ProbeResult:
+async def run_one(spec: ProbeSpec, ctx: ProbeContext, traffic: Traffic | None = None) -> ProbeResult:
     kind = spec.kind  # type: ignore[attr-defined]
-    return await run_probe(kind, PROBES[kind][1], spec, ctx)
+    return await run_probe(kind, PROBES[kind][1], spec, ctx, traffic)
 
 
 async def run_round(specs: list[ProbeSpec], ctx: ProbeContext) -> list[ProbeResult]:
@@ -35,4 +35,4 @@ async def run_round(specs: list[ProbeSpec], ctx: ProbeContext) -> list[ProbeResu
     return list(await asyncio.gather(*(run_one(spec, ctx) for spec in specs)))
 
 
-__all__ = ["PROBES", "AnyProbeSpec", "ProbeContext", "ProbeResult", "ProbeSpec", "run_one", "run_round"]
+__all__ = ["PROBES", "AnyProbeSpec", "ProbeContext", "ProbeResult", "ProbeSpec", "Traffic", "run_one", "run_round"]

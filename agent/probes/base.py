@@ -183,10 +183,13 @@ def ms_since(start: float) -> float:
     return (time.perf_counter() - start) * 1000.0
 
 
-async def run_probe(kind: str, probe: ProbeFunction, spec: Any, ctx: ProbeContext) -> ProbeResult:
+async def run_probe(kind: str, probe: ProbeFunction, spec: Any, ctx: ProbeContext,
+                    traffic: Traffic | None = None) -> ProbeResult:
+    """`traffic`: where the run's bytes are counted, for a caller that needs them even if the run is
+    cancelled (the agent stopping mid-probe)."""
     started, t0 = time.time(), time.perf_counter()
     success, reason, detail, fields, tags = False, "", "", {}, {}
-    traffic = Traffic()
+    traffic = traffic if traffic is not None else Traffic()
     token = _traffic.set(traffic)
     try:
         async with asyncio.timeout(spec.timeout_s):

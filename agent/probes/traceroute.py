@@ -83,7 +83,7 @@ def _end_of_path(answers: dict[int, tuple[str, str]]) -> int | None:
 
 
 def _read_answers(raw: socket.socket, address: str, sport: int, probes: dict[int, int],
-                  answers: dict[int, tuple[str, bool]]) -> None:
+                  answers: dict[int, tuple[str, bool]], heard: dict[int, int]) -> None:
     while True:
         try:
             data = raw.recv(4096)
@@ -98,6 +98,7 @@ def _read_answers(raw: socket.socket, address: str, sport: int, probes: dict[int
             continue
         ttl = probes[quoted[2]]
         count_wire(len(data))
+        heard[ttl] = heard.get(ttl, 0) + 1
         if icmp.type == 11:
             verdict = HOP
         else:  # destination unreachable: from the target itself (port closed: we got there) or from a router
@@ -120,7 +121,8 @@ async def probe(spec: TracerouteSpec, ctx: ProbeContext) -> Measured:
         udp.bind(("0.0.0.0", 0))
         sport = udp.getsockname()[1]
         probes: dict[int, int] = {}  # destination port -> ttl
-        loop.add_reader(raw.fileno(), _read_answers, raw, address, sport, probes, answers)
+        heard: dict[int, int] = {}  # ttl -> answers read
+        loop.add_reader(raw.fileno(), _read_answers, raw, address, sport, probes, answers, heard)
         asked_at: dict[int, float] = {}  # ttl -> when it was last asked
         queries: dict[int, int] = {}  # ttl -> queries sent
         hop_wait = spec.hop_wait_ms / 1000
@@ -166,6 +168,9 @@ async def probe(spec: TracerouteSpec, ctx: ProbeContext) -> Measured:
         udp.close()
     end = _end_of_path(answers)
     reached_at = end if end and answers[end][1] == DESTINATION else None
+    if reached_at is not None:  # the destination answers every query that reached it, some after we stopped reading
+        late = sum(queries[t] - heard.get(t, 0) for t in queries if t >= reached_at)
+        count_wire(late * (20 + 8 + 20 + 8 + len(PAYLOAD)))  # an ICMP error quoting the whole query
     last = end or max(answers, default=0)
     path = [answers[t][0] if t in answers else NO_ANSWER for t in range(1, last + 1)]
     fields = {"hops": last, "reached": reached_at is not None, "path": ">".join(path) or NO_ANSWER,
