@@ -93,6 +93,12 @@ class Agent:
         self.scheduler.shutdown(wait=False)
         await self._flush(FLUSH_TIMEOUT_S)
         pump.cancel()
+        # Jobs still running (a probe mid-burst, a poll) end here, so that what they sent is charged
+        # before the data account is saved below, not in the loop's teardown after it.
+        running = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        for task in running:
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
         self.stopping = True  # a deliberate disconnect is not an outage; the outbox is about to close
         self.session.stop()
         self._charge_reporting()

@@ -8,6 +8,7 @@ import calendar
 import json
 import socket
 import threading
+import time
 
 import pytest
 
@@ -238,3 +239,29 @@ def test_a_probe_cut_short_still_charges_what_it_sent(tmp_path) -> None:
     traffic = asyncio.run(cut_short())
     assert traffic.address == "127.0.0.1"
     assert 0 < traffic.bytes < 100 * 88 and traffic.bytes % 44 == 0  # whole echoes and replies of 44 bytes
+
+
+def test_a_probe_running_when_the_agent_stops_is_in_the_saved_account(tmp_path) -> None:
+    """The agent stopped in the middle of a twenty-second burst: its echoes so far are in data-use.json.
+    The burst starts within 10 s of the agent's start (the first run's spread) plus its imports, so at
+    14 s it is under way and not over."""
+    import os
+
+    from lab.servers import Mosquitto
+    from tests.agent_harness import agent_config, start_agent, stop_agent
+
+    with Mosquitto() as broker:
+        config = agent_config(tmp_path, broker.host, broker.port,
+                              [{"kind": "icmp", "name": "here", "host": "127.0.0.1", "count": 1000,
+                                "interval_ms": 20, "payload_bytes": 16, "method": "raw" if os.geteuid() == 0
+                                else "auto", "interval_s": 3600, "timeout_s": 60}],
+                              self_metrics_interval_s=3600)
+        agent = start_agent(config)
+        account = tmp_path / "state" / "data-use.json"
+        time.sleep(14)
+        stop_agent(agent)
+    assert agent.returncode == 0
+    charged = json.loads(account.read_text())["bytes"]["probes"]
+    assert charged > 0
+    if os.geteuid() == 0:
+        assert charged % 44 == 0 and charged < 1000 * 88  # whole echoes and replies, not the whole burst
