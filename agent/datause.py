@@ -29,11 +29,12 @@ from __future__ import annotations
 import calendar
 import json
 import logging
-import os
 import socket
 import struct
 import time
 from pathlib import Path
+
+from agent.jsonfile import write_json
 
 log = logging.getLogger(__name__)
 
@@ -182,10 +183,8 @@ class DataUse:
         self._roll(time.time() if now is None else now)
         if self.path is None:
             return
-        tmp = self.path.with_suffix(".tmp")
         try:
-            tmp.write_text(json.dumps({"month": self.month, "bytes": self.bytes, "counted_s": round(self.counted_s, 1),
-                                       "warned": self.warned}))
-            os.replace(tmp, self.path)
+            write_json(self.path, {"month": self.month, "bytes": self.bytes, "counted_s": round(self.counted_s, 1),
+                                   "warned": self.warned})
         except OSError as exc:
             log.warning("cannot save the data use to %s: %s", self.path, exc.strerror)

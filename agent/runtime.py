@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import random
 import resource
 import time
@@ -28,6 +27,7 @@ from agent import __version__
 from agent.clock import Clock, ClockWatch, SystemClock, kernel_boot_id
 from agent.config import AgentConfig, ConfigError, RemoteSettings, parse_remote
 from agent.datause import DataUse, is_lan
+from agent.jsonfile import write_json
 from agent.outbox import NewRecord, Outbox, Stored
 from agent.probes import ProbeContext, ProbeSpec, Traffic, run_one
 from agent.transport import Session
@@ -356,9 +356,7 @@ class Agent:
         self.config = self.config.with_remote(settings)
         self.remote_rev = rev
         path = self.config.state_dir / "remote-config.json"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"rev": rev, "settings": settings.model_dump(mode="json")}))
-        os.replace(tmp, path)
+        write_json(path, {"rev": rev, "settings": settings.model_dump(mode="json")})
         if self.scheduler is not None:
             self._schedule()
         log.info("remote configuration applied", extra={"fields": {"rev": rev, "probes": len(settings.probes)}})

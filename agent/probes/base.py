@@ -13,7 +13,6 @@ import asyncio
 import ipaddress
 import json
 import logging
-import os
 import socket
 import time
 from collections.abc import Awaitable, Callable
@@ -23,6 +22,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from agent.jsonfile import write_json
 
 log = logging.getLogger(__name__)
 
@@ -136,10 +137,7 @@ class ProbeContext:
         remembered = self._remembered()
         remembered[key] = value
         if self.state_dir is not None:
-            target = self.state_dir / "probe-memory.json"
-            tmp = target.with_suffix(".tmp")
-            tmp.write_text(json.dumps(remembered))
-            os.replace(tmp, target)
+            write_json(self.state_dir / "probe-memory.json", remembered)
 
     def _remembered(self) -> dict[str, Any]:
         if "_remembered" not in self.memory:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import Field, model_validator
 
 from agent import __version__
+from agent.jsonfile import write_json
 from agent.probes.base import Measured, ProbeContext, ProbeFailure, ProbeSpec
 
 if TYPE_CHECKING:
@@ -76,9 +77,7 @@ class Ledger:
         key = self.month(now)
         self.months = {key: self.months.get(key, 0) + amount}  # older months are not needed
         if self.path is not None:
-            tmp = self.path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(self.months))
-            os.replace(tmp, self.path)
+            write_json(self.path, self.months)
         return self.months[key]
 
 
