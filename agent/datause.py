@@ -105,6 +105,25 @@ def is_lan(address: str, routes: str | None = None) -> bool:
     return gateway == 0 and not any(d[3] == interface for d in defaults)
 
 
+class LanGuess:
+    """`is_lan` for the agent's run loop: each address judged once per `ttl_s` seconds, not at every probe
+    run (routes change rarely: a link that comes back, a modem that is swapped)."""
+
+    def __init__(self, ttl_s: float = 60.0) -> None:
+        self.ttl_s = ttl_s
+        self._judged_at = -ttl_s
+        self._answers: dict[str, bool] = {}
+
+    def __call__(self, address: str) -> bool:
+        now = time.monotonic()
+        if now - self._judged_at >= self.ttl_s:
+            self._answers.clear()
+            self._judged_at = now
+        if address not in self._answers:
+            self._answers[address] = is_lan(address)
+        return self._answers[address]
+
+
 def month_of(now: float) -> str:
     return time.strftime("%Y-%m", time.gmtime(now))
 

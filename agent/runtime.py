@@ -26,7 +26,7 @@ import wire
 from agent import __version__
 from agent.clock import Clock, ClockWatch, SystemClock, kernel_boot_id
 from agent.config import AgentConfig, ConfigError, RemoteSettings, parse_remote
-from agent.datause import DataUse, is_lan
+from agent.datause import DataUse, LanGuess
 from agent.jsonfile import write_json
 from agent.outbox import NewRecord, Outbox, Stored
 from agent.probes import ProbeContext, ProbeSpec, Traffic, run_one
@@ -55,6 +55,7 @@ class Agent:
                              synchronous=config.outbox.synchronous)
         self.probe_ctx = ProbeContext(state_dir=config.state_dir)
         self.data_use = DataUse(config.state_dir / "data-use.json")
+        self.is_lan = LanGuess()  # is a probe's target on the clinic's own network (its bytes are not WAN bytes)
         self.reported_bytes = 0  # the MQTT session's bytes already charged to `reporting`
         self.profiles = config.profiles() if config.devices else None
         self.snmp_engines: Any = None  # agent.snmp.Engines, made when the first device is polled
@@ -153,7 +154,7 @@ class Agent:
         finally:  # charged even when the agent stops mid-probe: the packets went out all the same
             if spec.kind != "throughput":
                 lan = spec.network == "lan" or (spec.network == "auto" and traffic.address is not None
-                                                 and is_lan(traffic.address))
+                                                 and self.is_lan(traffic.address))
                 self.data_use.add("lan" if lan else "probes", traffic.bytes)
         if spec.kind == "throughput":
             self.data_use.add("throughput", int(result.fields.get("test_bytes", 0)))

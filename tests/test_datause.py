@@ -13,7 +13,7 @@ import time
 import pytest
 
 from agent.datause import PROJECT_AFTER_S, TCP_HEADER_BYTES, DataUse, is_lan, tcp_wire_bytes
-from agent.probes import PROBES, ProbeContext, run_one
+from agent.probes import PROBES, ProbeContext, Traffic, run_one
 
 HEADER = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n"
 
@@ -140,18 +140,18 @@ def test_each_probe_charges_its_own_packets(tmp_path) -> None:
     closed_port = closed.getsockname()[1]
     closed.close()
 
-    def run(spec: dict) -> object:
-        model = PROBES[spec["kind"]][0]
-        return asyncio.run(run_one(model(**spec), ProbeContext(state_dir=tmp_path)))
+    def run(spec: dict) -> tuple[object, Traffic]:
+        model, traffic = PROBES[spec["kind"]][0], Traffic()
+        return asyncio.run(run_one(model(**spec), ProbeContext(state_dir=tmp_path), traffic)), traffic
 
-    echoes = run({"kind": "icmp", "name": "here", "host": "127.0.0.1", "count": 3, "interval_ms": 10,
+    echoes, echo_traffic = run({"kind": "icmp", "name": "here", "host": "127.0.0.1", "count": 3, "interval_ms": 10,
                   "payload_bytes": 16})
     assert echoes.success and echoes.fields["received"] == 3
-    assert (echoes.wire_bytes, echoes.address) == (3 * 2 * (20 + 8 + 16), "127.0.0.1")
-    opened = run({"kind": "tcp", "name": "here", "host": "127.0.0.1", "port": port})
-    assert opened.success and 3 * TCP_HEADER_BYTES <= opened.wire_bytes <= 10 * TCP_HEADER_BYTES
-    refused = run({"kind": "tcp", "name": "here", "host": "127.0.0.1", "port": closed_port})
-    assert (refused.reason, refused.wire_bytes) == ("refused", 60 + 40)  # a SYN and its RST
+    assert (echo_traffic.bytes, echo_traffic.address) == (3 * 2 * (20 + 8 + 16), "127.0.0.1")
+    opened, opened_traffic = run({"kind": "tcp", "name": "here", "host": "127.0.0.1", "port": port})
+    assert opened.success and 3 * TCP_HEADER_BYTES <= opened_traffic.bytes <= 10 * TCP_HEADER_BYTES
+    refused, refused_traffic = run({"kind": "tcp", "name": "here", "host": "127.0.0.1", "port": closed_port})
+    assert (refused.reason, refused_traffic.bytes) == ("refused", 60 + 40)  # a SYN and its RST
     server.close()
 
 
@@ -209,21 +209,22 @@ def test_an_https_check_resumes_the_last_tls_session_and_saves_the_certificates_
         ctx = ProbeContext(state_dir=tmp_path)
         model = PROBES["http"][0]
         spec = model(kind="http", name="records", url=web.url("/status/200"), ca_file=ca.ca_file)
-        first, second = (asyncio.run(run_one(spec, ctx)) for _ in range(2))
-        other = asyncio.run(run_one(spec, ProbeContext(state_dir=tmp_path)))  # a fresh agent: nothing to offer
+        traffic = [Traffic() for _ in range(3)]
+        first, second = (asyncio.run(run_one(spec, ctx, traffic[i])) for i in range(2))
+        other = asyncio.run(run_one(spec, ProbeContext(state_dir=tmp_path), traffic[2]))  # a fresh agent: nothing to offer
     assert (first.success, second.success, other.success) == (True, True, True)
     assert (first.fields["tls_resumed"], second.fields["tls_resumed"], other.fields["tls_resumed"]) == (
         False, True, False)
     assert second.fields["cert_days_left"] == pytest.approx(first.fields["cert_days_left"], abs=0.01)
     assert 88 < second.fields["cert_days_left"] <= 90
     certificate = len(ca.ca_file.read_bytes()) // 2  # a DER certificate is a bit over half its PEM's size
-    assert first.wire_bytes - second.wire_bytes > certificate, (first.wire_bytes, second.wire_bytes)
-    assert abs(other.wire_bytes - first.wire_bytes) < 200
+    spent = [t.bytes for t in traffic]
+    assert spent[0] - spent[1] > certificate, spent
+    assert spent[2] - spent[1] > certificate, spent  # a fresh agent's check pays for the certificate again
 
 
 def test_a_probe_cut_short_still_charges_what_it_sent(tmp_path) -> None:
     """The agent stopping mid-burst cancels the probe; the echoes already sent were on the wire."""
-    from agent.probes import Traffic
 
     async def cut_short() -> Traffic:
         traffic = Traffic()

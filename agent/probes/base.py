@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from agent.datause import ANSWER_BYTES, FIN_BYTES, SYN_BYTES, tcp_wire_bytes
 from agent.jsonfile import write_json
 
 log = logging.getLogger(__name__)
@@ -70,16 +71,12 @@ def count_wire(amount: int) -> None:
 
 def count_tcp(sock: Any) -> None:
     """Charge a TCP connection about to be closed: its bytes so far, from the kernel, and its FIN exchange."""
-    from agent.datause import FIN_BYTES, SYN_BYTES, tcp_wire_bytes
-
     moved = tcp_wire_bytes(sock) if sock is not None else None
     count_wire((moved if moved is not None else SYN_BYTES * 2 + 52) + FIN_BYTES)
 
 
 def count_failed_connect(answered: bool) -> None:
     """Charge a connection that never opened: its SYN, and the RST or ICMP error if one came back."""
-    from agent.datause import ANSWER_BYTES, SYN_BYTES
-
     count_wire(SYN_BYTES + (ANSWER_BYTES if answered else 0))
 
 
@@ -114,8 +111,6 @@ class ProbeResult:
     fields: Fields
     tags: dict[str, str]
     started: float  # wall clock, seconds
-    wire_bytes: int = 0  # what the run put on the network (agent/datause.py), not reported with the result
-    address: str | None = None  # the address the probe resolved, if it did
 
     def as_fields(self) -> Fields:
         return {"success": self.success, "reason": self.reason, "duration_ms": round(self.duration_ms, 3),
@@ -203,5 +198,4 @@ async def run_probe(kind: str, probe: ProbeFunction, spec: Any, ctx: ProbeContex
     finally:
         _traffic.reset(token)
     return ProbeResult(kind=kind, target=spec.name, success=success, reason=reason, detail=detail,
-                       duration_ms=ms_since(t0), fields=fields, tags=tags, started=started,
-                       wire_bytes=traffic.bytes, address=traffic.address)
+                       duration_ms=ms_since(t0), fields=fields, tags=tags, started=started)

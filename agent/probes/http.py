@@ -70,7 +70,12 @@ class _Resumption:
 
         # The standard library's SSLContext has no default session for new connections, and httpx
         # cannot pass one; the class the context makes its TLS objects with can (a subclass of the
-        # context itself would make anyio do the wrapping in a thread).
+        # context itself would make anyio do the wrapping in a thread). That class's constructor,
+        # `_create`, is private to CPython (3.7 to 3.13 at least): where it is missing, every check
+        # makes a full handshake, as before resumption, and measures the same.
+        if not callable(getattr(ssl.SSLObject, "_create", None)):
+            return
+
         class _Resuming(ssl.SSLObject):
             @classmethod
             def _create(cls, incoming: Any, outgoing: Any, server_side: bool = False, server_hostname: Any = None,

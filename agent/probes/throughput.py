@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import Field, model_validator
 
 from agent import __version__
+from agent.datause import month_of
 from agent.jsonfile import write_json
 from agent.probes.base import Measured, ProbeContext, ProbeFailure, ProbeSpec
 
@@ -66,15 +67,11 @@ class Ledger:
         if path is not None and path.exists():
             self.months = {str(k): int(v) for k, v in json.loads(path.read_text()).items()}
 
-    @staticmethod
-    def month(now: float) -> str:
-        return time.strftime("%Y-%m", time.gmtime(now))
-
     def spent(self, now: float) -> int:
-        return self.months.get(self.month(now), 0)
+        return self.months.get(month_of(now), 0)
 
     def charge(self, amount: int, now: float) -> int:
-        key = self.month(now)
+        key = month_of(now)
         self.months = {key: self.months.get(key, 0) + amount}  # older months are not needed
         if self.path is not None:
             write_json(self.path, self.months)
