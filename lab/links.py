@@ -112,8 +112,9 @@ class EmulatedLink:
                "--control", control_path, "--profile", json.dumps(self.profile.to_dict())]
         if self.seed is not None:
             cmd += ["--seed", str(self.seed)]
+        # Its own session: a Ctrl-C at the terminal reaches the program that owns the link, which closes it.
         self._relay = subprocess.Popen(cmd, cwd=repo_root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                       env={**os.environ, "PYTHONPATH": repo_root})
+                                       env={**os.environ, "PYTHONPATH": repo_root}, start_new_session=True)
         assert self._relay.stdout is not None
         if self._relay.stdout.readline().strip() != "READY":
             self._relay.wait(5)
