@@ -565,7 +565,7 @@ EDGE_BOX_V3 = {"user": "clinicwatch", "auth_key": "box-auth-2026", "priv_key": "
 def _edge_box_snmpd(start_server) -> Snmpd:
     """snmpd with the shipped edge-box config, as installed, less the listening address (the test's own
     port is given on the command line) plus the user that net-snmp-create-v3-user would have made."""
-    shipped = (Path(__file__).resolve().parent.parent / "firmware_configs" / "snmpd" / "edge-box-snmpd.conf")
+    shipped = (Path(__file__).resolve().parent.parent / "agent" / "recipes" / "snmpd.conf")
     body = "\n".join(line for line in shipped.read_text().splitlines() if not line.startswith("agentAddress"))
     return start_server(Snmpd(body + '\ncreateUser clinicwatch SHA "box-auth-2026" AES "box-priv-2026"\n'))
 
