@@ -17,7 +17,8 @@ clinic's link (ICMP, TCP, DNS, HTTP, traceroute, throughput) and its local devic
 (SNMP), keeps every measurement in a durable outbox, and reports to the central
 collector over MQTT, backfilling in order after an outage. `probe-once` and
 `snmp-once` show what the probes and devices read now, `check-config` checks a
-configuration, and `topics` prints a clinic's MQTT topics.
+configuration, `topics` prints a clinic's MQTT topics, and `render-config` writes
+one clinic's files for its hardware (firmware_configs/README.md).
 """
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,7 +50,37 @@ def build_parser() -> argparse.ArgumentParser:
     snmp.add_argument("--device", action="append", metavar="NAME", help="only this device (repeatable)")
     snmp.add_argument("--interval", type=float, default=5.0, help="seconds between the two polls (0: poll once)")
     snmp.add_argument("--json", action="store_true", help="JSON lines instead of text")
+    render = commands.add_parser(
+        "render-config", help="write one clinic's configuration, secrets, service and install script",
+        description="Write into --out everything an installer copies to one clinic's hardware: the agent's "
+                    "configuration, its MQTT password, SNMP keys made for this clinic, the service definition, "
+                    "the snmpd configuration and install.sh (firmware_configs/README.md).")
+    render.add_argument("--clinic", required=True, help="the clinic's id in the registry")
+    render.add_argument("--registry", type=Path, required=True, help="the collector's clinic registry (YAML or CSV)")
+    render.add_argument("--site", type=Path, required=True, help="what every clinic shares: broker, CA, credentials, "
+                                                                  "probes (firmware_configs/site.sample.yaml)")
+    render.add_argument("--target", required=True, choices=["debian", "openwrt", "rutos", "mikrotik"])
+    render.add_argument("--out", type=Path, required=True, help="directory for the files (SNMP keys there are kept)")
+    render.add_argument("--router-address", help="the clinic router's LAN address (default: 192.168.88.1 for "
+                                                  "mikrotik; none for debian, so no gateway probe)")
+    render.add_argument("--agent-address", help="mikrotik: the edge box's LAN address, the only one SNMP answers")
     return parser
+
+
+def _render(args: argparse.Namespace) -> int:
+    from agent.render import RenderError, render
+
+    try:
+        written = render(args.clinic, args.registry, args.site, args.target, args.out,
+                         router_address=args.router_address, agent_address=args.agent_address)
+    except RenderError as exc:
+        print(f"clinicwatch-agent render-config: {exc}", file=sys.stderr)
+        return 2
+    print(f"{args.out}: {len(written)} files for clinic {args.clinic} ({args.target}): "
+          f"{', '.join(sorted(p.name for p in written))}")
+    print(f"next: copy {args.out} to the clinic's box and run `sh install.sh` there as root "
+          f"(firmware_configs/{args.target}/README.md)")
+    return 0
 
 
 def _snmp_once(args: argparse.Namespace) -> int:
@@ -183,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
         return _snmp_once(args)
     if args.command == "run":
         return _run(args)
+    if args.command == "render-config":
+        return _render(args)
     parser.print_help()
     return 2
 

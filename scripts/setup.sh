@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DEBIAN_PACKAGES=(mosquitto mosquitto-clients influxdb snmpd snmp victoria-metrics dnsmasq-base iputils-ping iproute2 nftables
-                 util-linux time python3-venv chromium chromium-driver)
+                 util-linux time python3-venv chromium chromium-driver
+                 shellcheck systemd)
 
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
