@@ -5,6 +5,7 @@ polled by the agent)."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -190,3 +191,86 @@ def test_the_rendered_snmpd_conf_answers_what_the_agent_polls(site: Path, tmp_pa
     assert result["status"] == "ok", result
     measured = {s["m"] for s in result["samples"]}
     assert {"snmp_device", "snmp_system", "snmp_if", "snmp_host", "snmp_storage"} <= measured
+
+
+def test_the_central_mosquitto_conf_takes_clinics_over_tls_with_their_own_password_and_topics(tmp_path: Path) -> None:
+    """The shipped central-site Mosquitto configuration in a real Mosquitto, its paths and ports pointed at
+    the test's own files: a clinic connects over TLS with its broker-config password and its reports reach
+    the collector's user on loopback; a report under another clinic's topic does not, an unknown
+    password is refused."""
+    import ssl
+    import time
+
+    import paho.mqtt.client as mqtt
+
+    from lab.certs import CertificateAuthority
+    from lab.servers import free_port
+
+    need_binaries("mosquitto", "mosquitto_passwd")
+    registry = REPO / "collector" / "clinics.sample.yaml"
+    assert subprocess.run([sys.executable, "-m", "collector.cli", "broker-config", "--registry", str(registry),
+                           "--out", str(tmp_path / "auth")], cwd=REPO, capture_output=True).returncode == 0
+    ca = CertificateAuthority(tmp_path)
+    cert, key = ca.issue("broker", ["127.0.0.1"], days_valid=30)
+    tls_port, local_port = free_port(), free_port()
+    conf = (REPO / "firmware_configs" / "central" / "mosquitto.conf").read_text()
+    for installed, here in {"/etc/mosquitto/clinicwatch/": f"{tmp_path}/auth/", "/etc/mosquitto/certs/broker.crt": str(cert),
+                            "/etc/mosquitto/certs/broker.key": str(key), "/var/lib/mosquitto/": f"{tmp_path}/",
+                            "listener 8883": f"listener {tls_port} 127.0.0.1",
+                            "listener 1883 127.0.0.1": f"listener {local_port} 127.0.0.1"}.items():
+        assert installed in conf
+        conf = conf.replace(installed, here)
+    (tmp_path / "mosquitto.conf").write_text(conf + "log_dest stderr\n" + ("user root\n" if os.geteuid() == 0 else ""))
+    broker = subprocess.Popen(["mosquitto", "-c", str(tmp_path / "mosquitto.conf")], stderr=subprocess.PIPE, text=True)
+    try:
+        received: list[str] = []
+
+        def client(user: str, password: str, tls: bool) -> mqtt.Client:
+            c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"t-{user}", protocol=mqtt.MQTTv5)
+            c.username_pw_set(user, password)
+            if tls:
+                c.tls_set(ca_certs=str(ca.ca_file), cert_reqs=ssl.CERT_REQUIRED)
+            return c
+
+        def password(user: str) -> str:
+            return (tmp_path / "auth" / "credentials" / f"{user}.password").read_text().strip()
+
+        deadline = time.monotonic() + 10
+        collector = client("clinicwatch-collector", password("clinicwatch-collector"), tls=False)
+        collector.on_message = lambda _c, _u, m: received.append(m.topic)
+        while True:
+            try:
+                collector.connect("127.0.0.1", local_port)
+                break
+            except ConnectionRefusedError:
+                assert time.monotonic() < deadline and broker.poll() is None, broker.stderr.read()
+                time.sleep(0.1)
+        collector.subscribe("clinicwatch/v1/+/telemetry", qos=1)
+        collector.loop_start()
+        clinic = client("es-ib-0042", password("es-ib-0042"), tls=True)
+        clinic.connect("127.0.0.1", tls_port)
+        clinic.loop_start()
+        time.sleep(0.5)
+        clinic.publish("clinicwatch/v1/es-ib-0043/telemetry", b"{}", qos=1).wait_for_publish(5)  # not its own
+        clinic.publish("clinicwatch/v1/es-ib-0042/telemetry", b"{}", qos=1).wait_for_publish(5)
+        deadline = time.monotonic() + 5
+        while not received and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(0.5)
+        assert received == ["clinicwatch/v1/es-ib-0042/telemetry"]
+        intruder = client("es-ib-0042", "not-the-password", tls=True)
+        refused: list[object] = []
+        intruder.on_connect = lambda _c, _u, _f, reason, _p: refused.append(reason)
+        intruder.connect("127.0.0.1", tls_port)
+        intruder.loop_start()
+        deadline = time.monotonic() + 5
+        while not refused and time.monotonic() < deadline:
+            time.sleep(0.1)
+        intruder.loop_stop()
+        assert refused and refused[0].is_failure, refused
+        for c in (clinic, collector):
+            c.loop_stop()
+            c.disconnect()
+    finally:
+        broker.terminate()
+        broker.wait(10)
