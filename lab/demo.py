@@ -380,7 +380,10 @@ class Demo:
             open_incidents = 0
         fleet_counts = ", ".join(f"{counts[s]} {s}" for s in ("up", "degraded", "down", "maintenance", "unknown")
                                  if counts[s])
-        return f"fleet: {fleet_counts} | open incidents {open_incidents} | emails sent {len(self.mail.received())}"
+        trouble = ", ".join(f"{clinic_id} {state}{why}" for clinic_id, (state, why) in sorted(self.seen.items())
+                            if state != "up")
+        return (f"fleet: {fleet_counts} | open incidents {open_incidents} | emails sent {len(self.mail.received())}"
+                + (f"\n          not up: {trouble}" if trouble else ""))
 
     def play(self) -> None:
         steps = self.story()
@@ -422,9 +425,21 @@ class Demo:
             language = mail.get("Content-Language", "?")
             print(f"  [{language}] to {mail['To']}: {mail['Subject']}", file=self.out)
         print(f"\nstatus page: http://127.0.0.1:{self.port}/", file=self.out)
-        print(f"Grafana: provisioning in {REPO / 'dashboards' / 'provisioning'} (dashboards/README.md); point "
-              f"its InfluxDB data source at {self.influx.url}, database {DATABASE!r}", file=self.out)
+        print(f"Grafana: provisioning for this demo in {self.grafana_provisioning()} (its InfluxDB data source "
+              f"at {self.influx.url}, database {DATABASE!r}; the dashboards from {REPO / 'dashboards' / 'grafana'}): "
+              f"copy it into Grafana's provisioning directory (dashboards/README.md)", file=self.out)
         return {"incidents": incidents, "mails": mails}
+
+    def grafana_provisioning(self) -> Path:
+        """The shipped provisioning files, pointed at this demo's database and the repository's dashboards."""
+        shipped, out = REPO / "dashboards" / "provisioning", self.dir / "grafana-provisioning"
+        for kind, old, new in (("datasources", "http://127.0.0.1:8086", self.influx.url),
+                               ("dashboards", "/var/lib/grafana/dashboards/clinicwatch", str(REPO / "dashboards" / "grafana"))):
+            (out / kind).mkdir(parents=True, exist_ok=True)
+            text = (shipped / kind / "clinicwatch.yaml").read_text()
+            assert old in text, (kind, old)
+            (out / kind / "clinicwatch.yaml").write_text(text.replace(old, new))
+        return out
 
     def close(self) -> None:
         self.stack.close()

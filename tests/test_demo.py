@@ -92,6 +92,8 @@ def test_the_quickstart_plays_its_story_and_ctrl_c_leaves_nothing_behind() -> No
     assert any(m.startswith("  [en] to noc@example.org: ") for m in mails), mails
     assert not any("es-ct-ict" in m for m in mails), mails  # nobody is told of maintenance
     assert "status page: http://127.0.0.1:" in out
+    assert re.search(r"Grafana: provisioning for this demo in \S+grafana-provisioning \(its InfluxDB data source at "
+                     r"http://127\.0\.0\.1:\d+, database 'clinicwatch'", out), out
 
     # Ctrl-C: nothing left.
     assert "stopped: every process, namespace and temporary directory the demo made is gone" in out
