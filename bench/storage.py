@@ -7,8 +7,9 @@ collector writes them (its own line protocol, registry tags included), lets the 
 write-ahead log into TSM files as in steady operation (after seconds instead of its default minutes),
 and measures the bytes on disk (data and WAL). The samples are ICMP results, the agent's most common kind, with the fields and the
 noise of a real link (RTTs vary, losses are rare), 180 an hour per clinic: what the sample
-configuration's schedule produces (docs/agent.md, Outbox). Prints bytes per sample and the disk a
-1,000-clinic fleet needs a day and for 13 months of retention.
+configuration's schedule produces (docs/agent.md, Outbox). Prints bytes per sample, against the
+line protocol the database was sent (the reference), and the disk a 1,000-clinic fleet needs a day
+and for 13 months of retention.
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         influx.create_database("clinicwatch")
         write = InfluxV1Writer(influx.url, "clinicwatch")
         empty = disk_bytes(influx.dir / "data") + disk_bytes(influx.dir / "wal")
-        written, t0 = 0, time.perf_counter()
+        written, raw, t0 = 0, 0, time.perf_counter()
         for c in range(args.clinics):
             clinic = f"bench-{c:05d}"
             samples = samples_of(c, args.days * 24, args.per_hour, start_ms, rng)
@@ -83,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
             for first in range(0, len(lines), 5000):
                 write(lines[first:first + 5000])
             written += len(lines)
+            raw += sum(len(line) + 1 for line in lines)
         write_s = time.perf_counter() - t0
         sizes = [0, -1]
         while sizes[-1] != sizes[-2] or disk_bytes(influx.dir / "wal") > 1_000_000:  # until it settles
@@ -99,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  on disk (all)           {used / 1e6:8.1f} MB = {per_sample:.1f} bytes per sample "
           f"(the samples' TSM files {tsm / 1e6:.1f} MB = {tsm / written:.1f} bytes per sample; the rest is the "
           f"series index)")
+    print(f"  reference: the same samples as line protocol, as sent to it: {raw / 1e6:.1f} MB = "
+          f"{raw / written:.0f} bytes per sample; on disk {used / raw:.2f}x of that")
     print(f"  per clinic and day      {per_clinic_day / 1e6:8.2f} MB")
     print(f"  1,000 clinics: {per_clinic_day * 1000 / 1e9:.2f} GB a day, {per_clinic_day * 1000 * 396 / 1e9:.0f} GB "
           f"for 13 months of retention")
