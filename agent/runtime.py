@@ -60,6 +60,7 @@ class Agent:
         self.profiles = config.profiles() if config.devices else None
         self.snmp_engines: Any = None  # agent.snmp.Engines, made when the first device is polled
         self.pollers: dict[str, Any] = {}
+        self.snmp_facts: dict[str, Any] = {}  # per device: its facts as last sent (agent/snmp/facts.py)
         self.remote_rev = 0
         self._load_remote()
         self.inflight: dict[int, list[int]] = {}  # mid -> outbox ids awaiting PUBACK
@@ -173,6 +174,7 @@ class Agent:
         if poller is None or poller.spec != device:
             poller = self.pollers[device.name] = DevicePoller(device, self.snmp_engines, self.profiles,
                                                               self.probe_ctx)
+            self.snmp_facts.pop(device.name, None)  # a device configured anew: its facts go out again
         t, mono, sync = self.clock.wall_ms(), self.clock.mono_ms(), self.clock_watch.sync_label()
         try:
             result = await asyncio.wait_for(poller.poll(), timeout=device.budget_s())
@@ -183,8 +185,13 @@ class Agent:
             self._store([NewRecord("sample", t, mono, sync, {"m": "snmp_device", "tags": {"device": device.name},
                                                              "f": fields})])
             return
+        facts = self.snmp_facts.get(device.name)
+        if facts is None:
+            from agent.snmp.facts import FactsOnChange
+
+            facts = self.snmp_facts[device.name] = FactsOnChange()
         self._store([NewRecord("sample", t, mono, sync, {"m": m, "tags": tags, "f": _wire_fields(f)})
-                     for m, tags, f in result.samples])
+                     for m, tags, f in facts(result.samples)])
         for kind, detail in result.events:
             self._event(kind, detail)
 

@@ -557,6 +557,12 @@ def test_the_agent_reports_snmp_samples_and_events_to_the_broker(device, mosquit
     assert down[0].detail["interface"] == "wan" and down[0].detail["device"] == "rtr"
     statuses = [r.f["status"] for _, r, _ in watcher.records() if r.m == "snmp_device"]
     assert statuses and set(statuses) == {"ok"}
+    # Facts go out on change (agent/snmp/facts.py): the lan port's status once, the wan's when it changed.
+    def interface(name: str) -> list[dict]:
+        return [r.f for _, r, _ in watcher.records() if r.m == "snmp_if" and r.tags.get("interface") == name]
+    lan = interface("lan")
+    assert len(lan) >= 2 and lan[0]["oper_status"] == "up" and all("oper_status" not in f for f in lan[1:]), lan
+    assert [f["oper_status"] for f in interface("wan") if "oper_status" in f] == ["up", "down"]
 
 
 EDGE_BOX_V3 = {"user": "clinicwatch", "auth_key": "box-auth-2026", "priv_key": "box-priv-2026"}
