@@ -17,6 +17,7 @@ that is silent once is never a route change, then or at the next run.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import socket
 import time
@@ -83,7 +84,7 @@ def _end_of_path(answers: dict[int, tuple[str, str]]) -> int | None:
 
 
 def _read_answers(raw: socket.socket, address: str, sport: int, probes: dict[int, int],
-                  answers: dict[int, tuple[str, bool]], heard: dict[int, int]) -> None:
+                  answers: dict[int, tuple[str, bool]], heard: dict[int, int], arrived: asyncio.Event) -> None:
     while True:
         try:
             data = raw.recv(4096)
@@ -104,6 +105,7 @@ def _read_answers(raw: socket.socket, address: str, sport: int, probes: dict[int
         else:  # destination unreachable: from the target itself (port closed: we got there) or from a router
             verdict = DESTINATION if source == address else REFUSED
         answers.setdefault(ttl, (source, verdict))
+        arrived.set()
 
 
 async def probe(spec: TracerouteSpec, ctx: ProbeContext) -> Measured:
@@ -122,7 +124,8 @@ async def probe(spec: TracerouteSpec, ctx: ProbeContext) -> Measured:
         sport = udp.getsockname()[1]
         probes: dict[int, int] = {}  # destination port -> ttl
         heard: dict[int, int] = {}  # ttl -> answers read
-        loop.add_reader(raw.fileno(), _read_answers, raw, address, sport, probes, answers, heard)
+        arrived = asyncio.Event()  # an answer came: look again at once
+        loop.add_reader(raw.fileno(), _read_answers, raw, address, sport, probes, answers, heard, arrived)
         asked_at: dict[int, float] = {}  # ttl -> when it was last asked
         queries: dict[int, int] = {}  # ttl -> queries sent
         hop_wait = spec.hop_wait_ms / 1000
@@ -161,7 +164,12 @@ async def probe(spec: TracerouteSpec, ctx: ProbeContext) -> Measured:
                 ask(next_ttl, now)
                 waiting.append(next_ttl)
                 next_ttl += 1
-            await asyncio.sleep(0.01)
+            # Sleep until an answer comes or the first hop waited for is due again, not in short polls: a
+            # hop that never answers (common) would otherwise cost a wake-up every few milliseconds.
+            due = min((asked_at[ttl] + hop_wait for ttl in waiting), default=now)
+            arrived.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(arrived.wait(), max(0.0, min(due, give_up) - time.monotonic()))
     finally:
         loop.remove_reader(raw.fileno())
         raw.close()
