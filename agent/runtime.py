@@ -35,6 +35,7 @@ from wire.codec import peek
 
 log = logging.getLogger("clinicwatch.agent")
 FLUSH_TIMEOUT_S = 10
+STOP_TASKS_S = 5.0  # jobs still running at stop get this long to end once cancelled
 
 
 class Agent:
@@ -100,9 +101,18 @@ class Agent:
         running = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
         for task in running:
             task.cancel()
-        await asyncio.gather(*running, return_exceptions=True)
+        # Bounded: a task that does not end when cancelled must not keep the agent from stopping (systemd
+        # would kill it, unsaved); it is named so the next log says which.
+        _, stuck = await asyncio.wait(running, timeout=STOP_TASKS_S) if running else (set(), set())
+        if stuck:
+            log.warning("tasks still running at stop", extra={"fields": {
+                "tasks": [repr(task.get_coro())[:120] for task in stuck]}})
         self.stopping = True  # a deliberate disconnect is not an outage; the outbox is about to close
+        began = time.monotonic()
         self.session.stop()
+        if time.monotonic() - began > 3:
+            log.warning("the MQTT session took long to stop", extra={"fields": {
+                "seconds": round(time.monotonic() - began, 1)}})
         self._charge_reporting()
         self.data_use.save()
         if self.snmp_engines is not None:
