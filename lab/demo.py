@@ -120,14 +120,13 @@ def write_registry(path: Path, clinics: list[Clinic], mail_domain: str = "exampl
 
 
 class Demo:
-    def __init__(self, clinics: int, minutes: float, data_dir: Path, serve: bool, local: bool = False,
+    def __init__(self, clinics: int, minutes: float, data_dir: Path, local: bool = False,
                  out: Any = sys.stdout) -> None:
         self.clinics = fleet(clinics)
         self.scale = minutes * 60 / STORY_S
-        self.dir, self.serve, self.out = data_dir, serve, out
+        self.dir, self.out = data_dir, out
         self.namespaces = not local and privileged_reason() is None
         self.stack = contextlib.ExitStack()
-        self.t0 = time.monotonic()
         self.seen: dict[str, tuple[str, str | None]] = {}
 
     # ---- output
@@ -263,20 +262,26 @@ class Demo:
 
     def _stop_agents(self) -> None:
         running = [c.agent for c in self.clinics if c.agent is not None and c.agent.poll() is None]
+        for agent in running:  # all asked first, so that they stop together
+            self._ask_to_stop(agent)
         for agent in running:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(agent.pid, signal.SIGCONT)  # a frozen agent cannot stop
-                agent.terminate()
-        for agent in running:
-            self._stop(agent)
+            self._wait_stopped(agent)
 
-    @staticmethod
-    def _stop(process: subprocess.Popen[bytes] | None) -> None:
+    @classmethod
+    def _stop(cls, process: subprocess.Popen[bytes] | None) -> None:
         if process is None or process.poll() is not None:
             return
+        cls._ask_to_stop(process)
+        cls._wait_stopped(process)
+
+    @staticmethod
+    def _ask_to_stop(process: subprocess.Popen[bytes]) -> None:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGCONT)
+            os.killpg(process.pid, signal.SIGCONT)  # a frozen agent cannot stop
             process.terminate()
+
+    @staticmethod
+    def _wait_stopped(process: subprocess.Popen[bytes]) -> None:
         try:
             process.wait(20)
         except subprocess.TimeoutExpired:
@@ -454,7 +459,7 @@ def run(clinics: int, minutes: float, serve: bool, data_dir: Path, local: bool) 
     # background of a script).
     signal.signal(signal.SIGINT, _interrupted)
     signal.signal(signal.SIGTERM, _interrupted)
-    demo = Demo(clinics, minutes, data_dir, serve, local)
+    demo = Demo(clinics, minutes, data_dir, local)
     interrupted = False
     try:
         demo.start()
