@@ -30,6 +30,8 @@ from agent.datause import FIN_BYTES, SYN_BYTES, tcp_wire_bytes
 
 log = logging.getLogger(__name__)
 
+NETWORK_THREAD_STOP_S = 5.0
+
 
 def backoff_delay(attempt: int, low: float, high: float, rng: random.Random) -> float:
     """'Full jitter' backoff: uniform in [low, min(high, low * 2**attempt)], so a thousand clinics
@@ -92,7 +94,15 @@ class Session:
             except (RuntimeError, ValueError):
                 pass
         self.client.disconnect()
-        self.client.loop_stop()
+        # paho's loop_stop joins its network thread without a bound; a thread caught mid-reconnect (or in
+        # a TLS handshake with a broker that accepted but does not answer) must not keep the agent from
+        # stopping and saving its state. The thread is a daemon: the process does not wait for it.
+        stopper = threading.Thread(target=self.client.loop_stop, name="mqtt-stop", daemon=True)
+        stopper.start()
+        stopper.join(NETWORK_THREAD_STOP_S)
+        if stopper.is_alive():
+            log.warning("the MQTT network thread did not end; stopping without it",
+                        extra={"fields": {"waited_s": NETWORK_THREAD_STOP_S}})
 
     def publish(self, topic: str, payload: bytes, retain: bool = False) -> int | None:
         """Queue a QoS 1 publish; its PUBACK comes back through on_acked(mid, ok, reason). None: not queued.

@@ -8,6 +8,7 @@ arrival order.
 from __future__ import annotations
 
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -124,18 +125,36 @@ def start_agent(config: Path, netns: str | None = None, log: Path | None = None)
     command = [sys.executable, "-m", "agent.cli", "run", "--config", str(config)]
     if netns:
         command = ["ip", "netns", "exec", netns, *command]
-    out = open(log or config.with_suffix(".log"), "ab")
-    return subprocess.Popen(command, cwd=REPO, stdout=out, stderr=out,
-                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    log = log or config.with_suffix(".log")
+    out = open(log, "ab")
+    # faulthandler: an agent that will not stop is sent SIGABRT below and prints every thread's stack.
+    proc = subprocess.Popen(command, cwd=REPO, stdout=out, stderr=out,
+                            env={**os.environ, "PYTHONPATH": str(REPO), "PYTHONFAULTHANDLER": "1"})
+    proc.log_path = log  # type: ignore[attr-defined]
+    return proc
 
 
 def stop_agent(proc: subprocess.Popen[bytes], kill: bool = False) -> None:
-    if proc.poll() is None:
-        if kill:
-            proc.kill()
-        else:
-            proc.terminate()
+    """SIGTERM (or SIGKILL) and wait. An agent still running 30 s after SIGTERM is a defect: its threads'
+    stacks are dumped into its log (SIGABRT with faulthandler on) and the test fails with that log's end."""
+    if proc.poll() is not None:
+        return
+    if kill:
+        proc.kill()
         proc.wait(30)
+        return
+    proc.terminate()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+        tail = Path(proc.log_path).read_text(errors="replace")[-6000:]  # type: ignore[attr-defined]
+        raise AssertionError(f"the agent did not stop within 30 s of SIGTERM; its log ends:\n{tail}") from None
 
 
 def check_complete_and_ordered(records: list[tuple[str, Any, Any]], boots_in_order: list[str]) -> dict[str, int]:
