@@ -315,12 +315,11 @@ class Agent:
         mono_now = self.clock.mono_ms() if first.kboot == self.kboot else None
         records = [r.as_wire() for r in batch]
         if first.kind == "event":
-            message: wire.Message = wire.Events.model_validate(
-                {"v": 1, "clinic": self.config.clinic_id, "boot": first.boot, "mono_now": mono_now,
-                 "events": records})
+            message: wire.Message = wire.build(wire.Events, {
+                "v": 1, "clinic": self.config.clinic_id, "boot": first.boot, "mono_now": mono_now, "events": records})
             return wire.topic(self.config.clinic_id, "event"), wire.encode(message)
-        message = wire.Telemetry.model_validate({"v": 1, "clinic": self.config.clinic_id, "boot": first.boot,
-                                                 "mono_now": mono_now, "samples": records})
+        message = wire.build(wire.Telemetry, {"v": 1, "clinic": self.config.clinic_id, "boot": first.boot,
+                                              "mono_now": mono_now, "samples": records})
         return wire.topic(self.config.clinic_id, "telemetry"), wire.encode(message)
 
     def _acked(self, mid: int, ok: bool, reason: str) -> None:

@@ -113,8 +113,8 @@ def _wire_bytes(polled_samples: list) -> int:
     now = int(time.time() * 1000)
     samples = [{"seq": 1000 + i, "t": now, "mono": 5_000_000, "sync": "ntp", "m": m, "tags": tags, "f": fields}
                for i, (m, tags, fields) in enumerate(polled_samples)]
-    message = wire.Telemetry.model_validate({"v": 1, "clinic": "es-ib-0042", "boot": "0123456789abcdef",
-                                             "mono_now": 5_000_100, "samples": samples})
+    message = wire.build(wire.Telemetry, {"v": 1, "clinic": "es-ib-0042", "boot": "0123456789abcdef",
+                                          "mono_now": 5_000_100, "samples": samples})
     return len(wire.encode(message))
 
 

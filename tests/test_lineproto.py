@@ -11,7 +11,7 @@ NOW = 1_795_000_000_000
 def _sample(**over: object) -> wire.Sample:
     base = dict(seq=1, t=NOW, mono=1, sync="ntp", m="icmp", tags={"target": "gw"},
                 f={"rtt_avg_ms": 12.5, "sent": 10, "up": True, "path": "a b"})
-    return wire.Sample.model_validate({**base, **over})
+    return wire.build(wire.Sample, {**base, **over})
 
 
 def test_sample_line_types_and_order() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import zlib
 
+import msgspec
 import pytest
 
 import wire
@@ -31,7 +32,7 @@ def raw(document: object) -> bytes:
 
 
 def test_valid_telemetry_round_trips_through_encode_and_decode() -> None:
-    message = wire.Telemetry.model_validate(batch(samples=[sample(i) for i in range(20)]))
+    message = wire.build(wire.Telemetry, batch(samples=[sample(i) for i in range(20)]))
     payload = wire.encode(message)
     assert payload[0] == 0x78, "a 20-sample batch compresses"
     decoded = wire.decode(TOPIC, payload, NOW)
@@ -52,7 +53,7 @@ def test_valid_telemetry_round_trips_through_encode_and_decode() -> None:
 def test_valid_messages_of_every_kind_pass(kind: str, document: dict) -> None:
     message = wire.decode(f"clinicwatch/v1/{CLINIC}/{kind}", raw(document), NOW)
     assert message.clinic == CLINIC
-    assert message.model_dump(exclude_none=True) == document
+    assert msgspec.to_builtins(message) == document
 
 
 def test_unsynchronised_sample_is_placed_by_the_monotonic_clock() -> None:
@@ -66,7 +67,7 @@ BIG = "x" * 300_000
 
 MALFORMED = {
     # name: (topic, payload bytes, reason, words the detail must contain)
-    "bad json": (TOPIC, b'{"v": 1, "clinic": ', Reason.BAD_JSON, "EOF"),
+    "bad json": (TOPIC, b'{"v": 1, "clinic": ', Reason.BAD_JSON, "truncated"),
     "not utf-8 json": (TOPIC, b"\xff\xfe{}", Reason.BAD_JSON, ""),
     "nan is not json": (TOPIC, b'{"v": 1, "x": NaN}', Reason.BAD_JSON, ""),
     "json array": (TOPIC, b"[1, 2]", Reason.NOT_AN_OBJECT, "list"),
@@ -88,9 +89,9 @@ MALFORMED = {
     "seq as string": (TOPIC, raw(batch(samples=[sample(seq="1")])), Reason.WRONG_TYPE, "samples[0].seq"),
     "timestamp as float": (TOPIC, raw(batch(samples=[sample(t=1.5e12)])), Reason.WRONG_TYPE, "samples[0].t"),
     "field value a list": (TOPIC, raw(batch(samples=[sample(f={"rtt_avg_ms": [1]})])), Reason.WRONG_TYPE,
-                           "samples[0].f.rtt_avg_ms: expected a bool, integer, number or string, got list"),
+                           "samples[0].f.rtt_avg_ms: expected a bool, integer, number or string, got array"),
     "number overflowing a double": (TOPIC, raw(batch(samples=[sample(f={"x": "BIG"})])).replace(b'"BIG"', b"1e400"),
-                                    Reason.BAD_VALUE, "samples[0].f.x: Input should be a finite number"),
+                                    Reason.BAD_VALUE, "samples[0].f.x: number out of range"),
     "samples not a list": (TOPIC, raw(batch(samples={"0": sample()})), Reason.WRONG_TYPE, "samples"),
     "negative seq": (TOPIC, raw(batch(samples=[sample(seq=-1)])), Reason.BAD_VALUE, "samples[0].seq"),
     "bad clinic id": (TOPIC, raw(batch(clinic="ES IB/42")), Reason.BAD_VALUE, "clinic"),
@@ -152,8 +153,8 @@ def test_small_reports_compress_with_the_frozen_dictionary() -> None:
 
     # Agents in the field depend on these exact bytes: a change must be a new dictionary, not an edit.
     assert zlib.adler32(DICTIONARY_V1) == DICTIONARY_V1_ID == 0xC2899188
-    message = wire.Telemetry.model_validate(batch(samples=[sample(1), sample(2)]))
-    plain = message.model_dump_json(exclude_none=True).encode()
+    message = wire.build(wire.Telemetry, batch(samples=[sample(1), sample(2)]))
+    plain = msgspec.json.encode(message)
     payload = wire.encode(message)
     assert payload[1] & 0x20, "the stream names its dictionary"
     assert len(payload) < len(zlib.compress(plain, 9)) * 0.7

@@ -12,6 +12,7 @@ from wire.codec import (
     TOPIC_ROOT,
     Reason,
     Rejected,
+    build,
     decode,
     effective_time,
     encode,
@@ -25,6 +26,6 @@ from wire.schema import VERSION, Config, Event, Events, Message, Sample, Status,
 
 __all__ = [
     "HOLD_CLOCK_S", "KINDS", "MAX_AGE_MS", "MAX_FUTURE_MS", "TOPIC_ROOT", "VERSION", "Config", "Event", "Events", "Message",
-    "Reason", "Rejected", "Sample", "Status", "Telemetry", "decode", "effective_time", "encode", "held_seconds",
+    "Reason", "Rejected", "build", "Sample", "Status", "Telemetry", "decode", "effective_time", "encode", "held_seconds",
     "parse_topic", "records", "subscription", "topic",
 ]

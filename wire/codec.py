@@ -2,17 +2,18 @@
 
 `decode(topic, payload, now_ms)` is what the collector (and the agent, for its
 config topic) runs on every message; it returns a typed message or raises
-`Rejected(reason, detail)`. `encode(message)` is what the agent publishes.
+`Rejected(reason, detail)`. `encode(message)` is what the agent publishes, `build(model, document)` how
+it makes a message from plain values with every constraint checked.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import zlib
 from enum import StrEnum
 
-import pydantic_core
-from pydantic import ValidationError
+import msgspec
 
 from wire.zdict import DICTIONARIES, DICTIONARY_V1
 from wire.schema import (
@@ -26,6 +27,7 @@ from wire.schema import (
     Message,
     Recorded,
     Telemetry,
+    Value,
 )
 
 TOPIC_ROOT = f"clinicwatch/v{VERSION}"
@@ -108,7 +110,7 @@ def parse_topic(name: str) -> tuple[str, str]:
 def encode(message: Message, compress: bool | None = None) -> bytes:
     """Serialise compactly; compress (zlib with the contract's preset dictionary) when asked,
     or (None) when that saves bytes."""
-    raw = message.model_dump_json(exclude_none=True).encode()
+    raw = msgspec.json.encode(message)
     if compress is False or (compress is None and len(raw) < 64):
         return raw
     deflater = zlib.compressobj(9, zdict=DICTIONARY_V1)
@@ -143,39 +145,85 @@ def _unpack(payload: bytes) -> bytes:
 def peek(payload: bytes) -> dict | None:
     """The payload's JSON object, unvalidated (to name a rejected message's rev or seq), or None."""
     try:
-        document = pydantic_core.from_json(_unpack(payload))
-    except (Rejected, ValueError):
+        document = msgspec.json.decode(_unpack(payload))
+    except (Rejected, msgspec.DecodeError):
         return None
     return document if isinstance(document, dict) else None
 
 
-_ERROR_REASONS = {
-    "missing": Reason.MISSING_FIELD,
-    "extra_forbidden": Reason.UNKNOWN_FIELD,
-}
+_DECODERS = {kind: msgspec.json.Decoder(model) for kind, model in MODELS.items()}
+# msgspec's messages: "<what> - at `$.samples[0].seq`" (or "- at `key` in `$.samples[0].f`").
+_AT = re.compile(r"^(?P<what>.*?)(?: - at (?P<key>`key` in )?`\$(?P<path>[^`]*)`)?$", re.S)
+_MISSING = re.compile(r"^Object missing required field `(?P<name>[^`]+)`")
+_UNKNOWN = re.compile(r"^Object contains unknown field `(?P<name>[^`]+)`")
 
 
-def _reason_for(error: dict) -> Reason:
-    kind = error["type"]
-    if kind in _ERROR_REASONS:
-        return _ERROR_REASONS[kind]
-    if kind.endswith("_type") or kind in ("int_from_float", "union_tag_invalid"):
-        return Reason.WRONG_TYPE
-    return Reason.BAD_VALUE
+def split_error(exc: msgspec.ValidationError) -> tuple[str, str]:
+    """msgspec's error as (what, where): ("Expected `int` >= 0", "samples[0].seq"); where is "" at the top."""
+    match = _AT.match(str(exc))
+    assert match is not None  # the pattern matches any text
+    what, path = match["what"], (match["path"] or "").lstrip(".")
+    if match["key"]:
+        what = f"key {what[0].lower()}{what[1:]}"
+    return what, path
 
 
-def _most_telling(errors: list[dict]) -> dict:
-    """The first error; for a union field (one error per branch), the branch whose type fitted."""
-    first = errors[0]
-    place = error_path(first["loc"])
-    same_place = [e for e in errors if error_path(e["loc"]) == place]
-    if len(same_place) > 1:
-        fitted = [e for e in same_place if not e["type"].endswith("_type")]
-        if fitted:
-            return fitted[0]
-        got = type(first.get("input")).__name__
-        return {**first, "msg": f"expected a bool, integer, number or string, got {got}"}
-    return first
+def _explain(exc: msgspec.ValidationError, document: object) -> tuple[Reason, str]:
+    """A reason and a reader's detail (`samples[3].f.rtt_ms: ...`) from msgspec's message about `document`."""
+    what, path = split_error(exc)
+    if "[...]" in path:  # a dict's value: msgspec does not say which key; find it
+        path = _name_keys(path, document)
+    if found := _MISSING.match(what):
+        return Reason.MISSING_FIELD, f"{_join(path, found['name'])}: missing"
+    if found := _UNKNOWN.match(what):
+        return Reason.UNKNOWN_FIELD, f"{_join(path, found['name'])}: not a field of this message"
+    if what.startswith("Expected `") and ", got `" in what:
+        got = what.rsplit("`", 2)[-2]
+        expected = what[len("Expected `"):what.index("`", len("Expected `"))]
+        if expected == "bool | int | float | str":
+            expected = "a bool, integer, number or string"
+        return Reason.WRONG_TYPE, f"{path or 'message'}: expected {expected}, got {got}"
+    return Reason.BAD_VALUE, f"{path or 'message'}: {what[0].lower()}{what[1:]}"
+
+
+def _join(path: str, name: str) -> str:
+    return f"{path}.{name}" if path else name
+
+
+def _name_keys(path: str, document: object) -> str:
+    """Replace each `[...]` (a dict's value, unnamed by msgspec) with the key whose value breaks the
+    contract: the first whose value is not a bool, an integer, a finite number or a short string."""
+    out, node = "", document
+    for part in re.findall(r"\.[^.\[]+|\[\d+\]|\[\.\.\.\]", "." + path if path and path[0] != "[" else path):
+        if part == "[...]" and isinstance(node, dict):
+            key = next((k for k, v in node.items() if not _is_value(v)), None)
+            if key is None:
+                return out + part
+            out, node = f"{out}.{key}", node[key]
+        elif part.startswith("[") and isinstance(node, list) and int(part[1:-1]) < len(node):
+            out, node = out + part, node[int(part[1:-1])]
+        elif part.startswith(".") and isinstance(node, dict):
+            out, node = (out + part if out else part[1:]), node.get(part[1:])
+        else:
+            return out + part
+    return out
+
+
+def _is_value(value: object) -> bool:
+    try:
+        msgspec.convert(value, Value)
+    except msgspec.ValidationError:
+        return False
+    return True
+
+
+def build(model: type[Message], document: dict) -> Message:
+    """A message from plain values (as the agent builds one), every constraint of the contract checked;
+    raises Rejected, as a receiver would, if it breaks one."""
+    try:
+        return msgspec.convert(document, model)
+    except msgspec.ValidationError as exc:
+        raise Rejected(*_explain(exc, document)) from None
 
 
 VALUE_BRANCHES = frozenset({"bool", "int", "float", "str", "constrained-int", "constrained-str"})
@@ -201,33 +249,30 @@ def decode(topic_name: str, payload: bytes, now_ms: int) -> Message:
     clinic_id, kind = parse_topic(topic_name)
     raw = _unpack(payload)
     try:
-        # Fast path, one pass in pydantic's Rust core: a well-formed message. Anything it
+        # Fast path, one pass in msgspec's C decoder: a well-formed message. Anything it
         # refuses is examined below, step by step, for the precise reason.
-        message = MODELS[kind].model_validate_json(raw, strict=True)
-    except ValidationError:
+        message = _DECODERS[kind].decode(raw)
+    except msgspec.DecodeError:
         message = None
-    if message is not None:
-        if message.clinic != clinic_id:
-            raise Rejected(Reason.CLINIC_MISMATCH, f"payload clinic {message.clinic!r} published on {clinic_id!r}'s topic")
-        if isinstance(message, (Telemetry, Events)):
-            _check_records(message, now_ms)
-        return message
-    try:
-        document = pydantic_core.from_json(raw, allow_inf_nan=False)
-    except ValueError as exc:
-        raise Rejected(Reason.BAD_JSON, str(exc)) from None
-    if not isinstance(document, dict):
-        raise Rejected(Reason.NOT_AN_OBJECT, f"payload is a JSON {type(document).__name__}, not an object")
-    version = document.get("v")
-    if version is None:
-        raise Rejected(Reason.MISSING_FIELD, "v: every message carries the contract version")
-    if version != VERSION or isinstance(version, bool):
-        raise Rejected(Reason.UNSUPPORTED_VERSION, f"v={version!r}; this side speaks v{VERSION}")
-    try:
-        message = MODELS[kind].model_validate(document)
-    except ValidationError as exc:
-        error = _most_telling(exc.errors())
-        raise Rejected(_reason_for(error), f"{error_path(error['loc'])}: {error['msg']}") from None
+    if message is None:
+        try:
+            document = msgspec.json.decode(raw)
+        except msgspec.ValidationError:  # valid JSON, a number past a double's range (1e400): refused below
+            document = json.loads(raw)
+        except msgspec.DecodeError as exc:
+            raise Rejected(Reason.BAD_JSON, str(exc)) from None
+        if not isinstance(document, dict):
+            raise Rejected(Reason.NOT_AN_OBJECT, f"payload is a JSON {type(document).__name__}, not an object")
+        version = document.get("v")
+        if version is None:
+            raise Rejected(Reason.MISSING_FIELD, "v: every message carries the contract version")
+        if version != VERSION or isinstance(version, bool):
+            raise Rejected(Reason.UNSUPPORTED_VERSION, f"v={version!r}; this side speaks v{VERSION}")
+        try:
+            _DECODERS[kind].decode(raw)
+        except msgspec.ValidationError as exc:
+            raise Rejected(*_explain(exc, document)) from None
+        raise AssertionError("a message the typed decoder refused once and accepted the second time")
     if message.clinic != clinic_id:
         raise Rejected(Reason.CLINIC_MISMATCH, f"payload clinic {message.clinic!r} published on {clinic_id!r}'s topic")
     if isinstance(message, (Telemetry, Events)):
