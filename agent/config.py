@@ -7,64 +7,54 @@ keys are refused, so a misspelt key cannot silently fall back to a default.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Literal
 
-from typing import TYPE_CHECKING, Literal
-
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from msgspec import Meta, field, structs
 
 from agent.probes import PROBES, AnyProbeSpec
 from agent.snmp.config import DeviceSpec
+from agent.structs import ConfigError, Secret, Section, convert
 from wire import yamlio
-from wire.codec import error_path
 from wire.schema import CLINIC_ID_PATTERN
 
 
 if TYPE_CHECKING:
     from agent.snmp.profiles import Profiles
 
-
-class ConfigError(ValueError):
-    pass
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+__all__ = ["AgentConfig", "ConfigError", "MqttConfig", "PROBES", "RemoteSettings", "load_config", "parse_config",
+           "parse_remote"]
 
 
-class TlsConfig(_Section):
-    ca_file: Path = Field(description="CA that signed the broker's certificate")
-    cert_file: Path | None = Field(default=None, description="client certificate, if the broker asks for one")
+class TlsConfig(Section, kw_only=True):
+    ca_file: Annotated[Path, Meta(description="CA that signed the broker's certificate")]
+    cert_file: Annotated[Path | None, Meta(description="client certificate, if the broker asks for one")] = None
     key_file: Path | None = None
 
-    @model_validator(mode="after")
-    def _pair(self) -> "TlsConfig":
+    def __post_init__(self) -> None:
         if (self.cert_file is None) != (self.key_file is None):
             raise ValueError("cert_file and key_file go together: set both or neither")
-        return self
 
 
-class MqttConfig(_Section):
-    host: str
-    port: int = Field(default=8883, ge=1, le=65535)
-    username: str | None = Field(default=None, description="defaults to the clinic id")
-    password_file: Path | None = Field(default=None, description="file holding the password (preferred)")
-    password: SecretStr | None = Field(default=None, description="inline password; prefer password_file")
-    tls: TlsConfig | None = Field(default=None, description="omit only on a trusted local network")
-    keepalive_s: int = Field(default=60, ge=5, le=3600, description="a dead link is noticed within 1.5x this")
-    reconnect_min_s: float = Field(default=1, gt=0)
-    reconnect_max_s: float = Field(default=300, gt=0, description="backoff cap; each wait is random below it")
-    batch_max_records: int = Field(default=500, ge=1, le=5000)
-    flush_interval_s: float = Field(default=30, ge=0, le=3600, description=(
-        "samples wait up to this long to go out together (fewer, compressed messages); events never wait"))
-    inflight_batches: int = Field(default=4, ge=1, le=100, description="batches awaiting PUBACK at once")
+class MqttConfig(Section, kw_only=True):
+    host: Annotated[str, Meta(min_length=1)]
+    port: Annotated[int, Meta(ge=1, le=65535)] = 8883
+    username: Annotated[str | None, Meta(description="defaults to the clinic id")] = None
+    password_file: Annotated[Path | None, Meta(description="file holding the password (preferred)")] = None
+    password: Annotated[Secret | None, Meta(description="inline password; prefer password_file")] = None
+    tls: Annotated[TlsConfig | None, Meta(description="omit only on a trusted local network")] = None
+    keepalive_s: Annotated[int, Meta(ge=5, le=3600, description="a dead link is noticed within 1.5x this")] = 60
+    reconnect_min_s: Annotated[float, Meta(gt=0)] = 1
+    reconnect_max_s: Annotated[float, Meta(gt=0, description="backoff cap; each wait is random below it")] = 300
+    batch_max_records: Annotated[int, Meta(ge=1, le=5000)] = 500
+    flush_interval_s: Annotated[float, Meta(ge=0, le=3600, description=(
+        "samples wait up to this long to go out together (fewer, compressed messages); events never wait"))] = 30
+    inflight_batches: Annotated[int, Meta(ge=1, le=100, description="batches awaiting PUBACK at once")] = 4
 
-    @model_validator(mode="after")
-    def _one_password(self) -> "MqttConfig":
+    def __post_init__(self) -> None:
         if self.password is not None and self.password_file is not None:
             raise ValueError("set password_file or password, not both")
         if self.reconnect_min_s > self.reconnect_max_s:
             raise ValueError("reconnect_min_s must not exceed reconnect_max_s")
-        return self
 
     def secret(self) -> str | None:
         if self.password_file is not None:
@@ -75,33 +65,29 @@ class MqttConfig(_Section):
         return self.password.get_secret_value() if self.password else None
 
 
-class OutboxConfig(_Section):
-    max_mb: float = Field(default=64, gt=0, description="past this, old samples are thinned (events kept)")
-    synchronous: Literal["full", "normal"] = Field(default="full", description="full survives power cuts")
+class OutboxConfig(Section, kw_only=True):
+    max_mb: Annotated[float, Meta(gt=0, description="past this, old samples are thinned (events kept)")] = 64
+    synchronous: Annotated[Literal["full", "normal"], Meta(description="full survives power cuts")] = "full"
 
 
-class ClockConfig(_Section):
-    sync_check: Literal["kernel", "file", "assume"] = Field(
-        default="kernel", description="kernel: adjtimex(); file: `sync_marker` exists; assume: has an RTC")
-    sync_marker: Path | None = Field(default=None, description="e.g. /run/systemd/timesync/synchronized")
+class ClockConfig(Section, kw_only=True):
+    sync_check: Annotated[Literal["kernel", "file", "assume"], Meta(description=(
+        "kernel: adjtimex(); file: `sync_marker` exists; assume: has an RTC"))] = "kernel"
+    sync_marker: Annotated[Path | None, Meta(description="e.g. /run/systemd/timesync/synchronized")] = None
 
-    @model_validator(mode="after")
-    def _marker(self) -> "ClockConfig":
+    def __post_init__(self) -> None:
         if self.sync_check == "file" and self.sync_marker is None:
             raise ValueError("sync_check: file needs sync_marker")
-        return self
 
 
-class RemoteSettings(_Section):
+class RemoteSettings(Section, kw_only=True):
     """What the central site may change through the retained config topic."""
 
-    probes: list[AnyProbeSpec] = Field(default_factory=list)
-    self_metrics_interval_s: float = Field(default=300, ge=5, description="agent health telemetry")
+    probes: list[AnyProbeSpec] = []
+    self_metrics_interval_s: Annotated[float, Meta(ge=5, description="agent health telemetry")] = 300
 
-    @model_validator(mode="after")
-    def _unique_probe_names(self) -> "RemoteSettings":
+    def __post_init__(self) -> None:
         _check_unique(self.probes)
-        return self
 
 
 def _check_unique(probes: list) -> None:
@@ -113,34 +99,30 @@ def _check_unique(probes: list) -> None:
         seen.add(key)
 
 
-class AgentConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class AgentConfig(Section, kw_only=True):
+    clinic_id: Annotated[str, Meta(pattern=CLINIC_ID_PATTERN, description="the clinic's id, as registered centrally")]
+    state_dir: Annotated[Path, Meta(description="outbox, ledgers, boot id")] = Path("/var/lib/clinicwatch")
+    mqtt: Annotated[MqttConfig | None, Meta(description="where to report; needed by `run`")] = None
+    outbox: OutboxConfig = field(default_factory=OutboxConfig)
+    clock: ClockConfig = field(default_factory=ClockConfig)
+    self_metrics_interval_s: Annotated[float, Meta(ge=5)] = 300
+    # The agent's own WAN traffic a month (probes, reporting, throughput tests), MB; warned of at risk and spent.
+    data_budget_mb: Annotated[float, Meta(gt=0)] | None = None
+    probes: list[AnyProbeSpec] = []
+    devices: Annotated[list[DeviceSpec], Meta(description="SNMP devices at the clinic (docs/snmp.md)")] = []
+    snmp_profile_dirs: Annotated[list[Path], Meta(description=(
+        "operator's SNMP device profiles (YAML), added to built-ins"))] = field(
+        default_factory=lambda: [Path("/etc/clinicwatch/snmp-profiles")])
 
-    clinic_id: str = Field(pattern=CLINIC_ID_PATTERN, description="the clinic's id, as registered centrally")
-    state_dir: Path = Field(default=Path("/var/lib/clinicwatch"), description="outbox, ledgers, boot id")
-    mqtt: MqttConfig | None = Field(default=None, description="where to report; needed by `run`")
-    outbox: OutboxConfig = Field(default_factory=OutboxConfig)
-    clock: ClockConfig = Field(default_factory=ClockConfig)
-    self_metrics_interval_s: float = Field(default=300, ge=5)
-    data_budget_mb: float | None = Field(default=None, gt=0, description="the agent's own WAN traffic a month "
-                                         "(probes, reporting, throughput tests), MB; warned of at risk and spent")
-    probes: list[AnyProbeSpec] = Field(default_factory=list)
-    devices: list[DeviceSpec] = Field(default_factory=list, description="SNMP devices at the clinic (docs/snmp.md)")
-    snmp_profile_dirs: list[Path] = Field(default_factory=lambda: [Path("/etc/clinicwatch/snmp-profiles")],
-                                          description="operator's SNMP device profiles (YAML), added to built-ins")
+    def with_remote(self, settings: RemoteSettings) -> AgentConfig:
+        return structs.replace(self, probes=settings.probes, self_metrics_interval_s=settings.self_metrics_interval_s)
 
-    def with_remote(self, settings: RemoteSettings) -> "AgentConfig":
-        return self.model_copy(update={"probes": settings.probes,
-                                       "self_metrics_interval_s": settings.self_metrics_interval_s})
-
-    @model_validator(mode="after")
-    def _unique_probe_names(self) -> "AgentConfig":
+    def __post_init__(self) -> None:
         _check_unique(self.probes)
         names = [device.name for device in self.devices]
         for name in names:
             if names.count(name) > 1:
                 raise ValueError(f"two devices are named {name!r}; give each its own name")
-        return self
 
     def profiles(self, source: str = "the configuration") -> "Profiles":
         """The SNMP device profiles (built-in and the operator's); checks every device's `profile`."""
@@ -157,39 +139,12 @@ class AgentConfig(BaseModel):
         return profiles
 
 
-def _fix(error: dict) -> str:
-    kind = error["type"]
-    if kind == "extra_forbidden":
-        return "remove it or check its spelling"
-    if kind == "missing":
-        return "add it"
-    if kind == "union_tag_invalid":
-        return f"use one of: {error['ctx']['expected_tags']}"
-    if kind == "union_tag_not_found":
-        return f"add `kind:` ({', '.join(PROBES)})"
-    return "correct the value"
-
-
-def format_errors(source: str, exc: ValidationError, what: str = "configuration") -> str:
-    lines = [f"{source}: {exc.error_count()} problem(s) in the {what}:"]
-    for error in exc.errors():
-        where = error_path(error["loc"], set(PROBES), top="(top level)")
-        lines.append(f"  {source}: {where}: {error['msg']} ({_fix(error)})")
-    return "\n".join(lines)
-
-
 def parse_config(document: object, source: str) -> AgentConfig:
-    try:
-        return AgentConfig.model_validate(document)
-    except ValidationError as exc:
-        raise ConfigError(format_errors(source, exc)) from None
+    return convert(document, AgentConfig, source)
 
 
 def parse_remote(document: object, source: str) -> RemoteSettings:
-    try:
-        return RemoteSettings.model_validate(document)
-    except ValidationError as exc:
-        raise ConfigError(format_errors(source, exc)) from None
+    return convert(document, RemoteSettings, source, "remote configuration")
 
 
 def load_config(path: Path) -> AgentConfig:

@@ -25,10 +25,12 @@ import secrets
 import shutil
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from msgspec import Meta, structs
+
+from agent.structs import ConfigError, Section, convert
 
 TARGETS = ("debian", "openwrt", "rutos", "mikrotik")
 ETC = "/etc/clinicwatch"
@@ -41,27 +43,23 @@ class RenderError(ValueError):
     pass
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class SiteBroker(Section, kw_only=True):
+    host: Annotated[str, Meta(min_length=1)]  # the broker's name or address, as its TLS certificate names it
+    port: Annotated[int, Meta(ge=1, le=65535)] = 8883
+    ca_file: Path  # the CA that signed the broker's certificate (copied as ca.pem)
 
 
-class SiteBroker(_Section):
-    host: str = Field(min_length=1, description="the broker's name or address, as its TLS certificate names it")
-    port: int = Field(default=8883, ge=1, le=65535)
-    ca_file: Path = Field(description="the CA that signed the broker's certificate (copied as ca.pem)")
-
-
-class Site(_Section):
+class Site(Section, kw_only=True):
     """What every clinic of a health service shares (firmware_configs/site.sample.yaml)."""
     broker: SiteBroker
-    credentials: Path = Field(description=(
-        "the credentials/ directory `clinicwatch-collector broker-config --out DIR` wrote (DIR/credentials)"))
-    probes: list[dict[str, Any]] | None = Field(default=None, description=(
-        "the agent's probes, the same in every clinic (default: the broker's host by ICMP and TCP)"))
-    devices: list[dict[str, Any]] = Field(default_factory=list, description=(
-        "devices every clinic has besides its router, e.g. the UPS card (firmware_configs/ups/README.md)"))
-    data_budget_mb: float | None = Field(default=None, gt=0)
-    snmp_contact: str = Field(default="", description="sysContact of the clinics' devices")
+    # the credentials/ directory `clinicwatch-collector broker-config --out DIR` wrote (DIR/credentials)
+    credentials: Path
+    # the agent's probes, the same in every clinic (default: the broker's host by ICMP and TCP)
+    probes: list[dict[str, Any]] | None = None
+    # devices every clinic has besides its router, e.g. the UPS card (firmware_configs/ups/README.md)
+    devices: list[dict[str, Any]] = []
+    data_budget_mb: Annotated[float, Meta(gt=0)] | None = None
+    snmp_contact: str = ""  # sysContact of the clinics' devices
 
 
 def load_site(path: Path) -> Site:
@@ -72,15 +70,12 @@ def load_site(path: Path) -> Site:
     except yaml.YAMLError as exc:
         raise RenderError(f"{path}: not YAML: {exc}") from None
     try:
-        site = Site.model_validate(document)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        key = ".".join(str(part) for part in first["loc"]) or "(top level)"
-        raise RenderError(f"{path}: {key}: {first['msg']} (see firmware_configs/site.sample.yaml)") from None
+        site = convert(document, Site, str(path), "site file")
+    except ConfigError as exc:
+        raise RenderError(f"{exc} (see firmware_configs/site.sample.yaml)") from None
     base = path.resolve().parent
-    return site.model_copy(update={
-        "credentials": base / site.credentials,
-        "broker": site.broker.model_copy(update={"ca_file": base / site.broker.ca_file})})
+    return structs.replace(site, credentials=base / site.credentials,
+                           broker=structs.replace(site.broker, ca_file=base / site.broker.ca_file))
 
 
 def _template(name: str) -> str:

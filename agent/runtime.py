@@ -30,6 +30,7 @@ from agent.datause import DataUse, LanGuess
 from agent.jsonfile import write_json
 from agent.outbox import NewRecord, Outbox, Stored
 from agent.probes import ProbeContext, ProbeSpec, Traffic, run_one
+from agent.structs import to_builtins
 from agent.transport import Session
 from wire.codec import peek
 
@@ -373,7 +374,7 @@ class Agent:
         self.config = self.config.with_remote(settings)
         self.remote_rev = rev
         path = self.config.state_dir / "remote-config.json"
-        write_json(path, {"rev": rev, "settings": settings.model_dump(mode="json")})
+        write_json(path, {"rev": rev, "settings": to_builtins(settings)})
         if self.scheduler is not None:
             self._schedule()
         log.info("remote configuration applied", extra={"fields": {"rev": rev, "probes": len(settings.probes)}})

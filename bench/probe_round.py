@@ -94,8 +94,9 @@ def main() -> int:
             config = Path(tmp) / "agent.yaml"
             config.write_text(yaml.safe_dump({**site, "probes": probes}))
             from agent.probes.icmp import IcmpSpec
+            from agent.structs import default_of
 
-            echoes = sum(p.get("count", IcmpSpec.model_fields["count"].default) for p in probes if p["kind"] == "icmp")
+            echoes = sum(p.get("count", default_of(IcmpSpec, "count")) for p in probes if p["kind"] == "icmp")
 
             # Reference 1: iputils ping sending the same number of echoes.
             cpu0 = _children_cpu()

@@ -58,6 +58,7 @@ def sample_site(directory: Path, link: EmulatedLink, speed: float = 1.0, lan: bo
 
 def _default_interval(spec: dict[str, Any]) -> float:
     from agent.probes import PROBES
+    from agent.structs import default_of
 
     model = PROBES[spec["kind"]][0]
-    return float(spec.get("interval_s", model.model_fields["interval_s"].default))
+    return float(spec.get("interval_s", default_of(model, "interval_s")))

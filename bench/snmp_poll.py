@@ -44,14 +44,15 @@ def inner(polls: int) -> dict:
     rss_bare = _rss_kib()
     from agent.snmp import DevicePoller, DeviceSpec, Engines, Profiles
     from agent.snmp.facts import FactsOnChange
+    from agent.structs import convert
     from lab.servers import Snmpd
 
     rss_imports = _rss_kib()
     results: dict = {"rss_bare_kib": rss_bare, "rss_after_imports_kib": rss_imports}
     with Snmpd("rocommunity public 127.0.0.1\n") as snmpd:
         address = f"{snmpd.host}:{snmpd.port}"
-        spec = DeviceSpec(name="rtr", host=snmpd.host, port=snmpd.port, community="public",
-                          sections=["system", "interfaces"])
+        spec = convert({"name": "rtr", "host": snmpd.host, "port": snmpd.port, "community": "public",
+                        "sections": ["system", "interfaces"]}, DeviceSpec, "bench")
 
         async def agent_polls() -> tuple[list[float], float, list[int], int]:
             engines = Engines()

@@ -13,14 +13,15 @@ DATA = Path(__file__).parent / "testdata" / "agent-config"
 REPO = Path(__file__).parent.parent
 
 EXPECTED = {
-    "unknown-key.yaml": "probes[0].prot: Extra inputs are not permitted (remove it or check its spelling)",
-    "bad-port.yaml": "probes[0].port: Input should be less than or equal to 65535 (correct the value)",
-    "unknown-kind.yaml": "probes[0]: Input tag 'smokeping' found using 'kind' does not match any of the expected "
-                         "tags: 'icmp', 'tcp', 'dns', 'http', 'traceroute', 'throughput'",
-    "missing-kind.yaml": "probes[0]: Unable to extract tag using discriminator 'kind' (add `kind:`",
-    "bad-clinic-id.yaml": "clinic_id: String should match pattern",
-    "duplicate-name.yaml": "two icmp probes are named 'gw'; give each its own name",
-    "throughput-no-url.yaml": "probes[0]: Value error, set download_url, upload_url or both",
+    "unknown-key.yaml": "probes[0].prot: not a key here (remove it or check its spelling)",
+    "bad-port.yaml": "probes[0].port: expected `int` <= 65535, got 70000 (correct the value)",
+    "unknown-kind.yaml": "probes[0].kind: invalid value 'smokeping' (use one of: icmp, tcp, dns, http, traceroute, "
+                         "throughput)",
+    "missing-kind.yaml": "probes[0].kind: missing (add it: one of icmp, tcp, dns, http, traceroute, throughput)",
+    "bad-clinic-id.yaml": "clinic_id: expected `str` matching regex '^[a-z0-9][a-z0-9_-]{0,62}$', got 'Clinic 42' "
+                          "(correct the value)",
+    "duplicate-name.yaml": "(top level): two icmp probes are named 'gw'; give each its own name",
+    "throughput-no-url.yaml": "probes[0]: set download_url, upload_url or both",
     "not-yaml.yaml": "not valid YAML at line 4, column 4",
     "not-a-mapping.yaml": "the configuration must be a mapping",
 }

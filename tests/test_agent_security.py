@@ -158,7 +158,7 @@ def test_remote_config_is_applied_when_valid_and_refused_with_a_reason_when_not(
     assert events["config_applied"].detail["rev"] == 2
     rejected = events["config_rejected"]
     assert rejected.detail["rev"] == 3
-    assert "probes[0].port: Input should be less than or equal to 65535" in rejected.detail["error"]
+    assert "probes[0].port: expected `int` <= 65535, got 70000 (correct the value)" in rejected.detail["error"]
     assert "bad" not in targets()
     saved = json.loads((tmp_path / "state" / "remote-config.json").read_text())
     assert saved["rev"] == 2 and saved["settings"]["probes"][0]["name"] == "new"

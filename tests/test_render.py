@@ -104,7 +104,7 @@ def test_the_routeros_script_names_the_edge_box_and_this_clinics_keys(site: Path
     ([], lambda s: s.replace("credentials: broker/credentials", "credentials: elsewhere"),
      f"elsewhere/{CLINIC}.password: no MQTT password for {CLINIC}; run `clinicwatch-collector broker-config"),
     ([], lambda s: s.replace("  host: collector.salud.example   # as the broker's TLS certificate names it\n", ""),
-     "site.yaml: broker.host: Field required (see firmware_configs/site.sample.yaml)"),
+     "site.yaml: broker.host: missing (add it)"),
 ])
 def test_render_config_says_what_is_wrong_and_writes_nothing(site: Path, tmp_path: Path, capsys, args, edit,
                                                               message: str) -> None:

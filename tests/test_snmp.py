@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 from agent.snmp import DevicePoller, DeviceSpec, Engines, Poll, Profiles
+from agent.structs import convert
 from lab.servers import Snmpd, free_port
 from lab.snmpdevice import IF, IFX, SIMULATED_MODULES, Port, SimulatedDevice, router
 
@@ -65,7 +66,7 @@ class Polling:
             spec.pop("community")
         self.loop = asyncio.new_event_loop()
         self.engines = Engines()
-        self.poller = self.loop.run_until_complete(self._poller(DeviceSpec(**spec), profiles or Profiles(), memory))
+        self.poller = self.loop.run_until_complete(self._poller(convert(spec, DeviceSpec, "test"), profiles or Profiles(), memory))
 
     async def _poller(self, spec: DeviceSpec, profiles: Profiles, memory: Any) -> DevicePoller:
         return DevicePoller(spec, self.engines, profiles, memory)  # its engine belongs to this loop
@@ -338,8 +339,8 @@ def test_two_devices_with_one_user_name_and_their_own_keys_are_both_read(device,
 
 def test_engines_keep_one_set_of_keys_per_user_name_in_each_engine() -> None:
     def spec(name: str, user: str, key: str) -> DeviceSpec:
-        return DeviceSpec(name=name, host="127.0.0.1", version="3",
-                          v3={"user": user, "auth_key": key, "priv_key": key + "-priv"})
+        return convert({"name": name, "host": "127.0.0.1", "version": "3",
+                        "v3": {"user": user, "auth_key": key, "priv_key": key + "-priv"}}, DeviceSpec, "test")
 
     async def assign() -> list[int]:
         engines = Engines()
@@ -347,7 +348,7 @@ def test_engines_keep_one_set_of_keys_per_user_name_in_each_engine() -> None:
                 engines.for_device(spec("b", "clinicwatch", "key-two-2")),
                 engines.for_device(spec("c", "clinicwatch", "key-one-1")),  # same keys as a: a's engine
                 engines.for_device(spec("d", "other", "key-two-2")),  # another user: the first engine
-                engines.for_device(DeviceSpec(name="e", host="127.0.0.1", community="public")),
+                engines.for_device(convert({"name": "e", "host": "127.0.0.1", "community": "public"}, DeviceSpec, "test")),
                 # b's keys change (remote config): b gives up its place; the second engine is free again
                 engines.for_device(spec("b", "clinicwatch", "key-three-3"))]
         order = {id(e): i for i, e in reversed(list(enumerate(made)))}
@@ -501,12 +502,12 @@ def test_device_config_errors_name_the_key_and_the_fix(tmp_path: Path) -> None:
     from agent.config import ConfigError, parse_config
 
     base = {"clinic_id": "es-ib-0042"}
-    with pytest.raises(ConfigError, match=r"devices\[0\]: Value error, version 2c needs community_file"):
+    with pytest.raises(ConfigError, match=r"agent.yaml: devices\[0\]: version 2c needs community_file \(or community\)$"):
         parse_config({**base, "devices": [{"name": "rtr", "host": "192.168.1.1"}]}, "agent.yaml")
-    with pytest.raises(ConfigError, match=r"devices\[0\]\.v3: Value error, level authPriv needs priv_key_file"):
+    with pytest.raises(ConfigError, match=r"devices\[0\]\.v3: level authPriv needs priv_key_file \(or priv_key\)$"):
         parse_config({**base, "devices": [{"name": "rtr", "host": "h", "version": "3",
                                            "v3": {"user": "u", "auth_key": "12345678"}}]}, "agent.yaml")
-    with pytest.raises(ConfigError, match=r"devices\[0\]\.v3\.priv_protocol: Input should be 'des', 'aes'"):
+    with pytest.raises(ConfigError, match=r"devices\[0\]\.v3\.priv_protocol: invalid enum value 'blowfish' \(use one of: aes, aes192, "):
         parse_config({**base, "devices": [{"name": "rtr", "host": "h", "version": "3", "v3": {
             "user": "u", "auth_key": "12345678", "priv_key": "12345678", "priv_protocol": "blowfish"}}]}, "a.yaml")
     config = parse_config({**base, "devices": [{"name": "rtr", "host": "h", "community": "c", "profile": "cisco"}]},

@@ -6,9 +6,7 @@ Validation of the config (`ProbeSpecs`), the CLI and the result names all derive
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Union
-
-from pydantic import Field
+from typing import Union
 
 from agent.probes import dns, http, icmp, tcp, throughput, traceroute
 from agent.probes.base import ProbeContext, ProbeFunction, ProbeResult, ProbeSpec, Traffic, run_probe
@@ -22,7 +20,8 @@ PROBES: dict[str, tuple[type[ProbeSpec], ProbeFunction]] = {
     "throughput": (throughput.ThroughputSpec, throughput.probe),
 }
 
-AnyProbeSpec = Annotated[Union[tuple(spec for spec, _ in PROBES.values())], Field(discriminator="kind")]  # type: ignore[valid-type]
+# One of the probe specs, told apart by `kind` (each spec's msgspec tag).
+AnyProbeSpec = Union[tuple(spec for spec, _ in PROBES.values())]  # type: ignore[valid-type]
 
 
 async def run_one(spec: ProbeSpec, ctx: ProbeContext, traffic: Traffic | None = None) -> ProbeResult:

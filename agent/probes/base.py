@@ -19,9 +19,9 @@ from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from msgspec import Meta, Struct
 
 from agent.datause import ANSWER_BYTES, FIN_BYTES, SYN_BYTES, tcp_wire_bytes
 from agent.jsonfile import write_json
@@ -37,18 +37,29 @@ COMMON_REASONS = {"timeout": "no result within `timeout_s`", "dns_failure": "the
                   "probe_error": "a bug in the probe (logged with its traceback); the agent carries on"}
 
 
-class ProbeSpec(BaseModel):
-    """Settings every probe has; each probe module subclasses it with its own `kind` and keys."""
+# The keys every probe has, as types: a probe kind that sets its own default keeps the bounds and the text.
+Interval = Annotated[float, Meta(ge=1, le=86_400 * 31, description="seconds between runs")]
+Timeout = Annotated[float, Meta(gt=0, le=600, description="the whole probe's time budget, seconds")]
+Host = Annotated[str, Meta(min_length=1, description="address or name of the target")]
+Port = Annotated[int, Meta(ge=1, le=65535)]
+Url = Annotated[str, Meta(pattern=r"^https?://")]
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$",
-                      description="what the target is called in results and dashboards (tag `target`)")
-    interval_s: float = Field(default=60, ge=1, le=86_400 * 31, description="seconds between runs")
-    timeout_s: float = Field(default=10, gt=0, le=600, description="the whole probe's time budget, seconds")
-    network: Literal["auto", "lan", "wan"] = Field(
-        default="auto", description="where the target is, for the data use: auto takes the default gateway "
-                                    "and directly reached addresses off the default route's interface as lan")
+class ProbeSpec(Struct, forbid_unknown_fields=True, frozen=True, kw_only=True, tag_field="kind"):
+    """Settings every probe has; each probe module subclasses it with its own `kind` (the struct's tag) and
+    keys."""
+
+    name: Annotated[str, Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$", description=(
+        "what the target is called in results and dashboards (tag `target`)"))]
+    interval_s: Interval = 60
+    timeout_s: Timeout = 10
+    network: Annotated[Literal["auto", "lan", "wan"], Meta(description=(
+        "where the target is, for the data use: auto takes the default gateway and directly reached "
+        "addresses off the default route's interface as lan"))] = "auto"
+
+    @property
+    def kind(self) -> str:
+        return self.__struct_config__.tag  # type: ignore[return-value]
 
 
 @dataclass

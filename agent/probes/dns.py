@@ -8,16 +8,25 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Literal
+from typing import Annotated, Literal
 
 import dns.exception
 import dns.message
 import dns.rcode
 import dns.rdatatype
-from pydantic import Field
+from msgspec import Meta
 
-from agent.probes.base import Measured, ProbeContext, ProbeFailure, ProbeSpec, count_wire, ms_since
-
+from agent.probes.base import (
+    Interval,
+    Measured,
+    Port,
+    ProbeContext,
+    ProbeFailure,
+    ProbeSpec,
+    Timeout,
+    count_wire,
+    ms_since,
+)
 
 RESULT_FIELDS = {
     "resolve_ms": "float: query to answer", "rcode": "str: NOERROR, NXDOMAIN, SERVFAIL, ...",
@@ -32,15 +41,15 @@ REASONS = {
 }
 
 
-class DnsSpec(ProbeSpec):
-    kind: Literal["dns"] = "dns"
-    server: str = Field(description="resolver address; the clinic router's, the ISP's, the health service's")
-    port: int = Field(default=53, ge=1, le=65535, description="resolver's UDP port")
-    query: str = Field(description="name to resolve, e.g. the records service's")
-    qtype: Literal["A", "AAAA", "CNAME", "MX", "TXT", "NS", "SOA"] = Field(default="A", description="record type")
-    expect: list[str] = Field(default_factory=list, description="answers that must be among those returned")
-    interval_s: float = 300
-    timeout_s: float = 5
+class DnsSpec(ProbeSpec, kw_only=True, tag="dns"):
+    server: Annotated[str, Meta(min_length=1, description=(
+        "resolver address; the clinic router's, the ISP's, the health service's"))]
+    port: Annotated[Port, Meta(description="resolver's UDP port")] = 53
+    query: Annotated[str, Meta(min_length=1, description="name to resolve, e.g. the records service's")]
+    qtype: Annotated[Literal["A", "AAAA", "CNAME", "MX", "TXT", "NS", "SOA"], Meta(description="record type")] = "A"
+    expect: Annotated[list[str], Meta(description="answers that must be among those returned")] = []
+    interval_s: Interval = 300
+    timeout_s: Timeout = 5
 
 
 class _Answer(asyncio.DatagramProtocol):

@@ -7,17 +7,26 @@ from __future__ import annotations
 
 import importlib
 
-from pydantic_core import PydanticUndefined
+import msgspec.inspect as mi
 
 from agent.probes import PROBES
-from agent.probes.base import COMMON_FIELDS, COMMON_REASONS, ProbeSpec
+from agent.probes.base import COMMON_FIELDS, COMMON_REASONS
 
 
-def _default(info) -> str:
-    if info.default is PydanticUndefined and info.default_factory is None:
+def _default(field: mi.Field) -> str:
+    if field.required:
         return "required"
-    value = info.default_factory() if info.default_factory else info.default
+    value = field.default_factory() if field.default_factory is not mi.NODEFAULT else field.default
     return f"`{value}`" if value not in (None, [], "") else "-"
+
+
+def _description(kind: object) -> str:
+    """A key's text: the `description` of its Meta, however deep in Annotated or Optional it sits."""
+    if isinstance(kind, mi.Metadata):
+        return (kind.extra_json_schema or {}).get("description") or _description(kind.type)
+    if isinstance(kind, mi.UnionType):
+        return next((text for t in kind.types if (text := _description(t))), "")
+    return ""
 
 
 def render() -> str:
@@ -32,12 +41,8 @@ def render() -> str:
         module = importlib.import_module(probe.__module__)
         out += ["", f"## {kind}", "", (module.__doc__ or "").strip(), "", "| key | default | meaning |",
                 "|---|---|---|"]
-        for name, info in spec.model_fields.items():
-            if name == "kind":
-                continue
-            base = ProbeSpec.model_fields.get(name)
-            description = info.description or (base.description if base else "") or ""
-            out.append(f"| `{name}` | {_default(info)} | {description} |")
+        for field in mi.type_info(spec).fields:  # type: ignore[union-attr]
+            out.append(f"| `{field.name}` | {_default(field)} | {_description(field.type)} |")
         out += ["", "| field | type and meaning |", "|---|---|"]
         out += [f"| `{name}` | {text} |" for name, text in {**COMMON_FIELDS, **module.RESULT_FIELDS}.items()]
         if getattr(module, "TAGS", None):

@@ -13,12 +13,22 @@ from __future__ import annotations
 import ssl
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import Field
+from msgspec import Meta
 
 from agent import __version__
-from agent.probes.base import Measured, ProbeContext, ProbeFailure, ProbeSpec, count_failed_connect, count_tcp
+from agent.probes.base import (
+    Interval,
+    Measured,
+    ProbeContext,
+    ProbeFailure,
+    ProbeSpec,
+    Timeout,
+    Url,
+    count_failed_connect,
+    count_tcp,
+)
 from agent.probes.tcp import connect_failure
 
 if TYPE_CHECKING:
@@ -44,16 +54,15 @@ REASONS = {
 }
 
 
-class HttpSpec(ProbeSpec):
-    kind: Literal["http"] = "http"
-    url: str = Field(pattern=r"^https?://", description="the service's health or landing URL")
-    method: Literal["GET", "HEAD"] = Field(default="GET", description="HEAD saves the body's bytes")
-    expect_status: list[int] = Field(default_factory=list, description="accepted statuses; default 200-399")
-    verify_tls: bool = Field(default=True, description="check the certificate chain and name")
-    ca_file: Path | None = Field(default=None, description="CA bundle for services with a private CA")
-    cert_warn_days: int = Field(default=14, ge=0, description="say `cert_expiring` this many days ahead")
-    interval_s: float = 300  # a fresh TLS handshake is ~3 KB: every 5 minutes is ~27 MB a month
-    timeout_s: float = 15
+class HttpSpec(ProbeSpec, kw_only=True, tag="http"):
+    url: Annotated[Url, Meta(description="the service's health or landing URL")]
+    method: Annotated[Literal["GET", "HEAD"], Meta(description="HEAD saves the body's bytes")] = "GET"
+    expect_status: Annotated[list[int], Meta(description="accepted statuses; default 200-399")] = []
+    verify_tls: Annotated[bool, Meta(description="check the certificate chain and name")] = True
+    ca_file: Annotated[Path | None, Meta(description="CA bundle for services with a private CA")] = None
+    cert_warn_days: Annotated[int, Meta(ge=0, description="say `cert_expiring` this many days ahead")] = 14
+    interval_s: Interval = 300  # a fresh TLS handshake is ~3 KB: every 5 minutes is ~27 MB a month
+    timeout_s: Timeout = 15
 
 
 class _Resumption:

@@ -19,16 +19,20 @@ import statistics
 import struct
 import time
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
+from msgspec import Meta
 
 from agent.probes.base import (
     Fields,
+    Host,
+    Interval,
     Measured,
+    Port,
     ProbeContext,
     ProbeFailure,
     ProbeSpec,
+    Timeout,
     count_failed_connect,
     count_tcp,
     count_wire,
@@ -67,19 +71,18 @@ REASONS = {
 TAGS = {"method": "raw, dgram (unprivileged ICMP socket) or tcp (connect time)"}
 
 
-class IcmpSpec(ProbeSpec):
-    kind: Literal["icmp"] = "icmp"
-    host: str = Field(description="address or name of the target")
+class IcmpSpec(ProbeSpec, kw_only=True, tag="icmp"):
+    host: Host
     # Defaults sized for a paid LTE link: 5 echoes of 44 bytes a minute is ~19 MB a month per
     # target (measured by bench.probe_round); Smokeping's default is 20 pings per 5 minutes.
-    count: int = Field(default=5, ge=1, le=10_000, description="echoes per round")
-    interval_ms: float = Field(default=200, ge=1, description="between echoes")
-    reply_timeout_ms: float = Field(default=2000, gt=0, description="an echo answered later counts as lost")
-    payload_bytes: int = Field(default=16, ge=8, le=1472, description="ICMP data bytes (ping's default is 56)")
-    method: Method = Field(default="auto", description="auto tries raw, then dgram, then tcp")
-    tcp_port: int = Field(default=443, ge=1, le=65535, description="for the TCP fallback")
-    interval_s: float = 60
-    timeout_s: float = 60
+    count: Annotated[int, Meta(ge=1, le=10_000, description="echoes per round")] = 5
+    interval_ms: Annotated[float, Meta(ge=1, description="between echoes")] = 200
+    reply_timeout_ms: Annotated[float, Meta(gt=0, description="an echo answered later counts as lost")] = 2000
+    payload_bytes: Annotated[int, Meta(ge=8, le=1472, description="ICMP data bytes (ping's default is 56)")] = 16
+    method: Annotated[Method, Meta(description="auto tries raw, then dgram, then tcp")] = "auto"
+    tcp_port: Annotated[Port, Meta(description="for the TCP fallback")] = 443
+    interval_s: Interval = 60
+    timeout_s: Timeout = 60
 
 
 @dataclass

@@ -5,11 +5,22 @@ from __future__ import annotations
 import asyncio
 import errno
 import time
-from typing import Literal
+from typing import Annotated
 
-from pydantic import Field
+from msgspec import Meta
 
-from agent.probes.base import Measured, ProbeContext, ProbeFailure, ProbeSpec, count_failed_connect, count_tcp, ms_since
+from agent.probes.base import (
+    Host,
+    Interval,
+    Measured,
+    Port,
+    ProbeContext,
+    ProbeFailure,
+    ProbeSpec,
+    count_failed_connect,
+    count_tcp,
+    ms_since,
+)
 
 CONNECT_ERRORS = {errno.ECONNREFUSED: "refused", errno.ENETUNREACH: "no_route", errno.EHOSTUNREACH: "unreachable",
                   errno.EHOSTDOWN: "unreachable", errno.ECONNRESET: "reset"}
@@ -23,11 +34,10 @@ REASONS = {
 }
 
 
-class TcpSpec(ProbeSpec):
-    kind: Literal["tcp"] = "tcp"
-    host: str = Field(description="address or name of the target")
-    port: int = Field(ge=1, le=65535, description="the service's TCP port")
-    interval_s: float = 300
+class TcpSpec(ProbeSpec, kw_only=True, tag="tcp"):
+    host: Host
+    port: Annotated[Port, Meta(description="the service's TCP port")]
+    interval_s: Interval = 300
 
 
 def connect_failure(exc: OSError, where: str, fields: dict | None = None) -> ProbeFailure:

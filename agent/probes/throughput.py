@@ -12,14 +12,22 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Annotated
 
-from pydantic import Field, model_validator
+from msgspec import Meta
 
 from agent import __version__
 from agent.datause import month_of
 from agent.jsonfile import write_json
-from agent.probes.base import Measured, ProbeContext, ProbeFailure, ProbeSpec
+from agent.probes.base import (
+    Interval,
+    Measured,
+    ProbeContext,
+    ProbeFailure,
+    ProbeSpec,
+    Timeout,
+    Url,
+)
 
 if TYPE_CHECKING:
     import httpx
@@ -41,21 +49,18 @@ REASONS = {
 }
 
 
-class ThroughputSpec(ProbeSpec):
-    kind: Literal["throughput"] = "throughput"
-    download_url: str | None = Field(default=None, pattern=r"^https?://", description="GET: a large file or endpoint")
-    upload_url: str | None = Field(default=None, pattern=r"^https?://", description="POST: accepts and discards a body")
-    bytes: int = Field(default=1_000_000, ge=1_000, le=100_000_000, description="per direction")
-    monthly_budget_mb: float = Field(default=200, gt=0, description="data all throughput tests may use per month")
-    verify_tls: bool = Field(default=True, description="check the certificate chain and name")
-    interval_s: float = 6 * 3600
-    timeout_s: float = 120
+class ThroughputSpec(ProbeSpec, kw_only=True, tag="throughput"):
+    download_url: Annotated[Url | None, Meta(description="GET: a large file or endpoint")] = None
+    upload_url: Annotated[Url | None, Meta(description="POST: accepts and discards a body")] = None
+    bytes: Annotated[int, Meta(ge=1_000, le=100_000_000, description="per direction")] = 1_000_000
+    monthly_budget_mb: Annotated[float, Meta(gt=0, description="data all throughput tests may use per month")] = 200
+    verify_tls: Annotated[bool, Meta(description="check the certificate chain and name")] = True
+    interval_s: Interval = 6 * 3600
+    timeout_s: Timeout = 120
 
-    @model_validator(mode="after")
-    def _some_direction(self) -> ThroughputSpec:
+    def __post_init__(self) -> None:
         if not (self.download_url or self.upload_url):
             raise ValueError("set download_url, upload_url or both")
-        return self
 
 
 class Ledger:

@@ -21,11 +21,20 @@ import contextlib
 import hashlib
 import socket
 import time
-from typing import Literal
+from typing import Annotated
 
-from pydantic import Field
+from msgspec import Meta
 
-from agent.probes.base import Measured, ProbeContext, ProbeFailure, ProbeSpec, count_wire
+from agent.probes.base import (
+    Host,
+    Interval,
+    Measured,
+    ProbeContext,
+    ProbeFailure,
+    ProbeSpec,
+    Timeout,
+    count_wire,
+)
 from agent.probes.packets import parse_ip, quoted_udp
 
 NO_ANSWER = "*"
@@ -46,17 +55,16 @@ REASONS = {
 }
 
 
-class TracerouteSpec(ProbeSpec):
-    kind: Literal["traceroute"] = "traceroute"
-    host: str = Field(description="address or name of the target")
-    max_hops: int = Field(default=20, ge=1, le=64, description="give up past this many hops")
-    probes_per_hop: int = Field(default=3, ge=1, le=5, description="queries per hop, the next one `hop_wait_ms` "
-                                                                   "after a silent one; * only if all go unanswered")
-    base_port: int = Field(default=33434, ge=1024, le=65000, description="first UDP destination port")
-    window: int = Field(default=3, ge=1, le=64, description="hops probed at the same time")
-    hop_wait_ms: float = Field(default=1000, gt=0, description="how long a hop has to answer each query")
-    interval_s: float = 900
-    timeout_s: float = 30  # a silent tail of 20 hops takes 20 s (max_hops / window * probes_per_hop * hop_wait)
+class TracerouteSpec(ProbeSpec, kw_only=True, tag="traceroute"):
+    host: Host
+    max_hops: Annotated[int, Meta(ge=1, le=64, description="give up past this many hops")] = 20
+    probes_per_hop: Annotated[int, Meta(ge=1, le=5, description=(
+        "queries per hop, the next one `hop_wait_ms` after a silent one; * only if all go unanswered"))] = 3
+    base_port: Annotated[int, Meta(ge=1024, le=65000, description="first UDP destination port")] = 33434
+    window: Annotated[int, Meta(ge=1, le=64, description="hops probed at the same time")] = 3
+    hop_wait_ms: Annotated[float, Meta(gt=0, description="how long a hop has to answer each query")] = 1000
+    interval_s: Interval = 900
+    timeout_s: Timeout = 30  # a silent tail of 20 hops takes 20 s (max_hops / window * probes_per_hop * hop_wait)
 
 
 def fingerprint(path: list[str]) -> str:

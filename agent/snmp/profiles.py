@@ -25,11 +25,12 @@ from __future__ import annotations
 import functools
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from msgspec import Meta, field
 
 from agent.snmp.client import Oid, Reading, parse_oid
+from agent.structs import ConfigError, Section, convert
 from wire import yamlio
 
 BUILTIN_DIR = Path(__file__).with_name("profiles")
@@ -42,23 +43,17 @@ class ProfileError(ValueError):
     pass
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class FieldSpec(_Strict):
-    column: int | None = Field(default=None, ge=0, description="column number under the table's row OID")
-    oid: str | None = Field(default=None, pattern=OID_TEXT, description="a scalar's full OID (with .0)")
+class FieldSpec(Section, kw_only=True):
+    column: Annotated[int, Meta(ge=0)] | None = None  # column number under the table's row OID
+    oid: Annotated[str, Meta(pattern=OID_TEXT)] | None = None  # a scalar's full OID (with .0)
     type: Literal["number", "integer", "text"] = "number"
-    scale: float = Field(default=1.0, description="multiply the device's number by this (e.g. 0.1)")
-    map: dict[int, str] | None = Field(default=None, description="enumeration: device integer -> text")
-    valid: tuple[float, float] | None = Field(default=None, description="[min, max]; outside is 'no value'")
+    scale: Annotated[float, Meta(description="multiply the device's number by this (e.g. 0.1)")] = 1.0
+    map: Annotated[dict[int, str] | None, Meta(description="enumeration: device integer -> text")] = None
+    valid: Annotated[tuple[float, float] | None, Meta(description="[min, max]; outside is 'no value'")] = None
 
-    @model_validator(mode="after")
-    def _where(self) -> "FieldSpec":
+    def __post_init__(self) -> None:
         if (self.column is None) == (self.oid is None):
             raise ValueError("give exactly one of `column` (in a table) or `oid` (a scalar)")
-        return self
 
     def value(self, reading: Reading) -> tuple[float | int | str | None, str]:
         """The field's value from a reading, or (None, why) when the device's answer is unusable."""
@@ -84,29 +79,22 @@ class FieldSpec(_Strict):
         return round(number, 3), ""
 
 
-class Collect(_Strict):
-    section: str = Field(pattern=NAME, description="a name; results go to measurement snmp_<section>")
-    table: str | None = Field(default=None, pattern=OID_TEXT, description="the table's row (Entry) OID")
-    index_tag: str = Field(default="index", pattern=NAME, description="tag naming each row")
-    label: int | None = Field(default=None, description="column whose text names the row instead of its index")
-    fields: dict[str, FieldSpec] = Field(min_length=1, max_length=48)
+class Collect(Section, kw_only=True):
+    section: Annotated[str, Meta(pattern=NAME, description="a name; results go to measurement snmp_<section>")]
+    table: Annotated[str, Meta(pattern=OID_TEXT)] | None = None  # the table's row (Entry) OID
+    index_tag: Annotated[str, Meta(pattern=NAME, description="tag naming each row")] = "index"
+    label: Annotated[int | None, Meta(description="column whose text names the row instead of its index")] = None
+    fields: Annotated[dict[str, FieldSpec], Meta(min_length=1, max_length=48)]
 
-    @field_validator("fields")
-    @classmethod
-    def _names(cls, fields: dict[str, FieldSpec]) -> dict[str, FieldSpec]:
-        for name in fields:
+    def __post_init__(self) -> None:
+        for name in self.fields:
             if not re.match(NAME, name):
                 raise ValueError(f"field name {name!r}: use lower case letters, digits and _ (e.g. rssi_dbm)")
-        return fields
-
-    @model_validator(mode="after")
-    def _shape(self) -> "Collect":
         for name, spec in self.fields.items():
             if self.table is None and spec.column is not None:
                 raise ValueError(f"field {name} has `column` but the entry has no `table`: give `oid` instead")
             if self.table is not None and spec.oid is not None:
                 raise ValueError(f"field {name} has `oid` inside a table: give its `column` number instead")
-        return self
 
     def columns(self) -> dict[str, Oid]:
         assert self.table is not None
@@ -117,37 +105,32 @@ class Collect(_Strict):
         return wanted
 
 
-class Match(_Strict):
-    sys_object_id: list[str] = Field(default_factory=list, description="sysObjectID prefixes")
-    sys_descr: list[str] = Field(default_factory=list, description="regular expressions searched in sysDescr")
+class Match(Section, kw_only=True):
+    sys_object_id: Annotated[list[str], Meta(description="sysObjectID prefixes")] = []
+    sys_descr: Annotated[list[str], Meta(description="regular expressions searched in sysDescr")] = []
 
-    @field_validator("sys_descr")
-    @classmethod
-    def _regexes(cls, patterns: list[str]) -> list[str]:
-        for pattern in patterns:
+    def __post_init__(self) -> None:
+        for pattern in self.sys_descr:
             try:
                 re.compile(pattern)
             except re.error as exc:
-                raise ValueError(f"{pattern!r} is not a regular expression: {exc}") from None
-        return patterns
+                raise ValueError(f"sys_descr {pattern!r} is not a regular expression: {exc}") from None
 
 
-class Profile(_Strict):
-    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+class Profile(Section, kw_only=True):
+    name: Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$")]
     description: str = ""
-    match: Match = Field(default_factory=Match)
-    sections: list[str] = Field(default_factory=lambda: list(STANDARD_SECTIONS))
-    collect: list[Collect] = Field(default_factory=list)
-    source: str = Field(default="", exclude=True)
+    match: Match = field(default_factory=Match)
+    sections: list[str] = field(default_factory=lambda: list(STANDARD_SECTIONS))
+    collect: list[Collect] = []
+    source: str = ""  # the file it was read from (set by load_profile; not a key of the file)
 
-    @model_validator(mode="after")
-    def _known_sections(self) -> "Profile":
+    def __post_init__(self) -> None:
         known = set(STANDARD_SECTIONS) | {c.section for c in self.collect}
         for section in self.sections:
             if section not in known:
                 raise ValueError(f"section {section!r} is neither standard ({', '.join(STANDARD_SECTIONS)}) "
                                  "nor defined under `collect`")
-        return self
 
     def score(self, sys_object_id: str, sys_descr: str) -> int:
         """How well this profile matches a device: the matched sysObjectID prefix length, or 1 for
@@ -164,15 +147,15 @@ class Profile(_Strict):
 
 
 def load_profile(path: Path) -> Profile:
-    from agent.config import format_errors
-
     document = yamlio.load_file(path, "profile", ProfileError)
     if not isinstance(document, dict):
         raise ProfileError(f"{path}: a profile is a mapping with name, match, sections, collect")
+    if "source" in document:
+        raise ProfileError(f"{path}: source: not a key of a profile (remove it)")
     try:
-        return Profile.model_validate({**document, "source": str(path)})
-    except ValidationError as exc:
-        raise ProfileError(format_errors(str(path), exc, "SNMP profile")) from None
+        return convert({**document, "source": str(path)}, Profile, str(path), "SNMP profile")
+    except ConfigError as exc:
+        raise ProfileError(str(exc)) from None
 
 
 @functools.lru_cache(maxsize=8)
