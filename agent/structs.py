@@ -121,7 +121,7 @@ def describe(exc: msgspec.ValidationError, document: object, kind: type, source:
         problem = text[0].lower() + text[1:]
         given = _lookup(document, parts)
         if given is not None and not isinstance(given, (dict, list)) and "got" not in problem \
-                and repr(given) not in problem:
+                and f"value {given!r}" not in problem:
             problem += f", got {given!r}"
         choices = _choices(kind, document, parts)
         fix = f"use one of: {choices}" if choices else "correct the value"

@@ -24,6 +24,7 @@ EXPECTED = {
     "throughput-no-url.yaml": "probes[0]: set download_url, upload_url or both",
     "not-yaml.yaml": "not valid YAML at line 4, column 4",
     "not-a-mapping.yaml": "the configuration must be a mapping",
+    "zero-interval.yaml": "probes[0].interval_s: expected `float` >= 1.0, got 0 (correct the value)",
 }
 
 
