@@ -10,10 +10,6 @@ import asyncio
 import time
 from typing import Annotated, Literal
 
-import dns.exception
-import dns.message
-import dns.rcode
-import dns.rdatatype
 from msgspec import Meta
 
 from agent.probes.base import (
@@ -66,6 +62,12 @@ class _Answer(asyncio.DatagramProtocol):
 
 
 async def probe(spec: DnsSpec, ctx: ProbeContext) -> Measured:
+    # dnspython (about 3 MiB resident) comes with the first DNS check, not with every agent.
+    import dns.exception
+    import dns.message
+    import dns.rcode
+    import dns.rdatatype
+
     server = await ctx.resolve(spec.server)
     query = dns.message.make_query(spec.query, spec.qtype)
     loop = asyncio.get_running_loop()
