@@ -13,7 +13,7 @@ import time
 import pytest
 
 from agent.datause import PROJECT_AFTER_S, TCP_HEADER_BYTES, DataUse, is_lan, tcp_wire_bytes
-from agent.probes import PROBES, ProbeContext, Traffic, run_one
+from agent.probes import ProbeContext, Traffic, run_one, spec_of
 
 HEADER = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n"
 
@@ -141,8 +141,8 @@ def test_each_probe_charges_its_own_packets(tmp_path) -> None:
     closed.close()
 
     def run(spec: dict) -> tuple[object, Traffic]:
-        model, traffic = PROBES[spec["kind"]][0], Traffic()
-        return asyncio.run(run_one(model(**spec), ProbeContext(state_dir=tmp_path), traffic)), traffic
+        traffic = Traffic()
+        return asyncio.run(run_one(spec_of(spec), ProbeContext(state_dir=tmp_path), traffic)), traffic
 
     echoes, echo_traffic = run({"kind": "icmp", "name": "here", "host": "127.0.0.1", "count": 3, "interval_ms": 10,
                   "payload_bytes": 16})
@@ -207,8 +207,7 @@ def test_an_https_check_resumes_the_last_tls_session_and_saves_the_certificates_
     ca = CertificateAuthority(tmp_path)
     with WebServer(cert=ca.issue("records", ["127.0.0.1"], days_valid=90)) as web:
         ctx = ProbeContext(state_dir=tmp_path)
-        model = PROBES["http"][0]
-        spec = model(kind="http", name="records", url=web.url("/status/200"), ca_file=ca.ca_file)
+        spec = spec_of({"kind": "http", "name": "records", "url": web.url("/status/200"), "ca_file": str(ca.ca_file)})
         traffic = [Traffic() for _ in range(3)]
         first, second = (asyncio.run(run_one(spec, ctx, traffic[i])) for i in range(2))
         other = asyncio.run(run_one(spec, ProbeContext(state_dir=tmp_path), traffic[2]))  # a fresh agent: nothing to offer
@@ -228,8 +227,8 @@ def test_a_probe_cut_short_still_charges_what_it_sent(tmp_path) -> None:
 
     async def cut_short() -> Traffic:
         traffic = Traffic()
-        spec = PROBES["icmp"][0](kind="icmp", name="here", host="127.0.0.1", count=100, interval_ms=20,
-                                 payload_bytes=16)
+        spec = spec_of({"kind": "icmp", "name": "here", "host": "127.0.0.1", "count": 100, "interval_ms": 20,
+                        "payload_bytes": 16})
         task = asyncio.ensure_future(run_one(spec, ProbeContext(state_dir=tmp_path), traffic))
         await asyncio.sleep(0.3)
         task.cancel()

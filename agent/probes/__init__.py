@@ -24,6 +24,13 @@ PROBES: dict[str, tuple[type[ProbeSpec], ProbeFunction]] = {
 AnyProbeSpec = Union[tuple(spec for spec, _ in PROBES.values())]  # type: ignore[valid-type]
 
 
+def spec_of(document: dict, source: str = "probe") -> ProbeSpec:
+    """One probe's settings from plain values (as in the configuration's `probes:`), checked."""
+    from agent.structs import convert
+
+    return convert(document, AnyProbeSpec, source, "probe")  # type: ignore[arg-type]
+
+
 async def run_one(spec: ProbeSpec, ctx: ProbeContext, traffic: Traffic | None = None) -> ProbeResult:
     kind = spec.kind  # type: ignore[attr-defined]
     return await run_probe(kind, PROBES[kind][1], spec, ctx, traffic)
@@ -34,4 +41,5 @@ async def run_round(specs: list[ProbeSpec], ctx: ProbeContext) -> list[ProbeResu
     return list(await asyncio.gather(*(run_one(spec, ctx) for spec in specs)))
 
 
-__all__ = ["PROBES", "AnyProbeSpec", "ProbeContext", "ProbeResult", "ProbeSpec", "Traffic", "run_one", "run_round"]
+__all__ = ["PROBES", "AnyProbeSpec", "ProbeContext", "ProbeResult", "ProbeSpec", "Traffic", "run_one", "run_round",
+           "spec_of"]
