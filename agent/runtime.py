@@ -19,9 +19,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from apscheduler.triggers.interval import IntervalTrigger
-
 import wire
 from agent import __version__
 from agent.clock import Clock, ClockWatch, SystemClock, kernel_boot_id
@@ -30,6 +27,7 @@ from agent.datause import DataUse, LanGuess
 from agent.jsonfile import write_json
 from agent.outbox import NewRecord, Outbox, Stored
 from agent.probes import ProbeContext, ProbeSpec, Traffic, run_one
+from agent.schedule import Scheduler
 from agent.structs import to_builtins
 from agent.transport import Session
 from wire.codec import peek
@@ -74,17 +72,16 @@ class Agent:
         self.started_mono = self.clock.mono_ms()
         self.wake = asyncio.Event()
         self.loop: asyncio.AbstractEventLoop | None = None
-        self.scheduler: AsyncIOScheduler | None = None
+        self.scheduler: Scheduler | None = None
         self.session = Session(config.clinic_id, self.boot, config.mqtt, self._threadsafe(self._acked),
                                self._threadsafe(self._connection), self._threadsafe(self._config_message), self.rng)
 
     # -- lifecycle ---------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
         self.loop = asyncio.get_running_loop()
-        self.scheduler = AsyncIOScheduler(event_loop=self.loop)
+        self.scheduler = Scheduler(self.rng)
         self._schedule()
-        self.scheduler.add_job(self._check_clock, IntervalTrigger(seconds=self.clock_check_s), id="clock",
-                               max_instances=1, coalesce=True)
+        self.scheduler.add("clock", self._check_clock, self.clock_check_s, first_in_s=self.clock_check_s)
         self.scheduler.start()
         if not self.outbox.meta("outage"):
             self._outage_began("agent started, not yet connected")
@@ -94,7 +91,7 @@ class Agent:
         pump = asyncio.create_task(self._pump())
         await stop.wait()
         log.info("agent stopping: flushing the outbox")
-        self.scheduler.shutdown(wait=False)
+        self.scheduler.shutdown()
         await self._flush(FLUSH_TIMEOUT_S)
         pump.cancel()
         # Jobs still running (a probe mid-burst, a poll) end here, so that what they sent is charged
@@ -141,9 +138,9 @@ class Agent:
     # -- scheduling ---------------------------------------------------------------
     def _schedule(self) -> None:
         assert self.scheduler is not None
-        for job in self.scheduler.get_jobs():
-            if job.id.startswith(("probe:", "self", "snmp:")):
-                job.remove()
+        for job_id in self.scheduler.ids():
+            if job_id.startswith(("probe:", "self", "snmp:")):
+                self.scheduler.remove(job_id)
         for spec in self.config.probes:
             self._add_job(f"probe:{spec.kind}:{spec.name}", self._probe_job, spec.interval_s, [spec])
         for device in self.config.devices:
@@ -152,11 +149,8 @@ class Agent:
 
     def _add_job(self, job_id: str, func: Any, interval_s: float, args: list[Any]) -> None:
         assert self.scheduler is not None
-        jitter = min(interval_s * 0.1, 30.0)
-        first = time.time() + self.rng.uniform(0, min(interval_s, 10.0))  # spread the first runs
-        self.scheduler.add_job(func, IntervalTrigger(seconds=interval_s, jitter=jitter), args=args, id=job_id,
-                               max_instances=1, coalesce=True, misfire_grace_time=max(1, int(interval_s)),
-                               next_run_time=_datetime(first))
+        self.scheduler.add(job_id, func, interval_s, args, jitter_s=min(interval_s * 0.1, 30.0),
+                           first_in_s=self.rng.uniform(0, min(interval_s, 10.0)))  # spread the first runs
 
     async def _probe_job(self, spec: ProbeSpec) -> None:
         t, mono, sync = self.clock.wall_ms(), self.clock.mono_ms(), self.clock_watch.sync_label()
@@ -421,7 +415,3 @@ def _rss_kib() -> int:
     return 0
 
 
-def _datetime(epoch_s: float) -> Any:
-    import datetime as dt
-
-    return dt.datetime.fromtimestamp(epoch_s, tz=dt.timezone.utc)
