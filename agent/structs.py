@@ -120,8 +120,9 @@ def describe(exc: msgspec.ValidationError, document: object, kind: type, source:
     elif text.startswith(_MSGSPEC_WORDS):
         problem = text[0].lower() + text[1:]
         given = _lookup(document, parts)
+        secret = any(word in str(parts[-1] if parts else "") for word in ("password", "key", "community", "secret"))
         if given is not None and not isinstance(given, (dict, list)) and "got" not in problem \
-                and f"value {given!r}" not in problem:
+                and f"value {given!r}" not in problem and not secret:
             problem += f", got {given!r}"
         choices = _choices(kind, document, parts)
         fix = f"use one of: {choices}" if choices else "correct the value"
