@@ -1,17 +1,22 @@
 """Benchmark: the running agent at the default schedule, and its outbox drain after a long outage.
 
-    sudo .venv/bin/python -m bench.agent_month [--speed 20] [--minutes 3] [--backlog 50000] [--idle 60]
+    sudo .venv/bin/python -m bench.agent_month [--speed 12] [--minutes 3] [--backlog 50000] [--idle 60]
+                                               [--profiles minimal,sample,sample+snmp]
 
-1. The sample clinic config (probes, self-metrics, 30 s batching) runs against a real
-   Mosquitto over an emulated fibre link, with every interval divided by `--speed`,
-   so `--minutes` of wall time cover speed x minutes of schedule. Reported per hour
-   and per month of the real schedule: agent CPU, resident memory, and bytes on the
-   wire (both directions, IP, counted by the link relay: probes and reporting), and its
-   resident memory at ten points of the run (whether it grows). The clinic's gateway is on
-   the clinic's own network (as in a clinic), so its echoes do not cross the link. The agent's
-   own account of its WAN bytes (agent/datause.py) is printed beside the relay's count.
-   Reference in the same run: the bytes the same samples would take sent one per
-   message as plain JSON (what batching and compression save).
+1. A clinic's configuration runs against a real Mosquitto over an emulated fibre link, with every
+   interval divided by `--speed`, so `--minutes` of wall time cover speed x minutes of schedule.
+   Three profiles, one after the other: `minimal` (the sample config's two ICMP probes only),
+   `sample` (the sample config's probes, self-metrics, 30 s batching) and `sample+snmp` (that and
+   its two SNMP devices: the router, a real net-snmp snmpd with an SNMPv3 authPriv user, and the
+   UPS card, a simulated UPS-MIB behind snmpd over v2c, both on the clinic's own network inside
+   the clinic's namespace). Reported per hour and per month of the real schedule: agent CPU,
+   resident memory (and at ten points of the run: whether it grows), bytes on the wire (both
+   directions, IP, counted by the link relay: probes and reporting) and the agent's own account
+   of them by category (agent/datause.py). The clinic's gateway is on the clinic's own network (as
+   in a clinic), so its echoes do not cross the link. References in the same run: a bare Python
+   interpreter's resident memory, and the bytes the same samples would take sent one per message
+   as plain JSON (what batching and compression save). A device is polled at most every 5 s, so
+   at a speed over 12 its polls run slower than the rest of the schedule (said when so).
 2. Drain: `--backlog` samples are put in the outbox (a long outage), the agent starts
    and the time until a subscriber has them all gives samples/s. Reference in the
    same run: a bare paho client publishing the same number of QoS 1 messages, one
@@ -26,13 +31,16 @@ optimistic for idling.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -41,7 +49,8 @@ import yaml
 from agent.outbox import NewRecord, Outbox
 from bench.site import sample_site
 from lab.links import EmulatedLink, privileged_reason
-from lab.servers import Mosquitto
+from lab.servers import Mosquitto, Snmpd
+from lab.snmpdevice import SIMULATED_MODULES, SimulatedDevice
 from tests.agent_harness import Watcher, start_agent, stop_agent
 
 MONTH_S = 30 * 86400
@@ -55,14 +64,75 @@ def _proc(pid: int) -> tuple[float, int, int]:
     return cpu, int(status["VmRSS"].split()[0]), int(status["VmHWM"].split()[0])
 
 
-def schedule_phase(tmp: Path, link: EmulatedLink, speed: float, minutes: float) -> dict:
-    with Mosquitto(host=link.central_ip) as broker, sample_site(tmp, link, speed, lan=True) as site:
+PROFILES = ("minimal", "sample", "sample+snmp")
+UPS = "1.3.6.1.2.1.33.1."  # UPS-MIB (RFC 1628)
+ROUTER_KEYS = ("router-auth-pass", "router-priv-pass")
+
+
+class LanSnmpd(Snmpd):
+    """snmpd inside the clinic's namespace, on its own network's address (a device at the clinic)."""
+
+    def __init__(self, link: EmulatedLink, host: str, port: int, config: str, **kw: object) -> None:
+        super().__init__(config, host=host, **kw)  # type: ignore[arg-type]
+        self.netns, self.port = link.netns, port
+
+    def command(self) -> list[str]:
+        return ["ip", "netns", "exec", self.netns, *super().command()]
+
+    def ready(self) -> bool:  # bound in the clinic's namespace, which this process's /proc/net does not show
+        port_hex = f":{self.port:04X}"
+        try:
+            lines = Path(f"/proc/{self.proc.pid}/net/udp").read_text().splitlines()[1:]  # type: ignore[union-attr]
+        except OSError:
+            return False
+        return any(line.split()[1].endswith(port_hex) for line in lines)
+
+
+@contextlib.contextmanager
+def clinic_devices(tmp: Path, link: EmulatedLink, lan_ip: str, speed: float) -> Iterator[list[dict]]:
+    """The sample config's router and UPS card at the clinic's address `lan_ip`: their `devices:` entries."""
+    auth, priv = tmp / "snmp-router.auth", tmp / "snmp-router.priv"
+    auth.write_text(ROUTER_KEYS[0] + "\n")
+    priv.write_text(ROUTER_KEYS[1] + "\n")
+    (tmp / "snmp-ups.community").write_text("clinic-ups\n")
+    ups = SimulatedDevice(tmp / "ups.json")
+    ups.update({"1.3.6.1.2.1.1.1.0": ("string", "UPS network management card"),
+                "1.3.6.1.2.1.1.2.0": ("objectid", "1.3.6.1.4.1.318.1.3.27"),
+                "1.3.6.1.2.1.1.3.0": ("timeticks", 360_000, 100), "1.3.6.1.2.1.1.5.0": ("string", "ups"),
+                UPS + "2.1.0": ("integer", 2), UPS + "2.2.0": ("integer", 0), UPS + "2.3.0": ("integer", 95),
+                UPS + "2.4.0": ("integer", 100), UPS + "4.1.0": ("integer", 3),
+                UPS + "3.3.1.3.1": ("integer", 230), UPS + "4.4.1.5.1": ("integer", 35)})
+    router_conf = (f"createUser clinicwatch SHA {ROUTER_KEYS[0]} AES {ROUTER_KEYS[1]}\nrouser clinicwatch priv\n"
+                   f"sysName router\nsysLocation clinic\n")
+    interval = max(5.0, 60 / speed)
+    with LanSnmpd(link, lan_ip, 1161, router_conf, workdir=tmp / "router-snmpd"), \
+            LanSnmpd(link, lan_ip, 1162, ups.snmpd_config(None, extra=f"rocommunity clinic-ups {lan_ip}\n"),
+                     workdir=tmp / "ups-snmpd", exclude_modules=SIMULATED_MODULES):
+        yield [{"name": "router", "host": lan_ip, "port": 1161, "version": "3", "interval_s": interval,
+                "v3": {"user": "clinicwatch", "level": "authPriv", "auth_protocol": "sha", "auth_key_file": str(auth),
+                       "priv_protocol": "aes", "priv_key_file": str(priv)}},
+               {"name": "ups", "host": lan_ip, "port": 1162, "community_file": str(tmp / "snmp-ups.community"),
+                "sections": ["system", "ups"], "interval_s": interval}]
+
+
+def schedule_phase(tmp: Path, link: EmulatedLink, speed: float, minutes: float, profile: str) -> dict:
+    tmp = tmp / profile
+    tmp.mkdir()
+    with contextlib.ExitStack() as stack:
+        broker = stack.enter_context(Mosquitto(host=link.central_ip))
+        site = stack.enter_context(sample_site(tmp, link, speed, lan=True))
+        if profile == "minimal":
+            site["probes"] = [p for p in site["probes"] if p["kind"] == "icmp"]
+        gateway = next(p["host"] for p in site["probes"] if p["name"] == "gateway")  # on the clinic's network
+        devices = stack.enter_context(clinic_devices(tmp, link, gateway, speed)) if profile == "sample+snmp" else []
         watcher = Watcher(broker.host, broker.port)
-        config = {**site, "mqtt": {"host": broker.host, "port": broker.port, "flush_interval_s": 30 / speed},
+        config = {**site, "devices": devices,
+                  "mqtt": {"host": broker.host, "port": broker.port, "flush_interval_s": 30 / speed},
                   "clock": {"sync_check": "assume"}, "self_metrics_interval_s": 300 / speed}
         path = tmp / "agent.yaml"
         path.write_text(yaml.safe_dump(config))
         life_before = link.stats()
+        began = time.monotonic()
         agent = start_agent(path, netns=link.netns)
         try:
             time.sleep(20)  # imports, first runs, first connection
@@ -79,6 +149,7 @@ def schedule_phase(tmp: Path, link: EmulatedLink, speed: float, minutes: float) 
         finally:
             stop_agent(agent)
             watcher.close()
+        lived = time.monotonic() - began
         life_after = link.stats()
     wall = minutes * 60
     crossed = sum(life_after[d]["bytes"] - life_before[d]["bytes"] for d in ("up", "down"))
@@ -91,10 +162,22 @@ def schedule_phase(tmp: Path, link: EmulatedLink, speed: float, minutes: float) 
                                  compress=False)) + 2 + 2 + len(wire.topic(batch.clinic, "telemetry")) + 2 * 40 + 4
                  for _, record, batch in records)  # + MQTT fixed header, topic, TCP/IP both ways, PUBACK
     messages = len({id(batch) for _, _, batch in records})
-    return {"samples": len(records), "messages": messages, "schedule_hours": schedule_s / 3600,
+    return {"profile": profile, "samples": len(records), "messages": messages, "schedule_hours": schedule_s / 3600,
             "cpu_per_hour_s": (cpu1 - cpu0) / (schedule_s / 3600), "rss_mib": rss / 1024, "hwm_mib": hwm / 1024,
-            "rss_trace_mib": [k / 1024 for k in trace],
-            "bytes_per_month": moved * MONTH_S / schedule_s, "crossed": crossed, "account": account, "single_json_bytes_per_month": single * MONTH_S / schedule_s}
+            "rss_trace_mib": [k / 1024 for k in trace], "devices": len(devices),
+            "bytes_per_month": moved * MONTH_S / schedule_s, "crossed": crossed, "account": account,
+            # the account covers the agent's whole life, start-up included: per month by that life's schedule
+            "account_per_month": {k: v * MONTH_S / (lived * speed) for k, v in account.items()},
+            "single_json_bytes_per_month": single * MONTH_S / schedule_s}
+
+
+def bare_python_rss_mib() -> float:
+    """A bare interpreter's resident memory, the floor under any Python agent."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3)"])
+    time.sleep(1.5)
+    rss = _proc(proc.pid)[1]
+    proc.wait()
+    return rss / 1024
 
 
 def idle_phase(tmp: Path, seconds: float) -> dict:
@@ -168,35 +251,50 @@ def drain_phase(tmp: Path, backlog: int) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--speed", type=float, default=20)
-    parser.add_argument("--minutes", type=float, default=3)
+    parser.add_argument("--speed", type=float, default=12)
+    parser.add_argument("--minutes", type=float, default=3, help="wall minutes of each profile's run")
     parser.add_argument("--backlog", type=int, default=50_000)
     parser.add_argument("--idle", type=float, default=60, help="seconds of the idle agent's CPU reading")
+    parser.add_argument("--profiles", default=",".join(PROFILES), help=f"some of {', '.join(PROFILES)}")
     args = parser.parse_args()
+    profiles = [p for p in args.profiles.split(",") if p]
+    if unknown := [p for p in profiles if p not in PROFILES]:
+        parser.error(f"--profiles: no profile {', '.join(unknown)} (one of {', '.join(PROFILES)})")
     if privileged_reason():
         print(f"bench.agent_month {privileged_reason()}", file=sys.stderr)
         return 2
-    with tempfile.TemporaryDirectory() as tmp_name, EmulatedLink("fibre") as link:
+    with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        schedule = schedule_phase(tmp, link, args.speed, args.minutes)
+        bare = bare_python_rss_mib()
+        runs = []
+        for profile in profiles:
+            with EmulatedLink("fibre") as link:
+                runs.append(schedule_phase(tmp, link, args.speed, args.minutes, profile))
         drain = drain_phase(tmp, args.backlog)
         idle = idle_phase(tmp, args.idle)
-    print(f"agent at the default schedule, {args.minutes:g} min at {args.speed:g}x = "
-          f"{schedule['schedule_hours']:.1f} h of schedule; {schedule['samples']} samples in "
-          f"{schedule['messages']} messages")
-    print(f"  CPU per hour            {schedule['cpu_per_hour_s']:8.1f} s   ({schedule['cpu_per_hour_s'] / 36:.2f} % of one core)")
-    print(f"  resident memory         {schedule['rss_mib']:8.1f} MiB (peak {schedule['hwm_mib']:.1f} MiB)")
-    trace = schedule["rss_trace_mib"]
-    print(f"  resident through the run {' '.join(f'{m:.1f}' for m in trace)} MiB "
-          f"(last - first {trace[-1] - trace[0]:+.1f} MiB over {schedule['schedule_hours']:.1f} h of schedule)")
-    print(f"  bytes per month         {schedule['bytes_per_month'] / 1e6:8.1f} MB  (probes and reporting, both ways)")
-    account = schedule["account"]
-    counted = account["probes"] + account["reporting"] + account["throughput"]
-    print(f"  the agent's own account over its life: {counted:,} WAN bytes (probes {account['probes']:,}, "
-          f"reporting {account['reporting']:,}, throughput {account['throughput']:,}; clinic network apart: "
-          f"{account['lan']:,}); the link carried {schedule['crossed']:,}: {counted / schedule['crossed']:.3f}x")
-    print(f"  reference: the same samples one per message, plain JSON: "
-          f"{schedule['single_json_bytes_per_month'] / 1e6:.1f} MB/month for the reporting alone")
+    print(f"the agent at the default schedule, {args.minutes:g} min of each profile at {args.speed:g}x = "
+          f"{runs[0]['schedule_hours']:.1f} h of schedule; a bare Python interpreter here: {bare:.1f} MiB resident"
+          + (f"; devices polled every 5 s, slower than the schedule's {60 / args.speed:g} s" if args.speed > 12 else ""))
+    for schedule in runs:
+        print(f"{schedule['profile']}: {schedule['samples']} samples in {schedule['messages']} messages")
+        print(f"  CPU per hour            {schedule['cpu_per_hour_s']:8.1f} s   ({schedule['cpu_per_hour_s'] / 36:.2f} % of one core)")
+        print(f"  resident memory         {schedule['rss_mib']:8.1f} MiB (peak {schedule['hwm_mib']:.1f} MiB; "
+              f"{schedule['rss_mib'] / bare:.1f}x bare Python)")
+        trace = schedule["rss_trace_mib"]
+        print(f"  resident through the run {' '.join(f'{m:.1f}' for m in trace)} MiB "
+              f"(last - first {trace[-1] - trace[0]:+.1f} MiB over {schedule['schedule_hours']:.1f} h of schedule)")
+        print(f"  bytes per month         {schedule['bytes_per_month'] / 1e6:8.1f} MB  (probes and reporting, both ways, "
+              f"as the link counted them)")
+        month = schedule["account_per_month"]
+        print(f"  by the agent's account, a month: probes {month['probes'] / 1e6:.1f} MB, reporting "
+              f"{month['reporting'] / 1e6:.1f} MB, throughput tests {month['throughput'] / 1e6:.1f} MB; the clinic's "
+              f"own network apart: {month['lan'] / 1e6:.1f} MB")
+        account = schedule["account"]
+        counted = account["probes"] + account["reporting"] + account["throughput"]
+        print(f"  the agent's own account over its life: {counted:,} WAN bytes; the link carried "
+              f"{schedule['crossed']:,}: {counted / schedule['crossed']:.3f}x")
+        print(f"  reference: the same samples one per message, plain JSON: "
+              f"{schedule['single_json_bytes_per_month'] / 1e6:.1f} MB/month for the reporting alone")
     agent_rate, bare_rate = drain["backlog"] / drain["agent_s"], drain["backlog"] / drain["bare_s"]
     print(f"outbox drain after an outage ({drain['backlog']} samples), loopback broker")
     print(f"  agent                   {agent_rate:8.0f} samples/s ({drain['agent_s']:.1f} s)")
