@@ -16,7 +16,9 @@
    in a clinic), so its echoes do not cross the link. References in the same run: a bare Python
    interpreter's resident memory, and the bytes the same samples would take sent one per message
    as plain JSON (what batching and compression save). A device is polled at most every 5 s, so
-   at a speed over 12 its polls run slower than the rest of the schedule (said when so).
+   at a speed over 12 its polls run slower than the rest of the schedule (said when so). The
+   throughput test keeps its real 6 h interval: it runs once at the start, before the measured
+   window (the link's count is of probes and reporting only), and weighs in the memory.
 2. Drain: `--backlog` samples are put in the outbox (a long outage), the agent starts
    and the time until a subscriber has them all gives samples/s. Reference in the
    same run: a bare paho client publishing the same number of QoS 1 messages, one
@@ -123,6 +125,9 @@ def schedule_phase(tmp: Path, link: EmulatedLink, speed: float, minutes: float, 
         site = stack.enter_context(sample_site(tmp, link, speed, lan=True))
         if profile == "minimal":
             site["probes"] = [p for p in site["probes"] if p["kind"] == "icmp"]
+        for spec in site["probes"]:  # one throughput test at start, before the measured window, and no more
+            if spec["kind"] == "throughput":
+                spec["interval_s"] = 6 * 3600
         gateway = next(p["host"] for p in site["probes"] if p["name"] == "gateway")  # on the clinic's network
         devices = stack.enter_context(clinic_devices(tmp, link, gateway, speed)) if profile == "sample+snmp" else []
         watcher = Watcher(broker.host, broker.port)
