@@ -1,8 +1,8 @@
 """Interval jobs on the monotonic clock: the agent's probes, device polls and self-metrics.
 
-Each job runs every `interval_s` seconds on a grid of its own (its first run at a random moment in the
-first interval, so that probes and clinics do not fire in step), each run a random `jitter_s` late at
-most. A run never overlaps the previous one: a run that outlasts its interval takes the next slot of the
+Each job runs every `interval_s` seconds on a grid of its own (its first run when the caller says: the
+agent picks a random moment in the first interval, up to 10 s, so that probes and clinics do not fire
+in step), each later run a random `jitter_s` late at most. A run never overlaps the previous one: a run that outlasts its interval takes the next slot of the
 grid after it ends, and the slots it missed are not made up for in a burst.
 
 Why not APScheduler (the agent used it until 2026-11-30): it times jobs on the wall clock. A router that
@@ -97,7 +97,9 @@ class Scheduler:
         loop = asyncio.get_running_loop()
         due = job.first
         while not job.removed:
-            late = self.rng.uniform(0, job.jitter_s) if job.jitter_s else 0.0
+            # The first run comes at `first_in_s` exactly (the caller spread it already); later ones are late
+            # by up to `jitter_s`.
+            late = self.rng.uniform(0, job.jitter_s) if job.jitter_s and due > job.first else 0.0
             await asyncio.sleep(max(0.0, due + late - loop.time()))
             if job.removed:
                 return

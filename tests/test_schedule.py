@@ -96,11 +96,12 @@ def test_a_run_longer_than_its_interval_is_never_overlapped_and_missed_slots_are
     assert [start for start, _ in runs["fast"]] == [float(k) for k in range(10)], "the slow job holds up no other"
 
 
-def test_jitter_delays_each_run_within_its_bound_and_the_grid_does_not_drift() -> None:
-    runs = play([("j", 60.0, 1.0, 6.0, 0.0)], until_s=3600 * 5)
+def test_jitter_delays_each_later_run_within_its_bound_and_the_grid_does_not_drift() -> None:
+    runs = play([("j", 60.0, 1.0, 6.0, 4.0)], until_s=3600 * 5)
     starts = [start for start, _ in runs["j"]]
     assert len(starts) == 300
-    lateness = [start - 60.0 * k for k, start in enumerate(starts)]
+    assert starts[0] == 4.0, "the first run comes when asked: the caller spread it already"
+    lateness = [start - 4.0 - 60.0 * k for k, start in enumerate(starts)][1:]
     assert all(0.0 <= late <= 6.0 for late in lateness)
     assert len({round(late, 3) for late in lateness}) > 250, "each run its own delay"
     assert 2.0 < sum(lateness) / len(lateness) < 4.0
