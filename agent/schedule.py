@@ -21,7 +21,7 @@ import logging
 import math
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,6 @@ class _Job:
     task: asyncio.Task[None] | None = None
     running: bool = False
     removed: bool = False
-    runs: int = field(default=0)
 
 
 class Scheduler:
@@ -114,7 +113,6 @@ class Scheduler:
                 log.exception("job %s failed; it runs again at its next slot", job.job_id)
             finally:
                 job.running = False
-                job.runs += 1
             # The next slot of the grid after this one, and not before now: a run that overran its
             # interval skips the slots it covered instead of running them back to back.
             due = next_slot(job.first, job.interval_s, max(loop.time(), due + job.interval_s))

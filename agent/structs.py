@@ -9,7 +9,6 @@ expected, what was given and, where the type knows them, the values allowed.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -17,7 +16,7 @@ import msgspec
 import msgspec.inspect as mi
 from msgspec import Struct
 
-from wire.codec import split_error
+from wire.codec import MISSING_FIELD_RE, UNKNOWN_FIELD_RE, path_parts, split_error
 
 T = TypeVar("T")
 
@@ -99,22 +98,17 @@ def default_of(kind: type[Struct], name: str) -> Any:
     raise KeyError(name)
 
 
-_MISSING = re.compile(r"^Object missing required field `(?P<name>[^`]+)`")
-_UNKNOWN = re.compile(r"^Object contains unknown field `(?P<name>[^`]+)`")
 _MSGSPEC_WORDS = ("Expected", "Invalid", "Number", "Object", "Input", "Tuple", "Array")  # its own messages
-_PART = re.compile(r"\.?([^.\[\]]+)|\[(\d+)\]|(\[\.\.\.\])")
-
-
 def describe(exc: msgspec.ValidationError, document: object, kind: type, source: str, what: str) -> str:
     text, path = split_error(exc)
     parts: list[str | int] = []
-    for key, index, unnamed in _PART.findall(path):
-        parts.append(_failing_key(kind, document, parts) if unnamed else int(index) if index else key)
-    if found := _MISSING.match(text):
+    for part in path_parts(path):
+        parts.append(_failing_key(kind, document, parts) if part is None else part)
+    if found := MISSING_FIELD_RE.match(text):
         parts.append(found["name"])
         problem, choices = "missing", _choices(kind, document, parts)
         fix = f"add it: one of {choices}" if choices else "add it"
-    elif found := _UNKNOWN.match(text):
+    elif found := UNKNOWN_FIELD_RE.match(text):
         parts.append(found["name"])
         problem, fix = "not a key here", "remove it or check its spelling"
     elif text.startswith(_MSGSPEC_WORDS):

@@ -51,8 +51,8 @@ import yaml
 from agent.outbox import NewRecord, Outbox
 from bench.site import sample_site
 from lab.links import EmulatedLink, privileged_reason
-from lab.servers import Mosquitto, Snmpd
-from lab.snmpdevice import SIMULATED_MODULES, SimulatedDevice
+from lab.servers import Mosquitto, Snmpd, _udp_bound
+from lab.snmpdevice import SIMULATED_MODULES, SimulatedDevice, ups_card
 from tests.agent_harness import Watcher, start_agent, stop_agent
 
 MONTH_S = 30 * 86400
@@ -67,7 +67,6 @@ def _proc(pid: int) -> tuple[float, int, int]:
 
 
 PROFILES = ("minimal", "sample", "sample+snmp")
-UPS = "1.3.6.1.2.1.33.1."  # UPS-MIB (RFC 1628)
 ROUTER_KEYS = ("router-auth-pass", "router-priv-pass")
 
 
@@ -82,12 +81,7 @@ class LanSnmpd(Snmpd):
         return ["ip", "netns", "exec", self.netns, *super().command()]
 
     def ready(self) -> bool:  # bound in the clinic's namespace, which this process's /proc/net does not show
-        port_hex = f":{self.port:04X}"
-        try:
-            lines = Path(f"/proc/{self.proc.pid}/net/udp").read_text().splitlines()[1:]  # type: ignore[union-attr]
-        except OSError:
-            return False
-        return any(line.split()[1].endswith(port_hex) for line in lines)
+        return _udp_bound(self.port, self.proc.pid)  # type: ignore[union-attr]
 
 
 @contextlib.contextmanager
@@ -98,12 +92,7 @@ def clinic_devices(tmp: Path, link: EmulatedLink, lan_ip: str, speed: float) -> 
     priv.write_text(ROUTER_KEYS[1] + "\n")
     (tmp / "snmp-ups.community").write_text("clinic-ups\n")
     ups = SimulatedDevice(tmp / "ups.json")
-    ups.update({"1.3.6.1.2.1.1.1.0": ("string", "UPS network management card"),
-                "1.3.6.1.2.1.1.2.0": ("objectid", "1.3.6.1.4.1.318.1.3.27"),
-                "1.3.6.1.2.1.1.3.0": ("timeticks", 360_000, 100), "1.3.6.1.2.1.1.5.0": ("string", "ups"),
-                UPS + "2.1.0": ("integer", 2), UPS + "2.2.0": ("integer", 0), UPS + "2.3.0": ("integer", 95),
-                UPS + "2.4.0": ("integer", 100), UPS + "4.1.0": ("integer", 3),
-                UPS + "3.3.1.3.1": ("integer", 230), UPS + "4.4.1.5.1": ("integer", 35)})
+    ups_card(ups)
     router_conf = (f"createUser clinicwatch SHA {ROUTER_KEYS[0]} AES {ROUTER_KEYS[1]}\nrouser clinicwatch priv\n"
                    f"sysName router\nsysLocation clinic\n")
     interval = max(5.0, 60 / speed)

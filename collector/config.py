@@ -10,9 +10,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from collector.alerts.channels.email import SmtpServer
 from collector.alerts.channels.sms import SmsGateway
+from collector.errors import explain
 from collector.state.rules import StateRules
 from wire import yamlio
-from wire.codec import error_path
 
 
 class ConfigError(ValueError):
@@ -173,8 +173,7 @@ def load_collector_config(path: Path) -> CollectorConfig:
     try:
         config = CollectorConfig.model_validate(document)
     except ValidationError as exc:
-        lines = [f"{path}: {error_path(e['loc'], top='(top level)')}: {e['msg']}" for e in exc.errors()]
-        raise ConfigError("\n".join(lines)) from None
+        raise ConfigError(explain(path, exc)) from None
     if not config.registry.is_absolute():
         config = config.model_copy(update={"registry": path.parent / config.registry})
     window_file = config.state.maintenance_file

@@ -50,7 +50,7 @@ import yaml
 from lab.links import EmulatedLink, privileged_reason
 from lab.mailserver import MailServer
 from lab.servers import InfluxDB, Mosquitto, Snmpd, free_port
-from lab.snmpdevice import SIMULATED_MODULES, SimulatedDevice
+from lab.snmpdevice import ON_BATTERY, SIMULATED_MODULES, SimulatedDevice, ups_card, ups_entries
 
 REPO = Path(__file__).resolve().parent.parent
 DATABASE = "clinicwatch"
@@ -60,7 +60,6 @@ FLAP_EVERY_S = 45.0
 # Flap detection in 15 s slots judged 20 s after they end (defaults 60 and 90 s), so that a link
 # dropping every 45 s is seen flapping within the story's minutes rather than after ten.
 DEMO_RULES = {"flap_slot_s": 15, "flap_settle_s": 20}
-UPS = "1.3.6.1.2.1.33.1."
 
 # (region, contact language, clinic id prefix, ISPs): the first ISP of the first region fails in the story.
 REGIONS = [("Lombardia", "it", "it-lom", ["FastNet", "TIM"]),
@@ -183,10 +182,7 @@ class Demo:
     def _start_ups(self) -> None:
         self.power = next(c for c in self.clinics if c.role == "power")
         self.ups = SimulatedDevice(self.dir / "ups.json")
-        self.ups.update({"1.3.6.1.2.1.1.1.0": ("string", "UPS network management card"),  # what every agent has
-                         "1.3.6.1.2.1.1.2.0": ("objectid", "1.3.6.1.4.1.318.1.3.27"),
-                         "1.3.6.1.2.1.1.3.0": ("timeticks", 360_000, 100), "1.3.6.1.2.1.1.5.0": ("string", "ups")})
-        self.ups_mains()
+        ups_card(self.ups)
         source = self.power.net.clinic_ip if self.power.net else "127.0.0.1"
         host = self.power.net.central_ip if self.power.net else "127.0.0.1"
         self.snmpd = self.stack.enter_context(Snmpd(self.ups.snmpd_config(None, extra=f"rocommunity public {source}\n"),
@@ -194,13 +190,10 @@ class Demo:
                                                     exclude_modules=SIMULATED_MODULES))
 
     def ups_mains(self) -> None:
-        self.ups.update({UPS + "2.1.0": ("integer", 2), UPS + "2.2.0": ("integer", 0), UPS + "2.3.0": ("integer", 95),
-                         UPS + "2.4.0": ("integer", 100), UPS + "4.1.0": ("integer", 3),
-                         UPS + "3.3.1.3.1": ("integer", 230), UPS + "4.4.1.5.1": ("integer", 35)})
+        self.ups.update(ups_entries())
 
     def ups_on_battery(self) -> None:
-        self.ups.update({UPS + "2.2.0": ("integer", 5), UPS + "2.3.0": ("integer", 40), UPS + "2.4.0": ("integer", 96),
-                         UPS + "4.1.0": ("integer", 5), UPS + "3.3.1.3.1": ("integer", 0)})
+        self.ups.update(ups_entries(**ON_BATTERY))
 
     def _start_collector(self) -> None:
         registry = self.dir / "clinics.yaml"

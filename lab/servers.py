@@ -137,11 +137,12 @@ class Server:
             return False
 
 
-def _udp_bound(port: int) -> bool:
-    """True once some socket in this network namespace is bound to UDP `port`."""
+def _udp_bound(port: int, pid: int | None = None) -> bool:
+    """True once some socket is bound to UDP `port` in this network namespace, or in process `pid`'s."""
     port_hex = f":{port:04X}"
+    table = Path(f"/proc/{pid}/net/udp" if pid else "/proc/net/udp")
     try:
-        return any(line.split()[1].endswith(port_hex) for line in Path("/proc/net/udp").read_text().splitlines()[1:])
+        return any(line.split()[1].endswith(port_hex) for line in table.read_text().splitlines()[1:])
     except OSError:
         return False
 

@@ -131,6 +131,29 @@ def port_entries(number: int, port: Port, hc: bool = True) -> dict[str, tuple]:
     return entries
 
 
+UPS = "1.3.6.1.2.1.33.1."  # UPS-MIB (RFC 1628)
+
+
+def ups_entries(source: int = 3, seconds_on_battery: int = 0, charge: int = 100, minutes: int = 95,
+                status: int = 2, voltage: int = 230) -> dict[str, tuple]:
+    """A UPS card's UPS-MIB values; the defaults are a healthy UPS on mains (output source 3, normal)."""
+    return {UPS + "2.1.0": ("integer", status), UPS + "2.2.0": ("integer", seconds_on_battery),
+            UPS + "2.3.0": ("integer", minutes), UPS + "2.4.0": ("integer", charge),
+            UPS + "4.1.0": ("integer", source), UPS + "3.3.1.3.1": ("integer", voltage),
+            UPS + "4.4.1.5.1": ("integer", 35)}
+
+
+ON_BATTERY = {"source": 5, "seconds_on_battery": 5, "charge": 96, "minutes": 40, "voltage": 0}
+
+
+def ups_card(device: SimulatedDevice) -> None:
+    """Fill `device` with a UPS network card's system group and UPS-MIB, on mains."""
+    device.update({"1.3.6.1.2.1.1.1.0": ("string", "UPS network management card"),
+                   "1.3.6.1.2.1.1.2.0": ("objectid", "1.3.6.1.4.1.318.1.3.27"),
+                   "1.3.6.1.2.1.1.3.0": ("timeticks", 360_000, 100), "1.3.6.1.2.1.1.5.0": ("string", "ups"),
+                   **ups_entries()})
+
+
 def _entry(kind: str, value: int | str, rate: float = 0.0, modulus: int | None = None,
            stall_s: float = 0.0) -> dict[str, Any]:
     if modulus is None:

@@ -24,7 +24,7 @@ import pytest
 from agent.snmp import DevicePoller, DeviceSpec, Engines, Poll, Profiles
 from agent.structs import convert
 from lab.servers import Snmpd, free_port
-from lab.snmpdevice import IF, IFX, SIMULATED_MODULES, Port, SimulatedDevice, router
+from lab.snmpdevice import IF, IFX, SIMULATED_MODULES, UPS, Port, SimulatedDevice, router, ups_entries
 
 V3_USERS = """\
 createUser alice SHA "alice-auth-2026" AES "alice-priv-2026"
@@ -34,7 +34,6 @@ rouser alice priv
 rouser bob auth
 rouser carol noauth
 """
-UPS = "1.3.6.1.2.1.33.1."
 # Between two polls that a rate is checked over. A reading is timed at the middle of its request, so a
 # rate may be off by half a round trip at each end over this interval: a busy 2-core CI machine has
 # made round trips of 50-100 ms through snmpd and its pass_persist program, several % over 1-2 s.
@@ -249,14 +248,6 @@ def test_interface_that_went_down_while_the_agent_was_stopped_is_reported(device
     simulated.set(IF + "8.1", "integer", 7)  # lowerLayerDown
     restarted_agent = polling(snmpd, memory=ProbeContext(state_dir=tmp_path))
     assert [(k, d["status"]) for k, d in restarted_agent.poll().events] == [("interface_down", "lower_layer_down")]
-
-
-def ups_entries(source: int, seconds_on_battery: int, charge: int, minutes: int, status: int = 2,
-                voltage: int = 230) -> dict[str, tuple]:
-    return {UPS + "2.1.0": ("integer", status), UPS + "2.2.0": ("integer", seconds_on_battery),
-            UPS + "2.3.0": ("integer", minutes), UPS + "2.4.0": ("integer", charge),
-            UPS + "4.1.0": ("integer", source), UPS + "3.3.1.3.1": ("integer", voltage),
-            UPS + "4.4.1.5.1": ("integer", 35)}
 
 
 def test_ups_on_battery_gives_the_power_event(device, polling) -> None:

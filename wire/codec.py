@@ -154,8 +154,8 @@ def peek(payload: bytes) -> dict | None:
 _DECODERS = {kind: msgspec.json.Decoder(model) for kind, model in MODELS.items()}
 # msgspec's messages: "<what> - at `$.samples[0].seq`" (or "- at `key` in `$.samples[0].f`").
 _AT = re.compile(r"^(?P<what>.*?)(?: - at (?P<key>`key` in )?`\$(?P<path>[^`]*)`)?$", re.S)
-_MISSING = re.compile(r"^Object missing required field `(?P<name>[^`]+)`")
-_UNKNOWN = re.compile(r"^Object contains unknown field `(?P<name>[^`]+)`")
+MISSING_FIELD_RE = re.compile(r"^Object missing required field `(?P<name>[^`]+)`")
+UNKNOWN_FIELD_RE = re.compile(r"^Object contains unknown field `(?P<name>[^`]+)`")
 
 
 def split_error(exc: msgspec.ValidationError) -> tuple[str, str]:
@@ -168,14 +168,23 @@ def split_error(exc: msgspec.ValidationError) -> tuple[str, str]:
     return what, path
 
 
+_PART = re.compile(r"\.?([^.\[\]]+)|\[(\d+)\]|(\[\.\.\.\])")
+
+
+def path_parts(path: str) -> list[str | int | None]:
+    """msgspec's error path as keys and indexes: `samples[0].f[...]` is ["samples", 0, "f", None], None
+    standing for a dict's value, whose key msgspec does not name."""
+    return [None if unnamed else int(index) if index else key for key, index, unnamed in _PART.findall(path)]
+
+
 def _explain(exc: msgspec.ValidationError, document: object) -> tuple[Reason, str]:
     """A reason and a reader's detail (`samples[3].f.rtt_ms: ...`) from msgspec's message about `document`."""
     what, path = split_error(exc)
     if "[...]" in path:  # a dict's value: msgspec does not say which key; find it
         path = _name_keys(path, document)
-    if found := _MISSING.match(what):
+    if found := MISSING_FIELD_RE.match(what):
         return Reason.MISSING_FIELD, f"{_join(path, found['name'])}: missing"
-    if found := _UNKNOWN.match(what):
+    if found := UNKNOWN_FIELD_RE.match(what):
         return Reason.UNKNOWN_FIELD, f"{_join(path, found['name'])}: not a field of this message"
     if what.startswith("Expected `") and ", got `" in what:
         got = what.rsplit("`", 2)[-2]
@@ -194,18 +203,14 @@ def _name_keys(path: str, document: object) -> str:
     """Replace each `[...]` (a dict's value, unnamed by msgspec) with the key whose value breaks the
     contract: the first whose value is not a bool, an integer, a finite number or a short string."""
     out, node = "", document
-    for part in re.findall(r"\.[^.\[]+|\[\d+\]|\[\.\.\.\]", "." + path if path and path[0] != "[" else path):
-        if part == "[...]" and isinstance(node, dict):
-            key = next((k for k, v in node.items() if not _is_value(v)), None)
-            if key is None:
-                return out + part
-            out, node = f"{out}.{key}", node[key]
-        elif part.startswith("[") and isinstance(node, list) and int(part[1:-1]) < len(node):
-            out, node = out + part, node[int(part[1:-1])]
-        elif part.startswith(".") and isinstance(node, dict):
-            out, node = (out + part if out else part[1:]), node.get(part[1:])
+    for part in path_parts(path):
+        if part is None:
+            key = next((k for k, v in node.items() if not _is_value(v)), None) if isinstance(node, dict) else None
+            out, node = (out + "[...]", None) if key is None else (_join(out, str(key)), node[key])  # type: ignore[index]
+        elif isinstance(part, int):
+            out, node = f"{out}[{part}]", node[part] if isinstance(node, list) and part < len(node) else None
         else:
-            return out + part
+            out, node = _join(out, part), node.get(part) if isinstance(node, dict) else None
     return out
 
 
@@ -224,24 +229,6 @@ def build(model: type[Message], document: dict) -> Message:
         return msgspec.convert(document, model)
     except msgspec.ValidationError as exc:
         raise Rejected(*_explain(exc, document)) from None
-
-
-VALUE_BRANCHES = frozenset({"bool", "int", "float", "str", "constrained-int", "constrained-str"})
-
-
-def error_path(loc: tuple, branches: frozenset[str] | set[str] = VALUE_BRANCHES, top: str = "message") -> str:
-    """A pydantic error location as a reader writes it: `samples[3].f.rtt_ms`.
-
-    Union branch names (`branches`; for a tagged union, its tags) say nothing to the reader and are left out."""
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif part in branches or "[" in str(part):
-            continue
-        else:
-            out += f".{part}" if out else str(part)
-    return out or top
 
 
 def decode(topic_name: str, payload: bytes, now_ms: int) -> Message:

@@ -25,8 +25,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from collector.alerts.policy import Silence
+from collector.errors import explain
 from wire import yamlio
-from wire.codec import error_path
 
 
 class SilenceError(ValueError):
@@ -69,8 +69,7 @@ def _read(path: Path) -> _File:
     try:
         return _File.model_validate(document)
     except ValidationError as exc:
-        raise SilenceError("\n".join(f"{path}: {error_path(e['loc'], top='(top level)')}: {e['msg']}"
-                                     for e in exc.errors())) from None
+        raise SilenceError(explain(path, exc)) from None
 
 
 def load_silences(path: Path) -> list[Silence]:

@@ -32,6 +32,7 @@ from collector.alerts.log import NotificationLog
 from collector.alerts.policy import Recipient, Silence, Timing
 from collector.alerts.silences import SilenceError, load_silences
 from collector.config import CollectorConfig, ConfigError
+from collector.errors import explain
 from collector.ingest.intake import session_client, start_session
 from collector.ingest.lineproto import record_line
 from collector.ingest.store import StoreError, make_writer
@@ -44,7 +45,6 @@ from collector.state.engine import ClinicInfo, Engine, Window
 from collector.state.incidents import Incident
 from collector.state.outages import Outage
 from wire import yamlio
-from wire.codec import error_path
 
 log = logging.getLogger("clinicwatch.collector")
 STATE_CODES = {UP: 0, DEGRADED: 1, DOWN: 2, UNKNOWN: 3, MAINTENANCE: 4}
@@ -134,8 +134,7 @@ def load_windows(path: Path, registry: Registry | None = None, now_ms: int | Non
     try:
         model = _WindowsModel.model_validate(document)
     except ValidationError as exc:
-        raise ConfigError("\n".join(f"{path}: {error_path(e['loc'], top='(top level)')}: {e['msg']}"
-                                    for e in exc.errors())) from None
+        raise ConfigError(explain(path, exc)) from None
     out = []
     for w in model.windows:
         if w.every:
