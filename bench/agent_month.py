@@ -2,17 +2,21 @@
 
     sudo .venv/bin/python -m bench.agent_month [--speed 12] [--minutes 3] [--backlog 50000] [--idle 60]
                                                [--profiles minimal,sample,sample+snmp]
+                                               [--keepalive 120] [--flush 120]
 
-1. A clinic's configuration runs against a real Mosquitto over an emulated fibre link, with every
-   interval divided by `--speed`, so `--minutes` of wall time cover speed x minutes of schedule.
+1. A clinic's configuration runs against a real Mosquitto, over TLS, across an emulated fibre
+   link, with every interval (the MQTT keepalive and flush interval too, by default the sample
+   config's) divided by `--speed`, so `--minutes` of wall time cover speed x minutes of schedule.
    Three profiles, one after the other: `minimal` (the sample config's two ICMP probes only),
-   `sample` (the sample config's probes, self-metrics, 30 s batching) and `sample+snmp` (that and
+   `sample` (the sample config's probes and self-metrics) and `sample+snmp` (that and
    its two SNMP devices: the router, a real net-snmp snmpd with an SNMPv3 authPriv user, and the
    UPS card, a simulated UPS-MIB behind snmpd over v2c, both on the clinic's own network inside
    the clinic's namespace). Reported per hour and per month of the real schedule: agent CPU,
    resident memory (and at ten points of the run: whether it grows), bytes on the wire (both
    directions, IP, counted by the link relay: probes and reporting) and the agent's own account
-   of them by category (agent/datause.py). The clinic's gateway is on the clinic's own network (as
+   of them by category (agent/datause.py; the growth of its self-metrics' month counters within
+   the measured window, so that the connection's TLS handshake is not multiplied as if it came
+   every few minutes). The clinic's gateway is on the clinic's own network (as
    in a clinic), so its echoes do not cross the link. References in the same run: a bare Python
    interpreter's resident memory, and the bytes the same samples would take sent one per message
    as plain JSON (what batching and compression save). A device is polled at most every 5 s, so
@@ -50,12 +54,14 @@ import yaml
 
 from agent.outbox import NewRecord, Outbox
 from bench.site import sample_site
+from lab.certs import CertificateAuthority
 from lab.links import EmulatedLink, privileged_reason
 from lab.servers import Mosquitto, Snmpd, _udp_bound
 from lab.snmpdevice import SIMULATED_MODULES, SimulatedDevice, ups_card
 from tests.agent_harness import Watcher, start_agent, stop_agent
 
 MONTH_S = 30 * 86400
+REPO = Path(__file__).resolve().parent.parent
 
 
 def _proc(pid: int) -> tuple[float, int, int]:
@@ -106,11 +112,15 @@ def clinic_devices(tmp: Path, link: EmulatedLink, lan_ip: str, speed: float) -> 
                 "sections": ["system", "ups"], "interval_s": interval}]
 
 
-def schedule_phase(tmp: Path, link: EmulatedLink, speed: float, minutes: float, profile: str) -> dict:
+def schedule_phase(tmp: Path, link: EmulatedLink, speed: float, minutes: float, profile: str,
+                   mqtt_settings: dict[str, float]) -> dict:
     tmp = tmp / profile
     tmp.mkdir()
     with contextlib.ExitStack() as stack:
-        broker = stack.enter_context(Mosquitto(host=link.central_ip))
+        (tmp / "broker-ca").mkdir()
+        ca = CertificateAuthority(tmp / "broker-ca")  # MQTT over TLS, as deployed: its records and handshakes are reporting's bytes
+        cert, key = ca.issue("broker", [link.central_ip], days_valid=30)
+        broker = stack.enter_context(Mosquitto(host=link.central_ip, tls=(ca.ca_file, cert, key)))
         site = stack.enter_context(sample_site(tmp, link, speed, lan=True))
         if profile == "minimal":
             site["probes"] = [p for p in site["probes"] if p["kind"] == "icmp"]
@@ -119,14 +129,15 @@ def schedule_phase(tmp: Path, link: EmulatedLink, speed: float, minutes: float, 
                 spec["interval_s"] = 6 * 3600
         gateway = next(p["host"] for p in site["probes"] if p["name"] == "gateway")  # on the clinic's network
         devices = stack.enter_context(clinic_devices(tmp, link, gateway, speed)) if profile == "sample+snmp" else []
-        watcher = Watcher(broker.host, broker.port)
+        watcher = Watcher(broker.host, broker.port, tls_ca=ca.ca_file)
         config = {**site, "devices": devices,
-                  "mqtt": {"host": broker.host, "port": broker.port, "flush_interval_s": 30 / speed},
+                  "mqtt": {"host": broker.host, "port": broker.port, "tls": {"ca_file": str(ca.ca_file)},
+                           "keepalive_s": round(mqtt_settings["keepalive_s"] / speed),
+                           "flush_interval_s": mqtt_settings["flush_interval_s"] / speed},
                   "clock": {"sync_check": "assume"}, "self_metrics_interval_s": 300 / speed}
         path = tmp / "agent.yaml"
         path.write_text(yaml.safe_dump(config))
         life_before = link.stats()
-        began = time.monotonic()
         agent = start_agent(path, netns=link.netns)
         try:
             time.sleep(20)  # imports, first runs, first connection
@@ -143,7 +154,6 @@ def schedule_phase(tmp: Path, link: EmulatedLink, speed: float, minutes: float, 
         finally:
             stop_agent(agent)
             watcher.close()
-        lived = time.monotonic() - began
         life_after = link.stats()
     wall = minutes * 60
     crossed = sum(life_after[d]["bytes"] - life_before[d]["bytes"] for d in ("up", "down"))
@@ -160,9 +170,20 @@ def schedule_phase(tmp: Path, link: EmulatedLink, speed: float, minutes: float, 
             "cpu_per_hour_s": (cpu1 - cpu0) / (schedule_s / 3600), "rss_mib": rss / 1024, "hwm_mib": hwm / 1024,
             "rss_trace_mib": [k / 1024 for k in trace], "devices": len(devices),
             "bytes_per_month": moved * MONTH_S / schedule_s, "crossed": crossed, "account": account,
-            # the account covers the agent's whole life, start-up included: per month by that life's schedule
-            "account_per_month": {k: v * MONTH_S / (lived * speed) for k, v in account.items()},
+            "account_per_month": window_account(records, speed),
             "single_json_bytes_per_month": single * MONTH_S / schedule_s}
+
+
+def window_account(records: list, speed: float) -> dict[str, float]:
+    """Bytes a month by category, by the agent's own account within the measured window: how much its
+    month counters (in its self-metrics samples) grew between the first and the last sample of the
+    window. Not its whole life, whose connection set-up (a TLS handshake with the certificate) would
+    weigh as if it came back every 20 s of real time."""
+    agent = sorted((r for _, r, _ in records if r.m == "agent"), key=lambda r: r.t)
+    first, last = agent[0], agent[-1]
+    span_s = (last.t - first.t) / 1000 * speed
+    fields = {"probes": "wan_probes_month_bytes", "reporting": "wan_reporting_month_bytes", "lan": "lan_month_bytes"}
+    return {c: (last.f[name] - first.f[name]) * MONTH_S / span_s for c, name in fields.items()}
 
 
 def bare_python_rss_mib() -> float:
@@ -247,10 +268,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--speed", type=float, default=12)
     parser.add_argument("--minutes", type=float, default=3, help="wall minutes of each profile's run")
-    parser.add_argument("--backlog", type=int, default=50_000)
-    parser.add_argument("--idle", type=float, default=60, help="seconds of the idle agent's CPU reading")
+    parser.add_argument("--backlog", type=int, default=50_000, help="samples of the drain test (0: no drain test)")
+    parser.add_argument("--idle", type=float, default=60, help="seconds of the idle agent's CPU reading (0: none)")
     parser.add_argument("--profiles", default=",".join(PROFILES), help=f"some of {', '.join(PROFILES)}")
+    sample_mqtt = yaml.safe_load((REPO / "firmware_configs" / "agent.yaml").read_text())["mqtt"]
+    parser.add_argument("--keepalive", type=float, default=sample_mqtt["keepalive_s"],
+                        help="the agent's MQTT keepalive, s of schedule (default: the sample config's)")
+    parser.add_argument("--flush", type=float, default=sample_mqtt["flush_interval_s"],
+                        help="the agent's flush interval, s of schedule (default: the sample config's)")
     args = parser.parse_args()
+    if args.keepalive / args.speed < 5:
+        parser.error(f"--keepalive {args.keepalive:g} at {args.speed:g}x is under the agent's least keepalive, 5 s")
     profiles = [p for p in args.profiles.split(",") if p]
     if unknown := [p for p in profiles if p not in PROFILES]:
         parser.error(f"--profiles: no profile {', '.join(unknown)} (one of {', '.join(PROFILES)})")
@@ -263,12 +291,14 @@ def main() -> int:
         runs = []
         for profile in profiles:
             with EmulatedLink("fibre") as link:
-                runs.append(schedule_phase(tmp, link, args.speed, args.minutes, profile))
-        drain = drain_phase(tmp, args.backlog)
-        idle = idle_phase(tmp, args.idle)
+                runs.append(schedule_phase(tmp, link, args.speed, args.minutes, profile,
+                                           {"keepalive_s": args.keepalive, "flush_interval_s": args.flush}))
+        drain = drain_phase(tmp, args.backlog) if args.backlog else None
+        idle = idle_phase(tmp, args.idle) if args.idle else None
     print(f"the agent at the default schedule, {args.minutes:g} min of each profile at {args.speed:g}x = "
           f"{runs[0]['schedule_hours']:.1f} h of schedule; a bare Python interpreter here: {bare:.1f} MiB resident"
           + (f"; devices polled every 5 s, slower than the schedule's {60 / args.speed:g} s" if args.speed > 12 else ""))
+    print(f"MQTT over TLS, keepalive {args.keepalive:g} s, flush interval {args.flush:g} s (of schedule)")
     for schedule in runs:
         print(f"{schedule['profile']}: {schedule['samples']} samples in {schedule['messages']} messages")
         print(f"  CPU per hour            {schedule['cpu_per_hour_s']:8.1f} s   ({schedule['cpu_per_hour_s'] / 36:.2f} % of one core)")
@@ -283,20 +313,23 @@ def main() -> int:
         # Not the throughput tests: one every 6 h cannot be carried to a month from so short a run (they keep
         # their own monthly budget, which stops them).
         print(f"  by the agent's account, a month: probes {month['probes'] / 1e6:.1f} MB, reporting "
-              f"{month['reporting'] / 1e6:.1f} MB; the clinic's own network apart: {month['lan'] / 1e6:.1f} MB; "
-              f"throughput tests in this run: {schedule['account']['throughput']:,} bytes")
+              f"{month['reporting'] / 1e6:.1f} MB; the clinic's own network apart: {month['lan'] / 1e6:.1f} MB "
+              f"(from its self-metrics in the measured window); throughput tests in this run: "
+              f"{schedule['account']['throughput']:,} bytes")
         account = schedule["account"]
         counted = account["probes"] + account["reporting"] + account["throughput"]
         print(f"  the agent's own account over its life: {counted:,} WAN bytes; the link carried "
               f"{schedule['crossed']:,}: {counted / schedule['crossed']:.3f}x")
         print(f"  reference: the same samples one per message, plain JSON: "
               f"{schedule['single_json_bytes_per_month'] / 1e6:.1f} MB/month for the reporting alone")
-    agent_rate, bare_rate = drain["backlog"] / drain["agent_s"], drain["backlog"] / drain["bare_s"]
-    print(f"outbox drain after an outage ({drain['backlog']} samples), loopback broker")
-    print(f"  agent                   {agent_rate:8.0f} samples/s ({drain['agent_s']:.1f} s)")
-    print(f"  bare paho, 1 sample per QoS 1 message: {bare_rate:.0f} samples/s; ratio {agent_rate / bare_rate:.1f}x")
-    print(f"idle (no probes, connected): {idle['cpu_s']:.2f} s of CPU in {idle['seconds']:g} s "
-          f"= {100 * idle['cpu_s'] / idle['seconds']:.3f} % of one core")
+    if drain:
+        agent_rate, bare_rate = drain["backlog"] / drain["agent_s"], drain["backlog"] / drain["bare_s"]
+        print(f"outbox drain after an outage ({drain['backlog']} samples), loopback broker")
+        print(f"  agent                   {agent_rate:8.0f} samples/s ({drain['agent_s']:.1f} s)")
+        print(f"  bare paho, 1 sample per QoS 1 message: {bare_rate:.0f} samples/s; ratio {agent_rate / bare_rate:.1f}x")
+    if idle:
+        print(f"idle (no probes, connected): {idle['cpu_s']:.2f} s of CPU in {idle['seconds']:g} s "
+              f"= {100 * idle['cpu_s'] / idle['seconds']:.3f} % of one core")
     return 0
 
 
