@@ -69,6 +69,7 @@ class Agent:
         self.outbox_depth_at_close: dict[str, int] = {}
         self.stopping = False
         self.stopping_flush = False  # at shutdown nothing waits for its batch to fill
+        self.hurry = False  # something is wrong (a check failed, an event): the waiting samples go out now
         self.started_mono = self.clock.mono_ms()
         self.wake = asyncio.Event()
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -164,9 +165,11 @@ class Agent:
                 self.data_use.add("lan" if lan else "probes", traffic.bytes)
         if spec.kind == "throughput":
             self.data_use.add("throughput", int(result.fields.get("test_bytes", 0)))
+        # A failed check hurries (a partial loss does not: a lossy link would lose its batching).
         self._store([NewRecord("sample", t, mono, sync, {"m": spec.kind, "tags": {"target": spec.name,
                                                                                     **result.tags},
-                                                         "f": _wire_fields(result.as_fields())})])
+                                                         "f": _wire_fields(result.as_fields())})],
+                    hurry=not result.success)
         if result.reason == "route_changed":
             self._event("route_change", {"target": spec.name, "detail": result.detail[:256]})
 
@@ -188,7 +191,7 @@ class Agent:
         if result is None:  # every request's retries ran out the budget: the device is as good as unreachable
             fields = {"status": "unreachable", "reachable": False, "detail": f"poll exceeded {device.budget_s():g} s"}
             self._store([NewRecord("sample", t, mono, sync, {"m": "snmp_device", "tags": {"device": device.name},
-                                                             "f": fields})])
+                                                             "f": fields})], hurry=True)
             return
         facts = self.snmp_facts.get(device.name)
         if facts is None:
@@ -250,13 +253,16 @@ class Agent:
             self._event("clock_synced", {"retimed_records": fixed})
 
     # -- records ------------------------------------------------------------------
-    def _store(self, records: list[NewRecord]) -> None:
+    def _store(self, records: list[NewRecord], hurry: bool = False) -> None:
+        """Into the outbox. `hurry`: what is stored says something is wrong, and the collector should hear
+        it now rather than at the end of the flush interval: the samples waiting go out with it."""
         self.outbox.put(records)
+        self.hurry = self.hurry or hurry
         self.wake.set()
 
     def _event(self, kind: str, detail: dict[str, Any]) -> None:
         self._store([NewRecord("event", self.clock.wall_ms(), self.clock.mono_ms(), self.clock_watch.sync_label(),
-                               {"kind": kind, "detail": _wire_fields(detail)})])
+                               {"kind": kind, "detail": _wire_fields(detail)})], hurry=True)
 
     def _outage_began(self, cause: str) -> None:
         record = {"t": self.clock.wall_ms(), "mono": self.clock.mono_ms(), "kboot": self.kboot, "cause": cause,
@@ -279,31 +285,36 @@ class Agent:
     async def _pump(self) -> None:
         flush_s = self.config.mqtt.flush_interval_s  # type: ignore[union-attr]
         while True:
+            # Woken by a new record, a PUBACK or a connection, or when the waiting batch is due.
+            wait_s = self._send_some(flush_s) if self.session.connected else flush_s
             try:
-                await asyncio.wait_for(self.wake.wait(), timeout=max(flush_s, 0.05))
+                await asyncio.wait_for(self.wake.wait(), timeout=max(wait_s, 0.05))
             except TimeoutError:
                 pass
             self.wake.clear()
-            if self.session.connected:
-                self._send_some(flush_s)
 
-    def _send_some(self, flush_s: float = 0.0) -> None:
+    def _send_some(self, flush_s: float = 0.0) -> float:
+        """Publish what is due; return how long until a batch now held back is due (else `flush_s`)."""
         busy = {i for ids in self.inflight.values() for i in ids} | self.refused
         limit = self.config.mqtt.batch_max_records  # type: ignore[union-attr]
         while len(self.inflight) < self.config.mqtt.inflight_batches:  # type: ignore[union-attr]
             batch = self.outbox.next_batch(busy, limit)
             if not batch:
-                return
-            # Samples wait to go out together unless the batch is full or its oldest has waited long enough.
+                self.hurry = False
+                return flush_s
+            # Samples wait to go out together unless the batch is full, its oldest has waited long enough,
+            # or something is wrong.
             waited_s = (self.clock.mono_ms() - batch[0].mono) / 1000 if batch[0].kboot == self.kboot else flush_s
-            if batch[0].kind == "sample" and len(batch) < limit and waited_s < flush_s and not self.stopping_flush:
-                return
+            if (batch[0].kind == "sample" and len(batch) < limit and waited_s < flush_s and not self.hurry
+                    and not self.stopping_flush):
+                return flush_s - waited_s
             mid = self.session.publish(*self._message(batch))
             if mid is None:
-                return
+                return flush_s
             ids = [r.id for r in batch]
             self.inflight[mid] = ids
             busy.update(ids)
+        return flush_s
 
     def _message(self, batch: list[Stored]) -> tuple[str, bytes]:
         first = batch[0]

@@ -95,3 +95,52 @@ def test_broker_restart_and_agent_kill_lose_nothing(start_server, tmp_path) -> N
     began, ended = _outage_with_kill(watcher, config, None, broker.stop, broker.start)
     result = _verify(watcher, tmp_path / "state", began, ended)
     assert result["duplicates"] == 0, "with the link up, every PUBACK comes back: nothing is sent twice"
+
+
+def _batches(watcher: Watcher) -> list[tuple[int, list]]:
+    """(when it arrived, its samples) for every telemetry message, in arrival order."""
+    with watcher.lock:
+        messages = [m for kind, m in watcher.messages if kind == "telemetry"]
+        return [(watcher.received_ms[id(m)], list(m.samples)) for m in messages]
+
+
+def test_samples_wait_their_flush_interval_together(start_server, tmp_path) -> None:
+    broker = start_server(Mosquitto())
+    watcher = Watcher(broker.host, broker.port)
+    probes = [{"kind": "tcp", "name": "records", "host": broker.host, "port": broker.port, "interval_s": 1}]
+    config = agent_config(tmp_path, broker.host, broker.port, probes, mqtt={"flush_interval_s": 8},
+                          self_metrics_interval_s=3600)
+    agent = start_agent(config)
+    try:
+        watcher.wait_for(lambda: len(_batches(watcher)) >= 3, timeout=90, what="three batches")
+    finally:
+        stop_agent(agent)
+        watcher.close()
+    for received, samples in _batches(watcher)[:3]:
+        waited_ms = received - min(s.t for s in samples)
+        # A batch goes when its oldest sample has waited 8 s: not before, and not a whole interval late.
+        assert 8000 - 100 <= waited_ms <= 8000 + 3000, (waited_ms, len(samples))
+        assert all(s.f["success"] for s in samples if s.m == "tcp")
+
+
+def test_a_failed_check_sends_the_waiting_samples_at_once(start_server, tmp_path) -> None:
+    broker = start_server(Mosquitto())
+    watcher = Watcher(broker.host, broker.port)
+    probes = [{"kind": "tcp", "name": "records", "host": broker.host, "port": broker.port, "interval_s": 1},
+              {"kind": "tcp", "name": "closed", "host": broker.host, "port": 9, "interval_s": 4}]  # refused
+    config = agent_config(tmp_path, broker.host, broker.port, probes, mqtt={"flush_interval_s": 60},
+                          self_metrics_interval_s=3600)
+    agent = start_agent(config)
+    try:
+        watcher.wait_for(lambda: sum(1 for _, batch in _batches(watcher) for s in batch
+                                     if s.tags.get("target") == "closed") >= 4, timeout=60, what="four failed checks")
+    finally:
+        stop_agent(agent)
+        watcher.close()
+    failed = [(received, s, batch) for received, batch in _batches(watcher) for s in batch
+              if s.tags.get("target") == "closed"]
+    for received, sample, batch in failed[:4]:
+        assert sample.f["success"] is False and sample.f["reason"] == "refused"
+        # Sent when the failure was stored, not 60 s later; with it, the healthy samples that waited.
+        assert received - (sample.t + sample.f["duration_ms"]) < 5000
+        assert any(s.tags.get("target") == "records" and s.f["success"] and s.t < sample.t for s in batch)
