@@ -42,12 +42,15 @@ class MqttConfig(Section, kw_only=True):
     password_file: Annotated[Path | None, Meta(description="file holding the password (preferred)")] = None
     password: Annotated[Secret | None, Meta(description="inline password; prefer password_file")] = None
     tls: Annotated[TlsConfig | None, Meta(description="omit only on a trusted local network")] = None
-    keepalive_s: Annotated[int, Meta(ge=5, le=3600, description="a dead link is noticed within 1.5x this")] = 60
+    keepalive_s: Annotated[int, Meta(ge=5, le=3600, description=(
+        "a dead link is noticed within 1.5x this; keep it at the flush interval or above, or pings cost as "
+        "much as batches"))] = 180
     reconnect_min_s: Annotated[float, Meta(gt=0)] = 1
     reconnect_max_s: Annotated[float, Meta(gt=0, description="backoff cap; each wait is random below it")] = 300
     batch_max_records: Annotated[int, Meta(ge=1, le=5000)] = 500
     flush_interval_s: Annotated[float, Meta(ge=0, le=3600, description=(
-        "samples wait up to this long to go out together (fewer, compressed messages); events never wait"))] = 30
+        "samples wait up to this long to go out together (fewer, compressed messages); an event or a failed "
+        "check sends them at once"))] = 180
     inflight_batches: Annotated[int, Meta(ge=1, le=100, description="batches awaiting PUBACK at once")] = 4
 
     def __post_init__(self) -> None:

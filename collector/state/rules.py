@@ -16,9 +16,10 @@ class LinkRules(BaseModel):
     loss_pct: float = Field(gt=0, le=100, description="mean ICMP loss towards the central targets")
     rtt_ms: float = Field(gt=0, description="median ICMP round trip towards the central targets")
     jitter_ms: float = Field(gt=0, description="median ICMP jitter towards the central targets")
-    silence_s: float = Field(default=150, ge=10, description=(
+    silence_s: float = Field(default=300, ge=10, description=(
         "no message at all for this long: down (the agent's Last Will usually says so sooner, 1.5x its "
-        "MQTT keepalive after the last packet; keep this above the agent's flush interval x 2)"))
+        "MQTT keepalive after the last packet; keep this above the agent's flush interval plus the "
+        "longest wait between two of its samples)"))
     down_after_s: float = Field(default=60, ge=0, description=(
         "every central target failing for this long, while the agent still reports: down"))
 
@@ -28,7 +29,7 @@ DEFAULT_LINKS = {
     "dsl": LinkRules(loss_pct=3, rtt_ms=150, jitter_ms=40),
     "lte": LinkRules(loss_pct=5, rtt_ms=250, jitter_ms=60),
     # A geostationary hop is ~550 ms by physics: 600 ms is normal there, never on fibre.
-    "satellite": LinkRules(loss_pct=5, rtt_ms=1000, jitter_ms=150, silence_s=180),
+    "satellite": LinkRules(loss_pct=5, rtt_ms=1000, jitter_ms=150, silence_s=360),
     "other": LinkRules(loss_pct=5, rtt_ms=300, jitter_ms=80),
 }
 
@@ -47,7 +48,7 @@ class StateRules(BaseModel):
         "failing central probes in a row that mark a short cut for flap detection"))
     flap_slot_s: float = Field(default=60, gt=0, description="flap detection looks at the link in slots this long")
     flap_settle_s: float = Field(default=90, ge=0, description=(
-        "a slot is judged this long after it ends (probe results travel in the agent's 30 s batches)"))
+        "a slot is judged this long after it ends (a failed check travels at once, with what waited)"))
     flap_high_pct: float = Field(default=20, gt=0, le=100, description="percent state change that starts flapping")
     flap_low_pct: float = Field(default=5, ge=0, le=100, description="... and that ends it")
     flap_down_hold_s: float = Field(default=600, ge=0, description=(
