@@ -65,6 +65,7 @@ class Agent:
         self._load_remote()
         self.inflight: dict[int, list[int]] = {}  # mid -> outbox ids awaiting PUBACK
         self.refused: set[int] = set()  # outbox ids the broker refused; retried at reconnect and self-metrics time
+        self.unsendable: set[int] = set()  # outbox ids the wire contract refuses: kept, set aside, said once
         self.counters = {"published_records": 0, "publish_refused": 0, "last_ack_ms": 0}
         self.outbox_depth_at_close: dict[str, int] = {}
         self.stopping = False
@@ -124,7 +125,7 @@ class Agent:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline and self.session.connected:
             depth = self.outbox.depth()
-            if depth["samples"] + depth["events"] <= len(self.refused):
+            if depth["samples"] + depth["events"] <= len(self.refused | self.unsendable):
                 break  # all sent, or all that is left is refused by the broker: it stays for the next run
             self.wake.set()
             await asyncio.sleep(0.05)
@@ -295,7 +296,7 @@ class Agent:
 
     def _send_some(self, flush_s: float = 0.0) -> float:
         """Publish what is due; return how long until a batch now held back is due (else `flush_s`)."""
-        busy = {i for ids in self.inflight.values() for i in ids} | self.refused
+        busy = {i for ids in self.inflight.values() for i in ids} | self.refused | self.unsendable
         limit = self.config.mqtt.batch_max_records  # type: ignore[union-attr]
         while len(self.inflight) < self.config.mqtt.inflight_batches:  # type: ignore[union-attr]
             batch = self.outbox.next_batch(busy, limit)
@@ -308,7 +309,12 @@ class Agent:
             if (batch[0].kind == "sample" and len(batch) < limit and waited_s < flush_s and not self.hurry
                     and not self.stopping_flush):
                 return flush_s - waited_s
-            mid = self.session.publish(*self._message(batch))
+            try:
+                message = self._message(batch)
+            except wire.Rejected as exc:
+                busy.update(self._set_aside(batch, exc))
+                continue
+            mid = self.session.publish(*message)
             if mid is None:
                 return flush_s
             ids = [r.id for r in batch]
@@ -327,6 +333,28 @@ class Agent:
         message = wire.build(wire.Telemetry, {"v": 1, "clinic": self.config.clinic_id, "boot": first.boot,
                                               "mono_now": mono_now, "samples": records})
         return wire.topic(self.config.clinic_id, "telemetry"), wire.encode(message)
+
+    def _set_aside(self, batch: list[Stored], exc: wire.Rejected) -> set[int]:
+        """The records of `batch` that the wire contract refuses (each tried alone; the whole batch if none
+        is refused alone): kept in the outbox but no longer sent, so that one bad record does not hold back
+        every one after it. Said in the log and in an event, which a reader of the collector sees."""
+        bad = []
+        for record in batch:
+            try:
+                self._message([record])
+            except wire.Rejected as alone:
+                bad.append((record, alone))
+        if not bad:
+            bad = [(record, exc) for record in batch]
+        ids = {record.id for record, _ in bad}
+        self.unsendable.update(ids)
+        first, why = bad[0]
+        detail = {"records": len(bad), "reason": str(why.reason), "detail": why.detail[:256],
+                  "measurement": str(first.body.get("m") or first.body.get("kind") or "")[:64]}
+        log.error("records the wire contract refuses are kept in the outbox and not sent",
+                  extra={"fields": detail})
+        self._event("record_unsendable", detail)
+        return ids
 
     def _acked(self, mid: int, ok: bool, reason: str) -> None:
         if self.stopping:

@@ -144,3 +144,34 @@ def test_a_failed_check_sends_the_waiting_samples_at_once(start_server, tmp_path
         # Sent when the failure was stored, not 60 s later; with it, the healthy samples that waited.
         assert received - (sample.t + sample.f["duration_ms"]) < 5000
         assert any(s.tags.get("target") == "records" and s.f["success"] and s.t < sample.t for s in batch)
+
+
+def test_a_record_the_contract_refuses_is_kept_aside_and_the_rest_flows(start_server, tmp_path) -> None:
+    from agent.outbox import NewRecord, Outbox
+
+    broker = start_server(Mosquitto())
+    watcher = Watcher(broker.host, broker.port)
+    # An earlier run left a record the contract refuses (a field name with a space and a "!") between good ones.
+    outbox = Outbox(tmp_path / "state" / "outbox.sqlite3", boot="0123456789abcdef", kboot="earlier",
+                    synchronous="normal")
+    now = int(time.time() * 1000)
+    good = {"m": "snmp_if", "tags": {"device": "router", "if": "wan"}, "f": {"in_bps": 5.0}}
+    bad = {"m": "snmp_if", "tags": {"device": "router", "if": "wan"}, "f": {"in bps!": 5.0}}
+    outbox.put([NewRecord("sample", now - 4000 + i * 500, i, "ntp", bad if i == 3 else good) for i in range(7)])
+    outbox.close()
+    probes = [{"kind": "tcp", "name": "records", "host": broker.host, "port": broker.port, "interval_s": 1}]
+    config = agent_config(tmp_path, broker.host, broker.port, probes)
+    agent = start_agent(config)
+    try:
+        watcher.wait_for(lambda: len([r for b, r, _ in watcher.records() if b != "0123456789abcdef"]) >= 5,
+                         what="the new run's samples")
+    finally:
+        stop_agent(agent)
+        watcher.close()
+    earlier = [r for b, r, _ in watcher.records() if b == "0123456789abcdef"]
+    assert sorted(r.seq for r in earlier) == [0, 1, 2, 4, 5, 6]
+    refusals = [r for _, r, _ in watcher.records("event") if r.kind == "record_unsendable"]
+    assert len(refusals) == 1
+    assert refusals[0].detail == {"records": 1, "reason": "bad_value", "measurement": "snmp_if",
+                                  "detail": "samples[0].f: key expected `str` matching regex '^[a-z][a-z0-9_]{0,63}$'"}
+    assert outbox_rows(tmp_path / "state")[0] == 1  # kept, not lost: a fixed agent can still read it
