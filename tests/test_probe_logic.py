@@ -174,3 +174,20 @@ def test_the_agent_loads_a_probes_library_only_with_the_probe() -> None:
             "print(sorted(m for m in ('httpx', 'scapy', 'dns.message', 'dns.resolver', 'pysnmp', 'pydantic') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_an_http_check_does_not_load_trio() -> None:
+    """httpcore loads trio, when installed (here it is: selenium's), to run under it; the agent runs on asyncio
+    and keeps it out (about 4.5 MiB). A plain HTTP check against a local server, in a fresh interpreter."""
+    import subprocess
+    import sys
+
+    from lab.webserver import WebServer
+
+    with WebServer() as web:
+        code = ("import asyncio, sys, importlib.util; from agent.probes import ProbeContext, run_one, spec_of; "
+                f"r = asyncio.run(run_one(spec_of({{'kind': 'http', 'name': 'w', 'url': '{web.url('/status/200')}'}}), "
+                "ProbeContext())); "
+                "print(r.success, importlib.util.find_spec('trio') is not None, 'trio' in sys.modules)")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["True", "True", "False"]  # checked, trio installed, trio not loaded

@@ -14,6 +14,7 @@ import ipaddress
 import json
 import logging
 import socket
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
@@ -78,6 +79,23 @@ def count_wire(amount: int) -> None:
     traffic = _traffic.get()
     if traffic is not None:
         traffic.bytes += amount
+
+
+def load_httpx() -> Any:
+    """httpx, loaded by the first check that needs it. httpcore looks for trio when it is loaded, to run
+    under trio as well as asyncio; the agent runs on asyncio only, and trio with attrs would cost about
+    4.5 MiB resident wherever it happens to be installed. It is kept out of that import (and only of it:
+    a later `import trio` works as usual)."""
+    if "httpx" not in sys.modules and "trio" not in sys.modules:
+        sys.modules["trio"] = None  # type: ignore[assignment]
+        try:
+            import httpcore._synchronization  # noqa: F401  (where httpcore looks for trio)
+            import httpx
+        finally:
+            del sys.modules["trio"]
+    import httpx
+
+    return httpx
 
 
 def count_tcp(sock: Any) -> None:

@@ -28,6 +28,7 @@ from agent.probes.base import (
     Url,
     count_failed_connect,
     count_tcp,
+    load_httpx,
 )
 from agent.probes.tcp import connect_failure
 
@@ -127,7 +128,7 @@ def _cause(exc: BaseException, kind: type) -> Any:
 
 
 def _failure_of(exc: httpx.HTTPError, spec: HttpSpec, fields: dict) -> ProbeFailure:
-    import httpx  # loaded with the first HTTP check, not by an agent without one
+    httpx = load_httpx()  # with the first HTTP check, not by an agent without one
 
     cert = _cause(exc, ssl.SSLCertVerificationError)
     if cert is not None:
@@ -144,7 +145,7 @@ def _failure_of(exc: httpx.HTTPError, spec: HttpSpec, fields: dict) -> ProbeFail
 
 
 async def probe(spec: HttpSpec, ctx: ProbeContext) -> Measured:
-    import httpx  # loaded with the first HTTP check, not by an agent without one
+    httpx = load_httpx()  # with the first HTTP check, not by an agent without one
 
     marks: dict[str, float] = {}
 

@@ -27,6 +27,7 @@ from agent.probes.base import (
     ProbeSpec,
     Timeout,
     Url,
+    load_httpx,
 )
 
 if TYPE_CHECKING:
@@ -128,7 +129,7 @@ async def probe(spec: ThroughputSpec, ctx: ProbeContext) -> Measured:
         raise ProbeFailure("budget_exhausted", f"this test would need {planned} bytes; {spent} of {budget} "
                                                f"already spent this month", fields)
     charged = 0
-    import httpx  # loaded with the first throughput test, not by an agent without one
+    httpx = load_httpx()  # with the first throughput test, not by an agent without one
 
     async with httpx.AsyncClient(verify=spec.verify_tls, trust_env=False, timeout=spec.timeout_s,
                                  headers={"User-Agent": f"clinicwatch-agent/{__version__}"}) as client:
