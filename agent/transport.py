@@ -15,20 +15,15 @@ from __future__ import annotations
 import logging
 import random
 import ssl
-import sys
 import threading
 from collections.abc import Callable
 
+from agent.imports import kept_out
+
 # paho imports dnspython's resolver, when it is installed, only for connect_srv (SRV lookups), which the
-# agent does not use; with what it pulls in that is about 3.7 MiB resident. It is kept out of paho's import
-# (and only of it: a later `import dns.resolver` works as usual).
-if "dns.resolver" not in sys.modules:
-    sys.modules["dns.resolver"] = None  # type: ignore[assignment]
-    try:
-        import paho.mqtt.client as mqtt
-    finally:
-        del sys.modules["dns.resolver"]
-import paho.mqtt.client as mqtt
+# agent does not use; with what it pulls in that is about 3.7 MiB resident.
+with kept_out("dns.resolver"):
+    import paho.mqtt.client as mqtt
 from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties

@@ -2,7 +2,7 @@
 
     sudo .venv/bin/python -m bench.agent_month [--speed 12] [--minutes 3] [--backlog 50000] [--idle 60]
                                                [--profiles minimal,sample,sample+snmp]
-                                               [--keepalive 120] [--flush 120]
+                                               [--keepalive 180] [--flush 180]
 
 1. A clinic's configuration runs against a real Mosquitto, over TLS, across an emulated fibre
    link, with every interval (the MQTT keepalive and flush interval too, by default the sample
@@ -53,7 +53,7 @@ import paho.mqtt.client as mqtt
 import yaml
 
 from agent.outbox import NewRecord, Outbox
-from bench.site import sample_site
+from bench.site import sample_config, sample_site
 from lab.certs import CertificateAuthority
 from lab.links import EmulatedLink, privileged_reason
 from lab.servers import Mosquitto, Snmpd, _udp_bound
@@ -61,7 +61,6 @@ from lab.snmpdevice import SIMULATED_MODULES, SimulatedDevice, ups_card
 from tests.agent_harness import Watcher, start_agent, stop_agent
 
 MONTH_S = 30 * 86400
-REPO = Path(__file__).resolve().parent.parent
 
 
 def _proc(pid: int) -> tuple[float, int, int]:
@@ -271,7 +270,7 @@ def main() -> int:
     parser.add_argument("--backlog", type=int, default=50_000, help="samples of the drain test (0: no drain test)")
     parser.add_argument("--idle", type=float, default=60, help="seconds of the idle agent's CPU reading (0: none)")
     parser.add_argument("--profiles", default=",".join(PROFILES), help=f"some of {', '.join(PROFILES)}")
-    sample_mqtt = yaml.safe_load((REPO / "firmware_configs" / "agent.yaml").read_text())["mqtt"]
+    sample_mqtt = sample_config()["mqtt"]
     parser.add_argument("--keepalive", type=float, default=sample_mqtt["keepalive_s"],
                         help="the agent's MQTT keepalive, s of schedule (default: the sample config's)")
     parser.add_argument("--flush", type=float, default=sample_mqtt["flush_interval_s"],

@@ -21,12 +21,17 @@ from lab.webserver import WebServer
 REPO = Path(__file__).resolve().parent.parent
 
 
+def sample_config() -> dict[str, Any]:
+    """firmware_configs/agent.yaml, the sample clinic's configuration, as it is written."""
+    return yaml.safe_load((REPO / "firmware_configs" / "agent.yaml").read_text())
+
+
 @contextlib.contextmanager
 def sample_site(directory: Path, link: EmulatedLink, speed: float = 1.0, lan: bool = False) -> Iterator[dict[str, Any]]:
     """Yield the sample config as a dict, its probes aimed at this link, intervals divided by `speed`. With
     `lan`, the probe of the clinic's gateway stays on the clinic's own network (lab.links.add_lan), as in
     a clinic; otherwise it crosses the link like the others."""
-    sample = yaml.safe_load((REPO / "firmware_configs" / "agent.yaml").read_text())
+    sample = sample_config()
     ca = CertificateAuthority(directory)
     cert = ca.issue("records", [link.central_ip], days_valid=90)
     with Dnsmasq({"records.salud.example": link.central_ip}, host=link.central_ip) as dns, \

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 BRANCHES = frozenset({"bool", "int", "float", "str", "constrained-int", "constrained-str"})
 
 
-def error_path(loc: tuple, top: str = "(top level)") -> str:
+def error_path(loc: tuple) -> str:
     """A pydantic error location as a reader writes it: `clinics[3].contacts.email`."""
     out = ""
     for part in loc:
@@ -21,7 +21,7 @@ def error_path(loc: tuple, top: str = "(top level)") -> str:
             continue
         else:
             out += f".{part}" if out else str(part)
-    return out or top
+    return out or "(top level)"
 
 
 def explain(path: Path | str, exc: ValidationError) -> str:

@@ -71,6 +71,19 @@ class Watcher:
             batches = [m for k, m in self.messages if k == kind]
         return [(b.boot, r, b) for b in batches for r in (b.samples if kind == "telemetry" else b.events)]
 
+    def repeated(self) -> list[int]:
+        """When each record (sample or event) that arrived more than once first arrived, ms; one entry per
+        repeat."""
+        first: dict[tuple[str, int], int] = {}
+        out = []
+        for boot, record, batch in self.records("telemetry") + self.records("event"):
+            key = (boot, record.seq)
+            if key in first:
+                out.append(first[key])
+            else:
+                first[key] = self.received_ms[id(batch)]
+        return out
+
     def statuses(self) -> list[Any]:
         with self.lock:
             return [m for k, m in self.messages if k == "status"]

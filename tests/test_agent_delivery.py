@@ -97,13 +97,7 @@ def test_broker_restart_and_agent_kill_lose_nothing(start_server, tmp_path) -> N
     # QoS 1 is at-least-once: a batch the broker passed on just before it stopped, its PUBACK never
     # sent, is sent again once it is back (the store's points are idempotent). Only such batches: every
     # record seen twice was first delivered by the broker that stopped, and at most what was in flight.
-    first: dict[tuple[str, int], int] = {}
-    twice = []
-    for boot, record, batch in watcher.records("telemetry") + watcher.records("event"):
-        if (boot, record.seq) in first:
-            twice.append(first[(boot, record.seq)])
-        else:
-            first[(boot, record.seq)] = watcher.received_ms[id(batch)]
+    twice = watcher.repeated()
     assert len(twice) <= 4 * 500
     assert all(at < ended * 1000 for at in twice), "a record delivered twice by the restarted broker"
 

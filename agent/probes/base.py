@@ -14,7 +14,6 @@ import ipaddress
 import json
 import logging
 import socket
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
@@ -25,6 +24,7 @@ from typing import Annotated, Any, Literal
 from msgspec import Meta, Struct
 
 from agent.datause import ANSWER_BYTES, FIN_BYTES, SYN_BYTES, tcp_wire_bytes
+from agent.imports import kept_out
 from agent.jsonfile import write_json
 
 log = logging.getLogger(__name__)
@@ -82,19 +82,12 @@ def count_wire(amount: int) -> None:
 
 
 def load_httpx() -> Any:
-    """httpx, loaded by the first check that needs it. httpcore looks for trio when it is loaded, to run
+    """httpx, loaded by the first check that needs it. httpcore loads trio, when it is installed, to run
     under trio as well as asyncio; the agent runs on asyncio only, and trio with attrs would cost about
-    4.5 MiB resident wherever it happens to be installed. It is kept out of that import (and only of it:
-    a later `import trio` works as usual)."""
-    if "httpx" not in sys.modules and "trio" not in sys.modules:
-        sys.modules["trio"] = None  # type: ignore[assignment]
-        try:
-            import httpcore._synchronization  # noqa: F401  (where httpcore looks for trio)
-            import httpx
-        finally:
-            del sys.modules["trio"]
-    import httpx
-
+    4.5 MiB resident."""
+    with kept_out("trio"):
+        import httpcore._synchronization  # noqa: F401  (where httpcore looks for trio)
+        import httpx
     return httpx
 
 
