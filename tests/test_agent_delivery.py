@@ -142,13 +142,19 @@ def test_a_failed_check_sends_the_waiting_samples_at_once(start_server, tmp_path
     finally:
         stop_agent(agent)
         watcher.close()
-    failed = [(received, s, batch) for received, batch in _batches(watcher) for s in batch
-              if s.tags.get("target") == "closed"]
-    for received, sample, batch in failed[:4]:
+    batches = _batches(watcher)
+    failed = [(received, s, batch) for received, batch in batches for s in batch if s.tags.get("target") == "closed"]
+    healthy = [(received, s) for received, batch in batches for s in batch if s.tags.get("target") == "records"]
+    assert healthy and all(s.f["success"] for _, s in healthy)
+    for n, (received, sample, batch) in enumerate(failed[:4]):
         assert sample.f["success"] is False and sample.f["reason"] == "refused"
-        # Sent when the failure was stored, not 60 s later; with it, the healthy samples that waited.
+        # Sent when the failure was stored, not 60 s later; with it, the healthy samples that waited: every
+        # one that had ended before this check began arrived no later. (The first failure may come before
+        # any healthy sample: each probe's first run is at a random moment within its first interval.)
         assert received - (sample.t + sample.f["duration_ms"]) < 5000
-        assert any(s.tags.get("target") == "records" and s.f["success"] and s.t < sample.t for s in batch)
+        assert all(at <= received for at, s in healthy if s.t + s.f["duration_ms"] < sample.t)
+        if n:  # four 1-s checks ran since the previous failure, and went with this one
+            assert sum(1 for s in batch if s.tags.get("target") == "records") >= 3
 
 
 def test_a_record_the_contract_refuses_is_kept_aside_and_the_rest_flows(start_server, tmp_path) -> None:
