@@ -1,6 +1,7 @@
 """SNMP facts sent on change: the fields that describe a device rather than measure it (an interface's
-speed, its administrative and operational status, a disk's size, the number of CPUs...) go into the
-outbox when they change, and all of them again every `refresh_s` (an hour), not at every poll.
+speed, its administrative and operational status, a disk's size, the number of CPUs, a UPS's power
+source and battery status, the poll's status...) go into the outbox when they change, and all of them
+again every `refresh_s` (an hour), not at every poll.
 
 Lossless: a reader has every fact's value as of its last point, at most an hour old, and every change
 at the poll that saw it (an interface going down is also an `interface_down` event). A sample left
@@ -15,10 +16,12 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 FACTS = {
+    "snmp_device": frozenset({"status", "reachable", "requests"}),
     "snmp_system": frozenset({"name"}),
     "snmp_if": frozenset({"speed_bps", "admin_up", "oper_up", "oper_status", "counter_bits"}),
     "snmp_host": frozenset({"cpus", "mem_total_bytes"}),
     "snmp_storage": frozenset({"size_bytes"}),
+    "snmp_ups": frozenset({"on_battery", "output_source", "battery_status", "alarms"}),
 }
 REFRESH_S = 3600.0
 
