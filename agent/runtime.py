@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import random
 import resource
 import time
@@ -34,6 +35,7 @@ from wire.codec import peek
 
 log = logging.getLogger("clinicwatch.agent")
 FLUSH_TIMEOUT_S = 10
+RUN_SLACK_S = 10.0  # a job's run, from its start to its result stored (quiet_max_s)
 STOP_TASKS_S = 5.0  # jobs still running at stop get this long to end once cancelled
 
 
@@ -148,6 +150,20 @@ class Agent:
         for device in self.config.devices:
             self._add_job(f"snmp:{device.name}", self._snmp_job, device.interval_s, [device])
         self._add_job("self", self._self_metrics_job, self.config.self_metrics_interval_s, [])
+        quiet = self.quiet_max_s()
+        if quiet != self.session.quiet_max_s:
+            self.session.quiet_max_s = quiet
+            if self.session.connected:  # a new schedule (remote configuration): said again
+                self.session.announce()
+
+    def quiet_max_s(self) -> int:
+        """The longest the agent stays quiet while its link is up, said in its birth message so the collector
+        does not call it silent before: a batch leaves `flush_interval_s` after its oldest result, and the
+        next result comes within the shortest job's interval, plus its jitter (10 %, at most 30 s) and
+        some seconds for the run itself."""
+        shortest = min([p.interval_s for p in self.config.probes] + [d.interval_s for d in self.config.devices]
+                       + [self.config.self_metrics_interval_s])
+        return math.ceil(self.config.mqtt.flush_interval_s + shortest + min(shortest * 0.1, 30.0) + RUN_SLACK_S)
 
     def _add_job(self, job_id: str, func: Any, interval_s: float, args: list[Any]) -> None:
         assert self.scheduler is not None

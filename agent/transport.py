@@ -54,6 +54,7 @@ class Session:
         self.on_acked, self.on_connection, self.on_config = on_acked, on_connection, on_config
         self.rng = rng or random.Random()
         self.connected = False
+        self.quiet_max_s: int | None = None  # said in the birth message; the agent sets it from its schedule
         self._attempt = 0
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"clinicwatch-{clinic_id}",
                              protocol=mqtt.MQTTv5)
@@ -142,10 +143,15 @@ class Session:
         self._attempt = 0
         self._next_delay()
         client.subscribe(wire.topic(self.clinic_id, "config"), qos=1)
-        birth = wire.Status(v=1, clinic=self.clinic_id, state="online", boot=self.boot, agent=__version__)
-        client.publish(wire.topic(self.clinic_id, "status"), wire.encode(birth), qos=1, retain=True,
-                       properties=self._expiry)
+        self.announce()
         self.on_connection(True, "connected")
+
+    def announce(self) -> None:
+        """The birth message (retained): online, and how long the agent may stay quiet (`quiet_max_s`)."""
+        birth = wire.Status(v=1, clinic=self.clinic_id, state="online", boot=self.boot, agent=__version__,
+                            quiet_max_s=self.quiet_max_s)
+        self.client.publish(wire.topic(self.clinic_id, "status"), wire.encode(birth), qos=1, retain=True,
+                            properties=self._expiry)
 
     def _connect_failed(self, _client: mqtt.Client, _u: object) -> None:
         with self._bytes_lock:

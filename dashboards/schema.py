@@ -46,7 +46,7 @@ MEASUREMENTS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "agent_event": (CLINIC_TAGS | {"kind"}, frozenset({
         "seq", "time_bound_ms", "interface", "status", "previous", "uptime_s", "charge_pct", "minutes_remaining",
         "input_voltage_v", "error"})),
-    "agent_status": (CLINIC_TAGS, frozenset({"state", "boot", "agent", "reason"})),
+    "agent_status": (CLINIC_TAGS, frozenset({"state", "boot", "agent", "reason", "quiet_max_s"})),
     # collector/state/service.py
     "clinic_state": (CLINIC_TAGS, frozenset({"state", "code", "previous", "cause", "reason", "detected_ms"})),
     "clinic_status": (CLINIC_TAGS, frozenset({"state", "code", "avail", "cause", "reason", "since_ms",

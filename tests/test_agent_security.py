@@ -143,7 +143,7 @@ def test_remote_config_is_applied_when_valid_and_refused_with_a_reason_when_not(
 
     try:
         watcher.wait_for(lambda: "old" in targets(), what="the local config's probe")
-        push(2, {"probes": [{"kind": "tcp", "name": "new", "host": "127.0.0.1", "port": 9, "interval_s": 1}]})
+        push(2, {"probes": [{"kind": "tcp", "name": "new", "host": "127.0.0.1", "port": 9, "interval_s": 2}]})
         watcher.wait_for(lambda: "new" in targets(), what="the remote config's probe")
         push(3, {"probes": [{"kind": "tcp", "name": "bad", "host": "127.0.0.1", "port": 70000}]})
         watcher.wait_for(lambda: any(r.kind == "config_rejected" for _, r, _ in watcher.records("event")),
@@ -162,6 +162,9 @@ def test_remote_config_is_applied_when_valid_and_refused_with_a_reason_when_not(
     assert "bad" not in targets()
     saved = json.loads((tmp_path / "state" / "remote-config.json").read_text())
     assert saved["rev"] == 2 and saved["settings"]["probes"][0]["name"] == "new"
+    # The birth says how long the agent may stay quiet (flush 0.5 s + its shortest interval + 10 % + 10 s), and
+    # is said again when a new schedule changes it.
+    assert [s.quiet_max_s for s in watcher.statuses() if s.state == "online"] == [12, 13]
 
 
 def test_collector_reports_subscriptions_the_broker_refuses(caplog) -> None:

@@ -53,8 +53,10 @@ def test_agent_samples_become_the_documented_points_in_influxdb(start_server, in
                                  "isp": "Movistar", "link": "lte"}
     row = dict(zip(series[0]["columns"], series[0]["values"][0]))
     assert row["success"] is True and row["reason"] == "" and row["connect_ms"] < 50
-    statuses = influx.query('SELECT "state", "boot" FROM "agent_status"', db=db)["results"][0]["series"][0]
+    statuses = influx.query('SELECT "state", "quiet_max_s" FROM "agent_status"', db=db)["results"][0]["series"][0]
     assert [v[1] for v in statuses["values"]][-1] == "offline"
+    # The birth says how long the agent may stay quiet (flush 0.5 s, a probe each second, 10 s for a run).
+    assert {(v[1], v[2]) for v in statuses["values"]} == {("online", 12), ("offline", None)}
     events = influx.query('SELECT * FROM "agent_event" GROUP BY "kind"', db=db)["results"][0]["series"]
     assert "outage" in {s["tags"]["kind"] for s in events}  # from the agent's start, before it connected
 

@@ -58,3 +58,6 @@ def test_probe_results_and_routes_become_facts_other_samples_only_say_heard() ->
 def test_status_messages() -> None:
     will = wire.Status(v=1, clinic="c1", state="offline", boot=BOOT, agent="0.1", reason="lost")
     assert facts_of(will, 5, 5) == [StatusSeen("c1", 5, "offline", BOOT, "lost")]
+    birth = wire.decode("clinicwatch/v1/c1/status", wire.encode(wire.Status(
+        v=1, clinic="c1", state="online", boot=BOOT, agent="0.1", quiet_max_s=256)), 5)
+    assert facts_of(birth, 6, 6) == [StatusSeen("c1", 6, "online", BOOT, None, 256)]

@@ -232,3 +232,20 @@ def test_an_agent_record_applied_before_the_return_is_judged_still_ends_the_outa
     assert [(t.old, t.new) for t in changes.transitions] == [("down", "up")]
     [outage] = last_versions(changes.outages)
     assert (outage.start, outage.end, outage.source, outage.cause) == (T0 + 95 * S, T0 + 200 * S, "agent", "wan")
+
+
+def test_a_clinic_is_silent_only_past_its_agents_own_longest_quiet_spell() -> None:
+    # c1's agent sends every 5 minutes on a tight data plan and says so in its birth message (quiet_max_s
+    # 376: a 300 s flush interval, probes every 60 s); c2's says nothing. The link's silence_s is 300 s.
+    engine = Engine({"c1": LTE, "c2": LTE})
+    for clinic, quiet in (("c1", 376), ("c2", None)):
+        engine.apply(StatusSeen(clinic, T0, "online", "b1", None, quiet))
+        engine.apply(Heard(clinic, T0 + S, "b1", 1000))
+    assert [(t.clinic, t.new) for t in engine.tick(T0 + 2 * S).transitions] == [("c1", "up"), ("c2", "up")]
+
+    def downs(at: int) -> list[tuple[str, str, str | None]]:
+        return [(t.clinic, t.new, t.cause) for t in engine.tick(at).transitions]
+
+    assert downs(T0 + S + 301 * S) == [("c2", "down", "unknown")]  # past the link's 300 s (no probe says why)
+    assert downs(T0 + S + 406 * S) == []  # c1: its word, 376 s, and 30 s for delivery
+    assert downs(T0 + S + 407 * S) == [("c1", "down", "unknown")]

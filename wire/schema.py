@@ -101,6 +101,9 @@ class Status(_Envelope, kw_only=True):
     agent: Annotated[str, Meta(max_length=64)]  # agent version
     t: Millis | None = None  # absent in the Last Will, which is fixed at connect time
     reason: Text | None = None
+    # Birth only: the longest the agent stays quiet while its link is up (its flush interval plus the
+    # longest wait for its next result); the collector calls it silent only past this.
+    quiet_max_s: Annotated[int, Meta(ge=1, le=86_400)] | None = None
 
 
 class Config(_Envelope, kw_only=True):

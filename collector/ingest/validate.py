@@ -84,6 +84,8 @@ class Validator:
             status_fields = {"state": message.state, "boot": message.boot, "agent": message.agent}
             if message.reason is not None:
                 status_fields["reason"] = message.reason
+            if message.quiet_max_s is not None:
+                status_fields["quiet_max_s"] = message.quiet_max_s
             why = unstorable({}, status_fields)
             if why is not None:
                 return self._reject(topic, payload, UNSTORABLE, why, received_ms)

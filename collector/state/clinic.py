@@ -34,6 +34,7 @@ QUALITY_EVERY_MS = 60_000
 KEEP_FACTS_MS = 1_500_000  # probe results kept per clinic: the flap window (21 one-minute slots) and its settling
 REVISE_WITHIN_MS = 6 * 3_600_000  # evidence arriving this long after an outage ended may still revise it
 MATCH_SLACK_MS = 5_000
+QUIET_MARGIN_S = 30  # beyond the agent's own longest quiet spell: delivery through the broker and ingest
 # When two marks point at different causes, the first in this order wins.
 CAUSE_ORDER = (
     ("shutdown", "agent"), ("on_battery", "power"), ("power_cycled", "power"), ("box_restarted", "power"),
@@ -78,6 +79,8 @@ def _fmt(ms: int) -> str:
 
 
 class ClinicMachine:
+    quiet_s: int | None = None  # the agent's own word on its longest quiet spell (its birth message)
+
     def __init__(self, clinic: str, link: LinkRules, rules: StateRules) -> None:
         self.clinic, self.link, self.rules = clinic, link, rules
         self.state, self.since = UNKNOWN, None
@@ -204,6 +207,7 @@ class ClinicMachine:
         self.status_at = fact.at
         if fact.state == "online":
             self.boot = fact.boot
+            self.quiet_s = fact.quiet_s
             if self.online is not True:
                 self.online = True
                 self._returned(fact.at, fact.boot)
@@ -455,6 +459,15 @@ class ClinicMachine:
             return DEGRADED, None, self.quality_bad, began, [], ""
         return UP, None, None, began, [], ""
 
+    def silence_ms(self) -> int:
+        """How long the clinic may be quiet before it is silent: the link's `silence_s`, or the agent's own
+        longest quiet spell (`quiet_max_s` in its birth message) and QUIET_MARGIN_S for delivery when that
+        is longer (an agent set to send every 5 minutes on a tight data plan)."""
+        silence = int(self.link.silence_s * 1000)
+        if self.quiet_s is not None:
+            silence = max(silence, (self.quiet_s + QUIET_MARGIN_S) * 1000)
+        return silence
+
     def _down_reason(self, now: int, blind: bool) -> tuple[int, str, list[str]] | None:
         if self.online is False and self.offline_at is not None:
             if self.offline_reason == "shutdown":
@@ -463,7 +476,7 @@ class ClinicMachine:
                 f"the broker published the agent's Last Will at {_fmt(self.offline_at)}"]
         assert self.last_heard is not None
         quiet_from = max(self.last_heard, self.grace_until)
-        if not blind and now - quiet_from > self.link.silence_s * 1000:
+        if not blind and now - quiet_from > self.silence_ms():
             return self.last_heard, "silence", [f"nothing heard since {_fmt(self.last_heard)}"]
         run = self._failing_run()
         if run is not None:
@@ -536,7 +549,7 @@ class ClinicMachine:
         """When this clinic must be looked at again if no fact comes first (None: only a fact can change it)."""
         due = []
         if self.last_heard is not None and self.online is not False and self.state != DOWN:
-            due.append(max(self.last_heard, self.grace_until) + int(self.link.silence_s * 1000) + 1)
+            due.append(max(self.last_heard, self.grace_until) + self.silence_ms() + 1)
         if self.flapping or self._bad_any:
             size = int(self.rules.flap_slot_s * 1000)
             settle = int(self.rules.flap_settle_s * 1000)

@@ -45,6 +45,7 @@ class StatusSeen(NamedTuple):
     state: str  # online | offline
     boot: str
     reason: str | None  # offline: "lost" (the Last Will), "shutdown" (clean stop), ...
+    quiet_s: int | None = None  # online: the agent's longest quiet spell, its `quiet_max_s`
 
 
 class ProbeSeen(NamedTuple):
@@ -105,7 +106,7 @@ def expand(report: Report) -> list[Fact]:
 def facts_of(message: wire.Message, at_ms: int, sent_ms: int) -> list[Fact]:
     """The facts in one valid message. `sent_ms` places unsynchronised records (collector.ingest.agentclock)."""
     if isinstance(message, wire.Status):
-        return [StatusSeen(message.clinic, at_ms, message.state, message.boot, message.reason)]
+        return [StatusSeen(message.clinic, at_ms, message.state, message.boot, message.reason, message.quiet_max_s)]
     if isinstance(message, wire.Telemetry):
         probes: list[Any] = []
         routes: list[Fact] = []
