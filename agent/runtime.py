@@ -63,6 +63,7 @@ class Agent:
         self.snmp_engines: Any = None  # agent.snmp.Engines, made when the first device is polled
         self.pollers: dict[str, Any] = {}
         self.snmp_facts: dict[str, Any] = {}  # per device: its facts as last sent (agent/snmp/facts.py)
+        self.snmp_reported: dict[str, float] = {}  # per device: when its measurements last went out (monotonic)
         self.remote_rev = 0
         self._load_remote()
         self.inflight: dict[int, list[int]] = {}  # mid -> outbox ids awaiting PUBACK
@@ -159,10 +160,10 @@ class Agent:
     def quiet_max_s(self) -> int:
         """The longest the agent stays quiet while its link is up, said in its birth message so the collector
         does not call it silent before: a batch leaves `flush_interval_s` after its oldest result, and the
-        next result comes within the shortest job's interval, plus its jitter (10 %, at most 30 s) and
-        some seconds for the run itself."""
-        shortest = min([p.interval_s for p in self.config.probes] + [d.interval_s for d in self.config.devices]
-                       + [self.config.self_metrics_interval_s])
+        next result comes within the shortest job's interval (a device's report interval: the polls between
+        may send nothing), plus its jitter (10 %, at most 30 s) and some seconds for the run itself."""
+        shortest = min([p.interval_s for p in self.config.probes]
+                       + [d.reports_every_s() for d in self.config.devices] + [self.config.self_metrics_interval_s])
         return math.ceil(self.config.mqtt.flush_interval_s + shortest + min(shortest * 0.1, 30.0) + RUN_SLACK_S)
 
     def _add_job(self, job_id: str, func: Any, interval_s: float, args: list[Any]) -> None:
@@ -200,9 +201,15 @@ class Agent:
             poller = self.pollers[device.name] = DevicePoller(device, self.snmp_engines, self.profiles,
                                                               self.probe_ctx)
             self.snmp_facts.pop(device.name, None)  # a device configured anew: its facts go out again
+            self.snmp_reported.pop(device.name, None)
         t, mono, sync = self.clock.wall_ms(), self.clock.mono_ms(), self.clock_watch.sync_label()
+        # Measurements go out every report interval (a poll within half an interval of it counts, so a
+        # jittered schedule does not skip one); the polls between give events and changed facts only.
+        now = time.monotonic()
+        last = self.snmp_reported.get(device.name)
+        report = last is None or now - last >= device.reports_every_s() - device.interval_s / 2
         try:
-            result = await asyncio.wait_for(poller.poll(), timeout=device.budget_s())
+            result = await asyncio.wait_for(poller.poll(report), timeout=device.budget_s())
         except TimeoutError:
             result = None
         if result is None:  # every request's retries ran out the budget: the device is as good as unreachable
@@ -210,13 +217,15 @@ class Agent:
             self._store([NewRecord("sample", t, mono, sync, {"m": "snmp_device", "tags": {"device": device.name},
                                                              "f": fields})], hurry=True)
             return
+        from agent.snmp.facts import FactsOnChange, facts_only
+
         facts = self.snmp_facts.get(device.name)
         if facts is None:
-            from agent.snmp.facts import FactsOnChange
-
             facts = self.snmp_facts[device.name] = FactsOnChange()
+        if report:
+            self.snmp_reported[device.name] = now
         self._store([NewRecord("sample", t, mono, sync, {"m": m, "tags": tags, "f": _wire_fields(f)})
-                     for m, tags, f in facts(result.samples)])
+                     for m, tags, f in facts(result.samples if report else facts_only(result.samples))])
         for kind, detail in result.events:
             self._event(kind, detail)
 

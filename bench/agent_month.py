@@ -100,15 +100,16 @@ def clinic_devices(tmp: Path, link: EmulatedLink, lan_ip: str, speed: float) -> 
     ups_card(ups)
     router_conf = (f"createUser clinicwatch SHA {ROUTER_KEYS[0]} AES {ROUTER_KEYS[1]}\nrouser clinicwatch priv\n"
                    f"sysName router\nsysLocation clinic\n")
-    interval = max(5.0, 60 / speed)
+    interval, report = max(5.0, 60 / speed), max(5.0, 300 / speed)  # the defaults, scaled like the schedule
     with LanSnmpd(link, lan_ip, 1161, router_conf, workdir=tmp / "router-snmpd"), \
             LanSnmpd(link, lan_ip, 1162, ups.snmpd_config(None, extra=f"rocommunity clinic-ups {lan_ip}\n"),
                      workdir=tmp / "ups-snmpd", exclude_modules=SIMULATED_MODULES):
         yield [{"name": "router", "host": lan_ip, "port": 1161, "version": "3", "interval_s": interval,
+                "report_interval_s": report,
                 "v3": {"user": "clinicwatch", "level": "authPriv", "auth_protocol": "sha", "auth_key_file": str(auth),
                        "priv_protocol": "aes", "priv_key_file": str(priv)}},
                {"name": "ups", "host": lan_ip, "port": 1162, "community_file": str(tmp / "snmp-ups.community"),
-                "sections": ["system", "ups"], "interval_s": interval}]
+                "sections": ["system", "ups"], "interval_s": interval, "report_interval_s": report}]
 
 
 def schedule_phase(tmp: Path, link: EmulatedLink, speed: float, minutes: float, profile: str,

@@ -239,7 +239,8 @@ class Demo:
                         "interval_s": 5, "timeout_s": 2}]}
         if clinic.role == "power":
             config["devices"] = [{"name": "ups", "host": self.snmpd.host, "port": self.snmpd.port,
-                                  "community": "public", "sections": ["ups"], "interval_s": 5}]
+                                  "community": "public", "sections": ["ups"], "interval_s": 5,
+                                  "report_interval_s": 5}]
         path = directory / "agent.yaml"
         path.write_text(yaml.safe_dump(config))
         return path

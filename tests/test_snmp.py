@@ -10,6 +10,7 @@ down, a UPS that goes on battery. One test polls snmpd's own view of this machin
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import signal
 import socket
@@ -70,8 +71,8 @@ class Polling:
     async def _poller(self, spec: DeviceSpec, profiles: Profiles, memory: Any) -> DevicePoller:
         return DevicePoller(spec, self.engines, profiles, memory)  # its engine belongs to this loop
 
-    def poll(self) -> Poll:
-        return self.loop.run_until_complete(self.poller.poll())
+    def poll(self, report: bool = True) -> Poll:
+        return self.loop.run_until_complete(self.poller.poll(report))
 
     def close(self) -> None:
         self.engines.close()
@@ -160,6 +161,31 @@ def test_counters_agree_with_net_snmp_snmpget(device, polling, hc: bool) -> None
     assert wan["in_bps"] == pytest.approx(reference_bps, rel=0.03)
     assert wan["in_bps"] == pytest.approx(4_800_000, rel=0.02)
     assert wan["speed_bps"] == 100_000_000
+
+
+def test_between_reports_a_rate_is_the_average_over_the_whole_interval(device, polling) -> None:
+    from lab.snmpdevice import current
+
+    simulated, snmpd = device([Port("wan", in_rate=100_000)])
+    p = polling(snmpd)
+    p.poll()  # sizes the walk
+    began = p.poll()
+    t0 = time.monotonic()
+    time.sleep(2)
+    between = p.poll(report=False)  # read, kept, not given
+    assert "in_bps" not in samples(between, "snmp_if")["wan"]
+    assert samples(between, "snmp_if")["wan"]["oper_up"] is True  # the rest of the poll as always
+    oid = IFX + "6.1"  # the wan's HC in-octets: 400 kB/s from now, the count going on from where it is
+    simulated.set(oid, "counter64", int(current(simulated.values[oid], time.time())), rate=400_000)
+    time.sleep(2)
+    reported = p.poll()
+    t1 = time.monotonic()
+    start, end = began.readings["if:wan"]["in_octets"], reported.readings["if:wan"]["in_octets"]
+    reference_bps = (int(end) - int(start)) * 8 / (t1 - t0)
+    wan = samples(reported, "snmp_if")["wan"]
+    # 2 s at 0.8 Mbit/s and 2 s at 3.2: 2.0 on average, where the last poll alone would say 3.2.
+    assert wan["in_bps"] == pytest.approx(reference_bps, rel=0.03)
+    assert wan["in_bps"] == pytest.approx(2_000_000, rel=0.05)
 
 
 def test_device_reboot_gives_an_event_no_bogus_rate_and_rates_resume(device, polling, tmp_path: Path) -> None:
@@ -531,13 +557,17 @@ def test_the_agent_reports_snmp_samples_and_events_to_the_broker(device, mosquit
     clinic = "es-ib-0077"
     watcher = Watcher(mosquitto.host, mosquitto.port, topic=f"clinicwatch/v1/{clinic}/#")
     config = agent_config(tmp_path, mosquitto.host, mosquitto.port, [], clinic_id=clinic, devices=[
-        {"name": "rtr", "host": snmpd.host, "port": snmpd.port, "community": "public", "interval_s": 5}])
+        {"name": "rtr", "host": snmpd.host, "port": snmpd.port, "community": "public", "interval_s": 5,
+         "report_interval_s": 10}])
     agent = start_agent(config)
     try:
+        def wan(field: str) -> list:
+            return [r for _, r, _ in watcher.records()
+                    if r.m == "snmp_if" and r.tags.get("interface") == "wan" and field in r.f]
+
         def wan_rates() -> list[float]:
-            return [r.f["in_bps"] for _, r, _ in watcher.records()
-                    if r.m == "snmp_if" and r.tags.get("interface") == "wan" and "in_bps" in r.f]
-        watcher.wait_for(lambda: wan_rates(), timeout=30, what="a wan rate from the agent")
+            return [r.f["in_bps"] for r in wan("in_bps")]
+        watcher.wait_for(lambda: len(wan_rates()) >= 2, timeout=45, what="two wan rates from the agent")
         simulated.set(IF + "8.1", "integer", 2)
         watcher.wait_for(lambda: any(r.kind == "interface_down" for _, r, _ in watcher.records("event")),
                          timeout=30, what="the interface_down event")
@@ -545,13 +575,17 @@ def test_the_agent_reports_snmp_samples_and_events_to_the_broker(device, mosquit
         stop_agent(agent)
         watcher.close()
     assert wan_rates()[0] == pytest.approx(800_000, rel=0.03)
+    # Polled every 5 s, measured every 10: the rates go out at every other poll, each the average since the last.
+    times = [r.t for r in wan("in_bps")]
+    assert all(b - a >= 7_500 for a, b in itertools.pairwise(times)), times
+    assert wan_rates()[1] == pytest.approx(800_000, rel=0.03)
     down = [r for _, r, _ in watcher.records("event") if r.kind == "interface_down"]
     assert down[0].detail["interface"] == "wan" and down[0].detail["device"] == "rtr"
-    # Facts go out on change (agent/snmp/facts.py): the poll's status once (it stayed ok), its time at every
-    # poll; the lan port's status once, the wan's when it changed.
+    # Facts go out on change (agent/snmp/facts.py): the poll's status once (it stayed ok), its time with the
+    # measurements; the lan port's status once, the wan's when it changed.
     device = [r.f for _, r, _ in watcher.records() if r.m == "snmp_device"]
-    assert len(device) >= 2 and device[0]["status"] == "ok" and device[0]["reachable"] is True, device
-    assert all("status" not in f and f["poll_ms"] > 0 for f in device[1:]), device
+    assert device[0]["status"] == "ok" and device[0]["reachable"] is True, device
+    assert all("status" not in f for f in device[1:]) and sum("poll_ms" in f for f in device) >= 2, device
     def interface(name: str) -> list[dict]:
         return [r.f for _, r, _ in watcher.records() if r.m == "snmp_if" and r.tags.get("interface") == name]
     lan = interface("lan")

@@ -76,7 +76,10 @@ class DeviceSpec(Section, kw_only=True):
     community_file: Path | None = None
     v3: V3Settings | None = None
     profile: Annotated[str, Meta(description="`auto` picks by sysObjectID; or a profile's name")] = "auto"
-    interval_s: Annotated[float, Meta(ge=5, le=86_400)] = 60
+    interval_s: Annotated[float, Meta(ge=5, le=86_400, description=(
+        "how often the device is polled: its events and changed facts go out at the poll that saw them"))] = 60
+    report_interval_s: Annotated[float, Meta(ge=5, le=86_400, description=(
+        "how often its measurements (rates, levels) go out; rates averaged over the whole interval"))] = 300
     timeout_s: Annotated[float, Meta(gt=0, le=60, description="per request; a modem's agent can be slow")] = 3
     retries: Annotated[int, Meta(ge=0, le=10)] = 2
     max_repetitions: Annotated[int, Meta(ge=1, le=200, description="rows per GETBULK request")] = 25
@@ -97,6 +100,9 @@ class DeviceSpec(Section, kw_only=True):
 
     def community_string(self) -> str:
         return _secret(self.community, self.community_file, "community") or ""
+
+    def reports_every_s(self) -> float:
+        return max(self.report_interval_s, self.interval_s)
 
     def budget_s(self) -> float:
         """The most one poll may take: every request's retries, bounded by the interval."""

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 FACTS = {
-    "snmp_device": frozenset({"status", "reachable", "requests"}),
+    "snmp_device": frozenset({"status", "reachable", "requests", "detail"}),
     "snmp_system": frozenset({"name"}),
     "snmp_if": frozenset({"speed_bps", "admin_up", "oper_up", "oper_status", "counter_bits"}),
     "snmp_host": frozenset({"cpus", "mem_total_bytes"}),
@@ -64,3 +64,15 @@ class FactsOnChange:
         for key in [k for k in self.sent if k not in seen]:  # a row or section not in this poll: sent anew when back
             del self.sent[key]
         return out
+
+
+def facts_only(samples: Iterable[Sample]) -> list[Sample]:
+    """A poll's facts without its measurements (a poll between two reports: agent/snmp/config.py,
+    `report_interval_s`); a sample with no fact left is dropped."""
+    out = []
+    for measurement, tags, fields in samples:
+        facts = FACTS.get(measurement, frozenset())
+        kept = {k: v for k, v in fields.items() if k in facts}
+        if kept:
+            out.append((measurement, tags, kept))
+    return out

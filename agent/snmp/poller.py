@@ -108,6 +108,11 @@ class DevicePoller:
         self.client = Client(engines.for_device(spec), spec)
         self.profile: Profile | None = None if spec.profile == "auto" else profiles.get(spec.profile)
         self.counters: dict[tuple[str, str], _Counter] = {}
+        # Per counter, its increase and the seconds that covers, summed over the polls since the last
+        # report: a report's rate is the average over the whole report interval, each poll's delta taken
+        # between consecutive readings (so a 32-bit counter that would wrap within the interval does not).
+        self.accrued: dict[tuple[str, str], tuple[float, float]] = {}
+        self.reporting = True
         self.last_uptime: tuple[int, float] | None = None  # (ticks, monotonic s) from this process
         self.last_host_uptime: tuple[int, float] | None = None
         self.rows: dict[str, int] = {}  # rows seen per table last time: sizes the next GETBULK
@@ -136,8 +141,11 @@ class DevicePoller:
             self._saved, self._saved_at = json.loads(json.dumps(changes)), time.monotonic()
 
     # -- the poll -----------------------------------------------------------------------
-    async def poll(self) -> Poll:
+    async def poll(self, report: bool = True) -> Poll:
+        """One poll. With `report` false the counters are read and their increase kept, but no rate is
+        given: the next reporting poll gives the rate averaged since the last one."""
         started = time.perf_counter()
+        self.reporting = report
         result = Poll(self.spec.name)
         state = self._recall()
         requests_before = self.client.requests
@@ -271,12 +279,19 @@ class DevicePoller:
               result: Poll) -> float | None:
         previous = self.counters.get(key)
         self.counters[key] = _Counter(int(reading.value), reading.at, bits)
-        if previous is None or previous.bits != bits:
-            return None
-        value, why = rate((previous.value, previous.at), (int(reading.value), reading.at), bits, ceiling)
-        if value is None and why and "reset" in why:
+        value, why = None, ""
+        if previous is not None and previous.bits == bits:
+            value, why = rate((previous.value, previous.at), (int(reading.value), reading.at), bits, ceiling)
+        if why and "reset" in why:
             result.problems.append(f"{key[0]} {key[1]}: {why}; no rate this time")
-        return value
+        if value is not None:
+            seconds = reading.at - previous.at  # type: ignore[union-attr]
+            increase, covered = self.accrued.get(key, (0.0, 0.0))
+            self.accrued[key] = (increase + value * seconds, covered + seconds)
+        if not self.reporting or key not in self.accrued:
+            return None
+        increase, covered = self.accrued.pop(key)  # what the interval covered, a reset's gap left out
+        return increase / covered
 
     # -- sections -----------------------------------------------------------------------
     async def _walk(self, table: str, columns: dict[str, Oid]) -> tuple[dict[str, dict[Oid, Reading]], str]:
