@@ -16,6 +16,8 @@ from typing import Any, NamedTuple
 import wire
 
 PROBE_KINDS = frozenset({"icmp", "tcp", "dns", "http"})
+TRUSTED_SYNC = wire.schema.TRUSTED_SYNC
+_NUMBERS = (int, float)  # exact types: a bool is not a number here
 
 
 class Heard(NamedTuple):
@@ -110,20 +112,26 @@ def facts_of(message: wire.Message, at_ms: int, sent_ms: int) -> list[Fact]:
     if isinstance(message, wire.Telemetry):
         probes: list[Any] = []
         routes: list[Fact] = []
+        mono_now = message.mono_now
         for sample in message.samples:
-            if sample.m not in PROBE_KINDS or "target" not in sample.tags:
-                if sample.m == "traceroute" and isinstance(sample.f.get("path"), str) and "target" in sample.tags:
-                    routes.append(RouteSeen(message.clinic, wire.effective_time(sample, message.mono_now, sent_ms),
-                                            at_ms, sample.tags["target"], sample.f["path"]))  # type: ignore[arg-type]
+            m, tags = sample.m, sample.tags
+            if m not in PROBE_KINDS or "target" not in tags:
+                if m == "traceroute" and isinstance(sample.f.get("path"), str) and "target" in tags:
+                    routes.append(RouteSeen(message.clinic, wire.effective_time(sample, mono_now, sent_ms),
+                                            at_ms, tags["target"], sample.f["path"]))  # type: ignore[arg-type]
                 continue
             f = sample.f
             success = f.get("success")
-            if not isinstance(success, bool):
+            if success is not True and success is not False:
                 continue
-            probes.append((wire.effective_time(sample, message.mono_now, sent_ms), sample.m, sample.tags["target"],
-                           success, _text(f.get("reason")), _number(f.get("loss_pct")),
-                           _number(f.get("rtt_avg_ms")), _number(f.get("jitter_ms"))))
-        return [Report(message.clinic, at_ms, message.boot, message.mono_now, probes), *routes]
+            # wire.effective_time inline, and exact types: this runs for every probe result of the fleet.
+            t = sample.t if sample.sync in TRUSTED_SYNC or mono_now is None else sent_ms - (mono_now - sample.mono)
+            reason, loss, rtt, jitter = f.get("reason"), f.get("loss_pct"), f.get("rtt_avg_ms"), f.get("jitter_ms")
+            probes.append((t, m, tags["target"], success, reason if type(reason) is str else None,
+                           float(loss) if type(loss) in _NUMBERS else None,
+                           float(rtt) if type(rtt) in _NUMBERS else None,
+                           float(jitter) if type(jitter) in _NUMBERS else None))
+        return [Report(message.clinic, at_ms, message.boot, mono_now, probes), *routes]
     if isinstance(message, wire.Events):
         facts = [Heard(message.clinic, at_ms, message.boot, message.mono_now)]
         for event in message.events:
@@ -151,13 +159,3 @@ def _outage_times(event: wire.schema.Event, when: int) -> tuple[int | None, int 
     if isinstance(down_t, int) and not isinstance(down_t, bool) and down_t <= up_ms:
         return down_t, up_ms
     return None, up_ms
-
-
-def _number(value: object) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value)
-
-
-def _text(value: object) -> str | None:
-    return value if isinstance(value, str) else None
