@@ -1,11 +1,14 @@
 """Benchmark: what clinic state costs beside ingest, and how soon a cut link is `down`.
 
-    .venv/bin/python -m bench.state_engine [--clinics 10000] [--minutes 10] [--cuts 10] [--keepalive 10]
-                                           [--group-wait 10]
+    .venv/bin/python -m bench.state_engine [--clinics 10000] [--minutes 10] [--flush 180] [--rounds 3]
+                                           [--cuts 10] [--keepalive 10] [--group-wait 10]
 
-1. Throughput (no privileges needed): a fleet of `--clinics` clinics, each sending a 2-sample ICMP
-   report every 30 s, a status now and then and an event per 100 reports, for `--minutes` of
-   scripted time. Every message is run through ingest's validation and line protocol
+1. Throughput (no privileges needed): a fleet of `--clinics` clinics, each running the sample
+   config's probes (ICMP to its gateway and the records service every minute; TCP, HTTP, DNS and
+   its self-metrics every 5 minutes) and sending them as the agent does: together when the oldest
+   has waited `--flush` seconds (the agent's default, 180), at once after a failed check (2 % of
+   checks fail outright); its status at the start and an event about every 50 minutes; for
+   `--minutes` of scripted time. Every message is run through ingest's validation and line protocol
    (collector.ingest.validate.Validator, the store process's work) without facts and with them,
    its facts through a digest (encode and decode, as between ingest and the engine) and the state
    engine (apply, and a tick every second of scripted time), all in this process on the same
@@ -32,7 +35,6 @@ import tempfile
 import threading
 import time
 import urllib.request
-import zlib
 from pathlib import Path
 from typing import Any
 
@@ -46,44 +48,86 @@ from collector.state.engine import ClinicInfo, Engine
 BASE_MS = 1_790_000_000_000
 
 
-def fleet_messages(clinics: int, minutes: int, seed: int = 1, base_ms: int = BASE_MS) -> list[tuple[int, str, bytes]]:
-    """(time ms, topic, payload) in time order: every clinic reports every 30 s."""
+# The sample config's schedule (firmware_configs/agent.yaml, without its SNMP devices, traceroute and
+# throughput test): (measurement, target, interval s).
+SCHEDULE = (("icmp", "gateway", 60), ("icmp", "records", 60), ("tcp", "records", 300), ("http", "records", 300),
+            ("dns", "router-resolver", 300), ("agent", "", 300))
+FAILED = 0.02  # the share of checks that fail outright (ICMP 100 % loss, TCP refused, HTTP timeout, ...)
+
+
+def _result(m: str, ok: bool, rng: random.Random) -> dict[str, Any]:
+    if m == "icmp":
+        f: dict[str, Any] = {"success": ok, "loss_pct": 0.0 if ok else 100.0, "sent": 5, "received": 5 if ok else 0}
+        if ok:
+            f.update(rtt_avg_ms=40 + rng.random() * 10, jitter_ms=rng.random() * 5)
+        return f
+    if m == "agent":
+        return {"outbox_samples": 3, "outbox_events": 0, "outbox_bytes": 1523, "connected": True, "version": "0.1.0",
+                "uptime_s": 3600.0, "cpu_s": 1.2, "rss_kib": 40_000, "wan_month_bytes": 12_345_678}
+    f = {"success": ok, "reason": "" if ok else "timeout", "duration_ms": 30 + rng.random() * 60}
+    if ok and m == "http":
+        f.update(status=200, connect_ms=20.0, tls_ms=25.0, ttfb_ms=40.0)
+    if ok and m == "dns":
+        f.update(rcode="NOERROR", answers=1)
+    return f
+
+
+def fleet_messages(clinics: int, minutes: int, seed: int = 1, base_ms: int = BASE_MS,
+                   flush_s: float = 180) -> list[tuple[int, str, bytes]]:
+    """(time ms, topic, payload) in time order. Every clinic runs the sample config's schedule from a
+    random start and sends what it measured as the agent does: together once the oldest result has
+    waited `flush_s`, and at once after a failed check (2 % of checks); an event every 50 minutes or so,
+    and its status at the start. Payloads are encoded as the agent encodes them (zlib with the
+    contract's dictionary)."""
     BASE_MS = base_ms  # noqa: N806
     rng = random.Random(seed)
+    end = BASE_MS + minutes * 60_000
+    flush_ms = int(flush_s * 1000)
     out = []
-    seq = dict.fromkeys(range(clinics), 0)
-    offsets = [rng.randrange(30_000) for _ in range(clinics)]
-    for slot in range(minutes * 2):
-        for c in range(clinics):
-            at = BASE_MS + slot * 30_000 + offsets[c]
-            clinic = f"bench-{c:05d}"
-            samples = []
-            for target in ("records", "hub"):
-                seq[c] += 1
-                loss = 0.0 if rng.random() > 0.02 else 100.0
-                f = {"success": loss < 100, "loss_pct": loss, "sent": 5, "received": 5 if loss < 100 else 0}
-                if loss < 100:
-                    f.update(rtt_avg_ms=40 + rng.random() * 10, jitter_ms=rng.random() * 5)
-                samples.append({"seq": seq[c], "t": at - 1000, "mono": at - BASE_MS, "sync": "ntp", "m": "icmp",
-                                "tags": {"target": target}, "f": f})
-            doc = {"v": 1, "clinic": clinic, "boot": "0123456789abcdef", "mono_now": at - BASE_MS + 5,
-                   "samples": samples}
-            out.append((at, f"clinicwatch/v1/{clinic}/telemetry", zlib.compress(json.dumps(doc).encode())))
-            if slot % 100 == c % 100:
-                seq[c] += 1
-                event = {"v": 1, "clinic": clinic, "boot": "0123456789abcdef", "mono_now": at - BASE_MS + 5,
-                         "events": [{"seq": seq[c], "t": at, "mono": at - BASE_MS, "sync": "ntp",
-                                     "kind": "interface_up", "detail": {"interface": "wwan0"}}]}
-                out.append((at, f"clinicwatch/v1/{clinic}/event", json.dumps(event).encode()))
-            if slot == 0:
-                status = {"v": 1, "clinic": clinic, "state": "online", "boot": "0123456789abcdef", "agent": "b"}
-                out.append((at - 1, f"clinicwatch/v1/{clinic}/status", json.dumps(status).encode()))
+    for c in range(clinics):
+        clinic = f"bench-{c:05d}"
+        seq = 0
+
+        def send(at: int, kind: str, records: list[dict], clinic: str = clinic) -> None:
+            doc = {"v": 1, "clinic": clinic, "boot": "0123456789abcdef", "mono_now": at - BASE_MS,
+                   "samples" if kind == "telemetry" else "events": records}
+            out.append((at, f"clinicwatch/v1/{clinic}/{kind}", wire.encode(wire.build(
+                wire.Telemetry if kind == "telemetry" else wire.Events, doc))))
+
+        status = {"v": 1, "clinic": clinic, "state": "online", "boot": "0123456789abcdef", "agent": "b"}
+        out.append((BASE_MS - 1, f"clinicwatch/v1/{clinic}/status", json.dumps(status).encode()))
+        runs = sorted((BASE_MS + rng.randrange(min(interval, 10) * 1000) + k * interval * 1000, m, target)
+                      for m, target, interval in SCHEDULE for k in range(minutes * 60 // interval + 1))
+        runs += [(at, "event", "") for at in range(BASE_MS + rng.randrange(3_000_000), end, 3_000_000)]
+        pending: list[dict] = []
+        for at, m, target in sorted(runs):
+            if at >= end:
+                break
+            if pending and at >= pending[0]["t"] + flush_ms:
+                send(pending[0]["t"] + flush_ms, "telemetry", pending)
+                pending = []
+            seq += 1
+            if m == "event":  # sent at once, and the samples that waited with it
+                send(at, "event", [{"seq": seq, "t": at, "mono": at - BASE_MS, "sync": "ntp", "kind": "interface_up",
+                                    "detail": {"interface": "wwan0"}}])
+                if pending:
+                    send(at, "telemetry", pending)
+                    pending = []
+                continue
+            ok = m == "agent" or rng.random() >= FAILED
+            pending.append({"seq": seq, "t": at, "mono": at - BASE_MS, "sync": "ntp", "m": m,
+                            "tags": {"target": target} if target else {}, "f": _result(m, ok, rng)})
+            if not ok:  # a failed check sends what waited with it
+                send(at + 1000, "telemetry", pending)
+                pending = []
+        if pending and pending[0]["t"] + flush_ms < end:
+            send(pending[0]["t"] + flush_ms, "telemetry", pending)
     out.sort(key=lambda m: m[0])
     return out
 
 
-def throughput(clinics: int, minutes: int) -> None:
-    messages = fleet_messages(clinics, minutes)
+def throughput(clinics: int, minutes: int, flush_s: float) -> None:
+    messages = fleet_messages(clinics, minutes, flush_s=flush_s)
     registry = Registry(clinics=[Clinic(id=f"bench-{c:05d}", name="b", region=f"r{c % 17}", isp=f"i{c % 5}",
                                         link="lte") for c in range(clinics)])
     gc.freeze()  # the messages are this bench's, not the collector's: the GC need not scan them
@@ -96,11 +140,14 @@ def throughput(clinics: int, minutes: int) -> None:
         feeding = Validator(registry, letters, facts=facts.extend)
         engine = Engine({c.id: ClinicInfo(c.region, c.isp, c.link) for c in registry.clinics})
         db = StateDB(Path(tmp) / "state.sqlite")
-        next_tick = BASE_MS + 1000
         journal: list[tuple[str, bytes]] = []
         # A second of the fleet's messages at a time, as they would arrive: every stage on the same ones.
-        for first in range(0, len(messages), max(1, clinics // 30)):
-            chunk = messages[first:first + max(1, clinics // 30)]
+        seconds: dict[int, list[tuple[int, str, bytes]]] = {}
+        for message in messages:
+            seconds.setdefault((message[0] - BASE_MS) // 1000, []).append(message)
+        for second in range(min(seconds), max(seconds) + 1):
+            chunk = seconds.get(second, [])
+            next_tick = BASE_MS + (second + 1) * 1000
             cpu0 = time.process_time()
             for at, topic, payload in chunk:
                 plain.lines(topic, payload, at, 0)
@@ -127,7 +174,6 @@ def throughput(clinics: int, minutes: int) -> None:
             if (next_tick - BASE_MS) % 300_000 == 0:
                 db.snapshot(pickle.dumps(engine, protocol=pickle.HIGHEST_PROTOCOL))
             cpu5 = time.process_time()
-            next_tick += 1000
             for key, a, b in (("ingest", cpu0, cpu1), ("with_facts", cpu1, cpu2), ("digests", cpu2, cpu3),
                               ("engine", cpu3, cpu4), ("commit", cpu4, cpu5)):
                 cpu[key] += b - a
@@ -136,7 +182,7 @@ def throughput(clinics: int, minutes: int) -> None:
     n = len(messages)
     facts_extra = cpu["with_facts"] - cpu["ingest"]
     state_s = max(facts_extra, 0.0) + cpu["digests"] + cpu["engine"] + cpu["commit"]
-    rate = clinics / 30
+    rate = n / (minutes * 60)
 
     def us(seconds: float) -> str:
         return f"{seconds / n * 1e6:7.1f} us/message"
@@ -153,15 +199,17 @@ def throughput(clinics: int, minutes: int) -> None:
     print(f"  at the fleet's pace the state costs {state_s / (minutes * 60) * 100:.1f} % of one core")
 
 
-def end_to_end(clinics: int, minutes: int, rounds: int) -> None:
+def end_to_end(clinics: int, minutes: int, rounds: int, flush_s: float) -> None:
     """The real collector draining the same queued messages without and with the state engine, in turn."""
     from bench.collector_ingest import publish_all, tree_cpu_s
     from lab.servers import InfluxDB, Mosquitto, free_port
     from tests.collector_harness import collector_config, count_points, start_collector, wait_subscribed
 
     base = time.time_ns() // 1_000_000 - 3_600_000
-    messages = [(topic, payload) for _, topic, payload in fleet_messages(clinics, minutes, base_ms=base)]
-    points = sum(1 for topic, _ in messages if topic.endswith("/telemetry")) * 2  # ICMP samples
+    fleet = fleet_messages(clinics, minutes, base_ms=base, flush_s=flush_s)
+    messages = [(topic, payload) for _, topic, payload in fleet]
+    points = sum(1 for at, topic, payload in fleet if topic.endswith("/telemetry")
+                 for s in wire.decode(topic, payload, at).samples if s.m == "icmp")
     ids = [f"bench-{c:05d}" for c in range(clinics)]
     cpu: dict[bool, list[float]] = {False: [], True: []}
     own: list[float] = []  # the engine's threads, by its own metric
@@ -357,14 +405,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clinics", type=int, default=10_000)
     parser.add_argument("--minutes", type=int, default=10, help="scripted minutes of the fleet's reports")
+    parser.add_argument("--flush", type=float, default=180, help="the fleet's agents' flush interval, s")
     parser.add_argument("--rounds", type=int, default=3, help="end-to-end rounds, engine off and on (0: skip)")
     parser.add_argument("--cuts", type=int, default=10, help="link cuts for the detection part (0: skip)")
     parser.add_argument("--keepalive", type=int, default=10, help="the agent's MQTT keepalive, s")
     parser.add_argument("--group-wait", type=float, default=10, help="alerts.group_wait_s for the email timing")
     args = parser.parse_args()
-    throughput(args.clinics, args.minutes)
+    throughput(args.clinics, args.minutes, args.flush)
     if args.rounds:
-        end_to_end(args.clinics, args.minutes, args.rounds)
+        end_to_end(args.clinics, args.minutes, args.rounds, args.flush)
     if args.cuts:
         detection(args.cuts, args.keepalive, args.group_wait)
     return 0
