@@ -193,6 +193,7 @@ class Agent:
 
     async def _snmp_job(self, device: Any) -> None:
         from agent.snmp import DevicePoller, Engines
+        from agent.snmp.facts import FactsOnChange, facts_only
 
         if self.snmp_engines is None:
             self.snmp_engines = Engines()
@@ -217,8 +218,6 @@ class Agent:
             self._store([NewRecord("sample", t, mono, sync, {"m": "snmp_device", "tags": {"device": device.name},
                                                              "f": fields})], hurry=True)
             return
-        from agent.snmp.facts import FactsOnChange, facts_only
-
         facts = self.snmp_facts.get(device.name)
         if facts is None:
             facts = self.snmp_facts[device.name] = FactsOnChange()

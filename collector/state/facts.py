@@ -16,7 +16,6 @@ from typing import Any, NamedTuple
 import wire
 
 PROBE_KINDS = frozenset({"icmp", "tcp", "dns", "http"})
-TRUSTED_SYNC = wire.schema.TRUSTED_SYNC
 _NUMBERS = (int, float)  # exact types: a bool is not a number here
 
 
@@ -124,8 +123,8 @@ def facts_of(message: wire.Message, at_ms: int, sent_ms: int) -> list[Fact]:
             success = f.get("success")
             if success is not True and success is not False:
                 continue
-            # wire.effective_time inline, and exact types: this runs for every probe result of the fleet.
-            t = sample.t if sample.sync in TRUSTED_SYNC or mono_now is None else sent_ms - (mono_now - sample.mono)
+            # Exact types inline: this runs for every probe result of the fleet.
+            t = wire.effective_time(sample, mono_now, sent_ms)
             reason, loss, rtt, jitter = f.get("reason"), f.get("loss_pct"), f.get("rtt_avg_ms"), f.get("jitter_ms")
             probes.append((t, m, tags["target"], success, reason if type(reason) is str else None,
                            float(loss) if type(loss) in _NUMBERS else None,
