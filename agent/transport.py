@@ -16,6 +16,7 @@ import logging
 import random
 import ssl
 import threading
+import time
 from collections.abc import Callable
 
 from agent.imports import kept_out
@@ -81,6 +82,8 @@ class Session:
         self.client = client
         self._closed_bytes = 0  # IP bytes of this session's connections already closed (and attempts failed)
         self._bytes_lock = threading.Lock()
+        # When each batch was handed to paho, by message id: its PUBACK proves it went out by then.
+        self._published_at: dict[int, float] = {}
         self._expiry = Properties(PacketTypes.PUBLISH)
         self._expiry.MessageExpiryInterval = wire.HOLD_CLOCK_S
         self._next_delay()
@@ -115,11 +118,25 @@ class Session:
 
         Every publish carries the contract's Message Expiry Interval, so the collector learns how long
         the broker held it (and so when an agent with an unsynchronised clock sent it)."""
+        called = time.monotonic()
         info = self.client.publish(topic, payload, qos=1, retain=retain, properties=self._expiry)
         if info.rc in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
+            self._published_at[info.mid] = called
             return info.mid  # NO_CONN: queued by paho, sent when the session is back
         log.warning("publish to %s not queued: %s", topic, mqtt.error_string(info.rc))
         return None
+
+    def until_ping_s(self) -> float | None:
+        """Seconds until paho's keepalive would send a PINGREQ (negative: due), from its own record of the
+        last packet out and the last bytes in (its clock is time.monotonic); None when not connected.
+
+        paho keeps these in private attributes; if a release renames them this says None, and batches go
+        at their own time, pinged around as before (tests/test_agent_delivery.py sees the pings)."""
+        last_out = getattr(self.client, "_last_msg_out", None)
+        last_in = getattr(self.client, "_last_bytes_received", None)
+        if not self.connected or not isinstance(last_out, float) or not isinstance(last_in, float):
+            return None
+        return min(last_out, last_in) + self.config.keepalive_s - time.monotonic()
 
     def wire_bytes(self) -> int:
         """IP bytes this session has moved to and from the broker so far, both ways (agent/datause.py)."""
@@ -162,12 +179,21 @@ class Session:
     def _disconnected(self, _client: mqtt.Client, _u: object, _flags: object, reason: mqtt.ReasonCode,
                       _props: object) -> None:
         self.connected = False
+        self._published_at.clear()
         self._next_delay()
         cause = "keepalive timeout or link lost" if reason.value in (7, 0x8D, 0x80) else str(reason)
         self.on_connection(False, cause)
 
-    def _published(self, _client: mqtt.Client, _u: object, mid: int, reason: mqtt.ReasonCode,
+    def _published(self, client: mqtt.Client, _u: object, mid: int, reason: mqtt.ReasonCode,
                    _props: Properties | None) -> None:
+        sent = self._published_at.pop(mid, None)
+        if sent is not None:
+            # paho 2.2 times its keepalive from its last PINGREQ only: the time of the last packet out is not
+            # updated when a write empties its queue (eclipse-paho/paho.mqtt.python#813), so it pings every
+            # keepalive however often it publishes; over TLS about 200 bytes each, 3 MB a month at the
+            # default 180 s. A PUBACK shows the publish went out no earlier than when it was handed over.
+            if isinstance(last_out := getattr(client, "_last_msg_out", None), float) and sent > last_out:
+                client._last_msg_out = sent
         self.on_acked(mid, not reason.is_failure, str(reason))
 
     def _message(self, _client: mqtt.Client, _u: object, message: mqtt.MQTTMessage) -> None:

@@ -102,10 +102,10 @@ def test_broker_restart_and_agent_kill_lose_nothing(start_server, tmp_path) -> N
     assert all(at < ended * 1000 for at in twice), "a record delivered twice by the restarted broker"
 
 
-def _batches(watcher: Watcher) -> list[tuple[int, list]]:
-    """(when it arrived, its samples) for every telemetry message, in arrival order."""
+def _batches(watcher: Watcher, clinic: str = "es-ib-0042") -> list[tuple[int, list]]:
+    """(when it arrived, its samples) for every telemetry message of a clinic, in arrival order."""
     with watcher.lock:
-        messages = [m for kind, m in watcher.messages if kind == "telemetry"]
+        messages = [m for kind, m in watcher.messages if kind == "telemetry" and m.clinic == clinic]
         return [(watcher.received_ms[id(m)], list(m.samples)) for m in messages]
 
 
@@ -113,7 +113,7 @@ def test_samples_wait_their_flush_interval_together(start_server, tmp_path) -> N
     broker = start_server(Mosquitto())
     watcher = Watcher(broker.host, broker.port)
     probes = [{"kind": "tcp", "name": "records", "host": broker.host, "port": broker.port, "interval_s": 1}]
-    config = agent_config(tmp_path, broker.host, broker.port, probes, mqtt={"flush_interval_s": 8},
+    config = agent_config(tmp_path, broker.host, broker.port, probes, mqtt={"flush_interval_s": 8, "keepalive_s": 60},
                           self_metrics_interval_s=3600)
     agent = start_agent(config)
     try:
@@ -186,3 +186,50 @@ def test_a_record_the_contract_refuses_is_kept_aside_and_the_rest_flows(start_se
     assert refusals[0].detail == {"records": 1, "reason": "bad_value", "measurement": "snmp_if",
                                   "detail": "samples[0].f: key expected `str` matching regex '^[a-z][a-z0-9_]{0,63}$'"}
     assert outbox_rows(tmp_path / "state")[0] == 1  # kept, not lost: a fixed agent can still read it
+
+
+def test_a_batch_due_just_after_a_keepalive_ping_goes_instead_of_the_ping(start_server, tmp_path) -> None:
+    """The oldest waiting sample is younger than the last publish, so with the flush interval equal to the
+    keepalive a batch would be due just after paho's PINGREQ, every time: a ping's round trip for nothing.
+    The batch goes a little early instead, and its PUBACK keeps the connection alive. A clinic with nothing
+    to send still pings (which is how the log is known to show them)."""
+    broker = start_server(Mosquitto(extra_config="log_type debug\n"))
+    watcher = Watcher(broker.host, broker.port)
+    mqtt = {"keepalive_s": 10, "flush_interval_s": 10}
+    probes = [{"kind": "tcp", "name": "records", "host": broker.host, "port": broker.port, "interval_s": 1}]
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "idle").mkdir()
+    busy = start_agent(agent_config(tmp_path / "busy", broker.host, broker.port, probes, mqtt=mqtt,
+                                    self_metrics_interval_s=3600))
+    idle = start_agent(agent_config(tmp_path / "idle", broker.host, broker.port, [], clinic_id="es-ib-0043",
+                                    mqtt=mqtt, self_metrics_interval_s=3600))
+    try:
+        watcher.wait_for(lambda: len(_batches(watcher)) >= 6, timeout=90, what="six batches")
+    finally:
+        stop_agent(busy)
+        stop_agent(idle)
+        watcher.close()
+    log = broker.log_path.read_text()
+    assert log.count("Received PINGREQ from clinicwatch-es-ib-0043") >= 2
+    assert log.count("Received PINGREQ from clinicwatch-es-ib-0042") == 0
+    batches = _batches(watcher)
+    for (before, _), (received, samples) in zip(batches[1:5], batches[2:6]):
+        # Before the ping would be due (10 s after the previous batch was handed over), and not much more than
+        # the keepalive's margin (1 s and 5 % of it) before.
+        assert 8000 <= received - before <= 9500, (received - before, len(samples))
+        assert len(samples) >= 7
+
+
+@pytest.mark.parametrize(("hold_s", "until_ping_s", "keepalive_s", "flush_s", "wait_s"), [
+    (190, 180, 180, 180, 170),  # due 10 s after the ping: goes 10 s before it (1 s + 5 % of 180)
+    (165, 180, 180, 180, 165),  # due before the ping: its own time
+    (250, 180, 180, 180, 250),  # due 80 s after the ping (more than 0.4 of 180): the ping is cheaper
+    (5, 2, 180, 180, 0),        # the margin has passed: at once
+    (124, 60, 60, 180, 124),    # keepalive 60, flush 180: not moved a whole ping earlier (at most 30 s)
+    (62, 60, 60, 180, 56),      # ... but the last ping before it is saved
+    (100, None, 180, 180, 100),  # paho's times unknown: its own time
+])
+def test_how_long_a_batch_waits_around_a_keepalive_ping(hold_s, until_ping_s, keepalive_s, flush_s, wait_s) -> None:
+    from agent.runtime import batch_wait_s
+
+    assert batch_wait_s(hold_s, flush_s, until_ping_s, keepalive_s) == pytest.approx(wait_s)
