@@ -125,9 +125,23 @@ def test_a_regional_isp_failure_across_30_clinics_is_one_incident_of_30() -> Non
     assert detected[-1] - detected[0] >= 110 * S  # they really joined over two minutes
     [incident] = incidents(sim)
     assert incident.clinics() == sorted(c for c in fleet if c.startswith("ib-") and "orange" not in c)
+    assert [m.clinic for m in incident.members] == [f"ib-{i:02d}" for i in range(30)]  # as their links failed
     assert (incident.scope, incident.cause, incident.closed) == (
         "isp=Movistar region=Illes Balears", "wan", T0 + 40 * MIN)
     assert {o.clinic for o in outages(sim)} == set(incident.clinics())
+
+
+def test_an_incident_lists_its_clinics_in_the_order_they_went_down_whatever_order_they_were_judged_in() -> None:
+    from collector.state.incidents import Incidents, Place
+
+    grouping = Incidents(group_window_s=180)
+    grouping.set_places({c: Place("Lombardia", "FastNet") for c in ("lom-1", "lom-2", "lom-3")})
+    grouping.down("lom-1", T0, "wan")
+    grouping.down("lom-3", T0 + 11 * S, "wan")  # judged at the same look as lom-2, before it
+    incident = grouping.down("lom-2", T0 + 5 * S, "wan")
+    assert [(m.clinic, m.joined) for m in incident.members] == [("lom-1", T0), ("lom-2", T0 + 5 * S),
+                                                                 ("lom-3", T0 + 11 * S)]
+    assert (incident.id, incident.opened, incident.last_join) == (f"inc-{T0}-lom-1", T0, T0 + 11 * S)
 
 
 def test_clinics_behind_one_upstream_hop_are_one_incident_whatever_their_region_and_isp() -> None:

@@ -10,6 +10,7 @@ Plain logic on a scripted clock.
 
 from __future__ import annotations
 
+import bisect
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -105,7 +106,9 @@ class Incidents:
         if best is None:
             best = Incident(id=f"inc-{at}-{clinic}", opened=at)
             self.open[best.id] = best
-        best.members.append(Member(clinic, at, None, cause))
+        # In the order the clinics went down: several judged at one look come in no particular order, and
+        # one judged late (a Last Will that took longer) may have gone down before the others.
+        bisect.insort(best.members, Member(clinic, at, None, cause), key=lambda m: (m.joined, m.clinic))
         best.last_join = max(best.last_join, at)
         best.opened = min(best.opened, at)
         self.by_clinic[clinic] = best.id
