@@ -17,7 +17,8 @@
    of them by category (agent/datause.py; the growth of its self-metrics' month counters within
    the measured window, so that the connection's TLS handshake is not multiplied as if it came
    every few minutes). The clinic's gateway is on the clinic's own network (as
-   in a clinic), so its echoes do not cross the link. References in the same run: a bare Python
+   in a clinic), so its echoes do not cross the link, nor do the DNS probe's questions to the
+   router's resolver (a dnsmasq at the gateway's address). References in the same run: a bare Python
    interpreter's resident memory, and the bytes the same samples would take sent one per message
    as plain JSON (what batching and compression save). A device is polled at most every 5 s, so
    at a speed over 12 its polls run slower than the rest of the schedule (said when so). The

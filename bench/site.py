@@ -15,7 +15,7 @@ import yaml
 
 from lab.certs import CertificateAuthority
 from lab.links import EmulatedLink
-from lab.servers import Dnsmasq
+from lab.servers import Dnsmasq, _udp_bound
 from lab.webserver import WebServer
 
 REPO = Path(__file__).resolve().parent.parent
@@ -26,26 +26,45 @@ def sample_config() -> dict[str, Any]:
     return yaml.safe_load((REPO / "firmware_configs" / "agent.yaml").read_text())
 
 
+class LanDnsmasq(Dnsmasq):
+    """The clinic router's resolver: dnsmasq inside the clinic's namespace on its own network's address,
+    port 53, answering `records` (as the central one does)."""
+
+    def __init__(self, link: EmulatedLink, records: dict[str, str], host: str, **kw: object) -> None:
+        super().__init__(records, host=host, **kw)
+        self.netns, self.port = link.netns, 53
+
+    def command(self) -> list[str]:
+        return ["ip", "netns", "exec", self.netns, *super().command()]
+
+    def ready(self) -> bool:  # bound in the clinic's namespace, which this process's /proc/net does not show
+        return _udp_bound(self.port, self.proc.pid)  # type: ignore[union-attr]
+
+
 @contextlib.contextmanager
 def sample_site(directory: Path, link: EmulatedLink, speed: float = 1.0, lan: bool = False) -> Iterator[dict[str, Any]]:
     """Yield the sample config as a dict, its probes aimed at this link, intervals divided by `speed`. With
     `lan`, the probe of the clinic's gateway stays on the clinic's own network (lab.links.add_lan), as in
-    a clinic; otherwise it crosses the link like the others."""
+    a clinic, and so does the DNS probe of the router's resolver (a dnsmasq at the gateway's address);
+    otherwise they cross the link like the others."""
     sample = sample_config()
     ca = CertificateAuthority(directory)
     cert = ca.issue("records", [link.central_ip], days_valid=90)
-    with Dnsmasq({"records.salud.example": link.central_ip}, host=link.central_ip) as dns, \
-            WebServer(link.central_ip, cert=cert) as web:
+    answers = {"records.salud.example": link.central_ip}
+    with Dnsmasq(answers, host=link.central_ip) as dns, WebServer(link.central_ip, cert=cert) as web, \
+            contextlib.ExitStack() as on_lan:
         probes = []
+        gateway = None
         for spec in sample["probes"]:
             spec = dict(spec)
             if lan and spec["kind"] == "icmp" and spec["name"] == "gateway":
-                spec["host"] = link.add_lan(f"{spec['host']}/24")
+                gateway = spec["host"] = link.add_lan(f"{spec['host']}/24")
+            asks_router = lan and spec["kind"] == "dns" and spec["server"] == gateway
             for key in ("host", "server"):
-                if key in spec and not (lan and spec["name"] == "gateway"):
+                if key in spec and not (lan and spec["name"] == "gateway") and not asks_router:
                     spec[key] = link.central_ip
             if spec["kind"] == "dns":
-                spec["port"] = dns.port
+                spec["port"] = on_lan.enter_context(LanDnsmasq(link, answers, gateway)).port if asks_router else dns.port
             if spec["kind"] == "http":
                 spec["url"], spec["ca_file"] = web.url("/status/200"), str(ca.ca_file)
             if spec["kind"] == "tcp":
