@@ -37,6 +37,7 @@ from agent.datause import FIN_BYTES, SYN_BYTES, tcp_wire_bytes
 log = logging.getLogger(__name__)
 
 NETWORK_THREAD_STOP_S = 5.0
+PUBLISHED_AT_KEPT = 1000  # publish times kept for their PUBACKs (Session._published_at)
 
 
 def backoff_delay(attempt: int, low: float, high: float, rng: random.Random) -> float:
@@ -122,6 +123,11 @@ class Session:
         info = self.client.publish(topic, payload, qos=1, retain=retain, properties=self._expiry)
         if info.rc in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
             self._published_at[info.mid] = called
+            if len(self._published_at) > PUBLISHED_AT_KEPT:
+                # A PUBACK handled before its id was stored here (the network thread ran in between) left
+                # its entry behind: the oldest half goes, long since acknowledged or lost.
+                for mid in list(self._published_at)[:PUBLISHED_AT_KEPT // 2]:
+                    self._published_at.pop(mid, None)
             return info.mid  # NO_CONN: queued by paho, sent when the session is back
         log.warning("publish to %s not queued: %s", topic, mqtt.error_string(info.rc))
         return None

@@ -233,3 +233,17 @@ def test_how_long_a_batch_waits_around_a_keepalive_ping(hold_s, until_ping_s, ke
     from agent.runtime import batch_wait_s
 
     assert batch_wait_s(hold_s, flush_s, until_ping_s, keepalive_s) == pytest.approx(wait_s)
+
+
+def test_the_publish_times_kept_for_their_pubacks_stay_bounded() -> None:
+    """Not connected: every publish is queued and none is acknowledged, as if each PUBACK had been handled
+    before its id was stored."""
+    from agent.config import MqttConfig
+    from agent.structs import convert
+    from agent.transport import PUBLISHED_AT_KEPT, Session
+
+    config = convert({"host": "127.0.0.1", "port": 1883, "password": "unused"}, MqttConfig, "test", "mqtt")
+    session = Session("es-ib-0042", "0123456789abcdef", config, lambda *_: None, lambda *_: None, lambda *_: None)
+    mids = [session.publish("clinicwatch/v1/es-ib-0042/telemetry", b"{}") for _ in range(PUBLISHED_AT_KEPT + 1)]
+    assert len(set(mids)) == PUBLISHED_AT_KEPT + 1
+    assert list(session._published_at) == mids[PUBLISHED_AT_KEPT // 2:]
