@@ -24,6 +24,12 @@ from tests.agent_harness import Watcher, agent_config, start_agent, stop_agent
 from tests.collector_harness import collector_config, start_collector, wait_subscribed
 
 CLINICS = [f"es-ib-{i:04d}" for i in range(1, 6)]
+# A message only ever seen held places its samples within a second of the broker's whole seconds of hold,
+# plus the transit the method cannot see (collector/ingest/agentclock.py: the lower bound leaves it out),
+# milliseconds here: a first held message whose hold sits at the edge of its second is placed 1 s and
+# that transit off (1000.05 ms in one CI run). 50 ms of transit on loopback, and the milliseconds both
+# clocks are read in.
+PLACED_WITHIN_MS = 1000 + 50
 
 
 def _agent(tmp: Path, broker: Mosquitto, clinic: str) -> Path:
@@ -85,11 +91,11 @@ def check_stored(seen: dict[str, dict[tuple[str, int], int]], stored: dict[str, 
         assert len(stored.get(clinic, [])) == len(seen[clinic]), clinic
         # Sorted against sorted: the pairing that makes the largest difference least.
         errors = [abs(ns / 1e6 - t) for ns, t in zip(sorted(stored[clinic]), sorted(seen[clinic].values()))]
-        assert max(errors) < 1000, (clinic, max(errors))
+        assert max(errors) < PLACED_WITHIN_MS, (clinic, max(errors))
         if identity:  # nanoseconds: each point names its sample, so each is where its own sample belongs
             by_identity = {(zlib.crc32(boot.encode()) + seq) % 1_000_000: t for (boot, seq), t in seen[clinic].items()}
             for ns in stored[clinic]:
-                assert abs(ns // 1_000_000 - by_identity[ns % 1_000_000]) < 1000
+                assert abs(ns // 1_000_000 - by_identity[ns % 1_000_000]) < PLACED_WITHIN_MS
 
 
 def _settled(witness: Watcher) -> dict[str, dict[tuple[str, int], int]]:

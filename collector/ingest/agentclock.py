@@ -20,7 +20,9 @@ tightest bounds it has seen, U (least upper) and L (greatest lower), and estimat
   sample with the least delay: one live message places a whole later backlog to
   milliseconds ("live" estimate);
 - as the middle of [L, U] when every message was held (a collector that met this
-  agent only through a backlog): within (U − L) / 2, under a second ("held").
+  agent only through a backlog): within (U − L) / 2, under a second, plus the transit
+  that L leaves out ("held"; the samples of a first held message whose hold sits at the
+  edge of its second are a second and that transit off).
 The monotonic clock of a box without NTP drifts against UTC (a Raspberry Pi's
 crystal: tens of ppm), so a bound observed at mono_now m widens by `DRIFT` per ms of
 distance from m. A message the agent sent late (paho resends an unacknowledged
