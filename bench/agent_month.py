@@ -54,10 +54,10 @@ import paho.mqtt.client as mqtt
 import yaml
 
 from agent.outbox import NewRecord, Outbox
-from bench.site import sample_config, sample_site
+from bench.site import InClinic, sample_config, sample_site
 from lab.certs import CertificateAuthority
 from lab.links import EmulatedLink, privileged_reason
-from lab.servers import Mosquitto, Snmpd, _udp_bound
+from lab.servers import Mosquitto, Snmpd
 from lab.snmpdevice import SIMULATED_MODULES, SimulatedDevice, ups_card
 from tests.agent_harness import Watcher, start_agent, stop_agent
 
@@ -76,18 +76,12 @@ PROFILES = ("minimal", "sample", "sample+snmp")
 ROUTER_KEYS = ("router-auth-pass", "router-priv-pass")
 
 
-class LanSnmpd(Snmpd):
-    """snmpd inside the clinic's namespace, on its own network's address (a device at the clinic)."""
+class LanSnmpd(InClinic, Snmpd):
+    """snmpd at the clinic: a device on its own network."""
 
     def __init__(self, link: EmulatedLink, host: str, port: int, config: str, **kw: object) -> None:
-        super().__init__(config, host=host, **kw)  # type: ignore[arg-type]
+        super().__init__(config, host=host, **kw)  # type: ignore[call-arg]
         self.netns, self.port = link.netns, port
-
-    def command(self) -> list[str]:
-        return ["ip", "netns", "exec", self.netns, *super().command()]
-
-    def ready(self) -> bool:  # bound in the clinic's namespace, which this process's /proc/net does not show
-        return _udp_bound(self.port, self.proc.pid)  # type: ignore[union-attr]
 
 
 @contextlib.contextmanager

@@ -26,19 +26,27 @@ def sample_config() -> dict[str, Any]:
     return yaml.safe_load((REPO / "firmware_configs" / "agent.yaml").read_text())
 
 
-class LanDnsmasq(Dnsmasq):
-    """The clinic router's resolver: dnsmasq inside the clinic's namespace on its own network's address,
-    port 53, answering `records` (as the central one does)."""
+class InClinic:
+    """A lab server run inside the clinic's namespace, on its own network's address (a device at the clinic).
+    Mixed in before the server class; `netns` and `port` are set by the subclass."""
 
-    def __init__(self, link: EmulatedLink, records: dict[str, str], host: str, **kw: object) -> None:
-        super().__init__(records, host=host, **kw)
-        self.netns, self.port = link.netns, 53
+    netns: str
+    port: int
+    proc: Any
 
     def command(self) -> list[str]:
-        return ["ip", "netns", "exec", self.netns, *super().command()]
+        return ["ip", "netns", "exec", self.netns, *super().command()]  # type: ignore[misc]
 
     def ready(self) -> bool:  # bound in the clinic's namespace, which this process's /proc/net does not show
-        return _udp_bound(self.port, self.proc.pid)  # type: ignore[union-attr]
+        return _udp_bound(self.port, self.proc.pid)
+
+
+class LanDnsmasq(InClinic, Dnsmasq):
+    """The clinic router's resolver, port 53, answering `records` (as the central one does)."""
+
+    def __init__(self, link: EmulatedLink, records: dict[str, str], host: str, **kw: object) -> None:
+        super().__init__(records, host=host, **kw)  # type: ignore[call-arg]
+        self.netns, self.port = link.netns, 53
 
 
 @contextlib.contextmanager
