@@ -403,6 +403,46 @@ def test_a_silent_device_is_unreachable_once_then_reachable_again(device, pollin
     assert back.status == "ok" and [k for k, _ in back.events] == ["device_reachable"]
 
 
+def test_between_polls_an_engine_ticks_once_a_second_and_at_pysnmps_pace_while_polling(device) -> None:
+    """pysnmp's timer ticks ten times a second while a transport is open; an agent polling a router once a
+    minute would wake that often for nothing. Between polls it ticks once a second (agent/snmp/client.py),
+    and at pysnmp's pace while any poll of the engine is out."""
+    (_, snmpd), (_, hung) = device(), device()
+
+    def spec(server: Snmpd, name: str) -> DeviceSpec:
+        return convert({"name": name, "host": server.host, "port": server.port, "community": "public",
+                        "timeout_s": 1.0, "retries": 0}, DeviceSpec, "t")
+
+    async def run() -> tuple[list[float], list[str], int]:
+        engines = Engines()
+        quick, slow = DevicePoller(spec(snmpd, "quick"), engines, Profiles()), DevicePoller(spec(hung, "slow"), engines, Profiles())
+        assert quick.client.engine is slow.client.engine  # v2c devices share one engine
+        assert (await quick.poll()).status == "ok"
+        dispatcher = quick.client.engine.transport_dispatcher
+        seen = [dispatcher.get_timer_resolution()]
+        os.kill(hung.proc.pid, signal.SIGSTOP)  # its poll stays out until it times out
+        try:
+            polls = [asyncio.create_task(slow.poll()), asyncio.create_task(quick.poll())]
+            await asyncio.sleep(0)
+            seen.append(dispatcher.get_timer_resolution())
+            await polls[1]
+            seen.append(dispatcher.get_timer_resolution())  # the engine's other poll is still out
+            await polls[0]
+        finally:
+            os.kill(hung.proc.pid, signal.SIGCONT)
+        seen.append(dispatcher.get_timer_resolution())
+        ticks = dispatcher.get_timer_ticks()
+        await asyncio.sleep(3.0)
+        idle = dispatcher.get_timer_ticks() - ticks
+        engines.close()
+        return seen, [p.result().status for p in polls], idle
+
+    seen, statuses, idle = asyncio.run(run())
+    assert seen == [1.0, 0.1, 0.1, 1.0]
+    assert statuses == ["unreachable", "ok"]
+    assert 1 <= idle <= 4  # 30 at pysnmp's own pace
+
+
 def test_nothing_listening_is_unreachable(polling) -> None:
     nobody = SimpleNamespace(host="127.0.0.1", port=free_port(socket.SOCK_DGRAM))
     polled = polling(nobody, timeout_s=0.3, retries=0).poll()

@@ -8,8 +8,12 @@ group by and a detail a person can act on.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import time
+import weakref
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,8 +34,43 @@ AUTH = {"md5": usm.USM_AUTH_HMAC96_MD5, "sha": usm.USM_AUTH_HMAC96_SHA, "sha224"
 PRIV = {"des": usm.USM_PRIV_CBC56_DES, "aes": usm.USM_PRIV_CFB128_AES,
         "aes192": usm.USM_PRIV_CFB192_AES_BLUMENTHAL, "aes256": usm.USM_PRIV_CFB256_AES_BLUMENTHAL,
         "aes192c": usm.USM_PRIV_CFB192_AES, "aes256c": usm.USM_PRIV_CFB256_AES}
+# pysnmp counts request timeouts in ticks of its dispatcher's timer (0.1 s), and its asyncio dispatcher
+# ticks for as long as a transport is open: ten wake-ups a second on a router that is polled once a
+# minute. Between polls an engine ticks once a second (its caches, timed in ticks, still expire: in
+# 50 minutes instead of 5) and a poll sets it back before its first request (`awake`).
+POLL_TICK_S = 0.1
+IDLE_TICK_S = 1.0
+_awake: weakref.WeakKeyDictionary[SnmpEngine, int] = weakref.WeakKeyDictionary()
 MAX_WALK_REQUESTS = 500  # a table larger than this many pages is a device bug, not a clinic router
 GEN_ERR_RETRIES = 2  # a walk's request answered genErr is asked again this many times
+
+
+@contextlib.contextmanager
+def awake(engine: SnmpEngine) -> Iterator[None]:
+    """Requests of `engine` go out in this block: its timer at pysnmp's resolution until the last such block
+    of the engine ends (devices sharing an engine may be polled at once). A timeout is never counted
+    short; the first one of a poll may be counted up to a second late (the timer's pending idle tick)."""
+    count = _awake.get(engine, 0)
+    _awake[engine] = count + 1
+    if count == 0:
+        _tick(engine, POLL_TICK_S)
+    try:
+        yield
+    finally:
+        _awake[engine] -= 1
+        if _awake[engine] == 0:
+            _tick(engine, IDLE_TICK_S)
+
+
+def _tick(engine: SnmpEngine, seconds: float) -> None:
+    dispatcher = engine.transport_dispatcher  # None until the engine's first request
+    if dispatcher is None or dispatcher.get_timer_resolution() == seconds:
+        return
+    dispatcher.set_timer_resolution(seconds)
+    ticker = getattr(dispatcher, "loopingcall", None)
+    if seconds < IDLE_TICK_S and ticker is not None and not ticker.done():
+        ticker.cancel()  # asleep for up to a second: wake it at the new pace
+        dispatcher.loopingcall = asyncio.ensure_future(dispatcher.handle_timeout())
 
 
 class _NoSuchName(Exception):

@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.snmp.client import Client, Engines, Oid, Reading, SnmpError, format_oid, parse_oid
+from agent.snmp.client import Client, Engines, Oid, Reading, SnmpError, awake, format_oid, parse_oid
 from agent.snmp.config import DeviceSpec
 from agent.snmp.counters import TICKS_PER_S, rate, uptime_verdict
 from agent.snmp.profiles import Collect, Profile, Profiles
@@ -151,7 +151,8 @@ class DevicePoller:
         requests_before = self.client.requests
         self._storage_rows = None
         try:
-            await self._poll(result, state)
+            with awake(self.client.engine):
+                await self._poll(result, state)
         except SnmpError as exc:
             result.status, result.detail = exc.status, exc.detail
             if exc.status == "timeout":
