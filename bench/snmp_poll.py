@@ -1,13 +1,14 @@
 """Benchmark: polling one router with 8 interfaces over SNMP, against net-snmp's own tools.
 
-    sudo .venv/bin/python -m bench.snmp_poll [--polls 50]
+    sudo .venv/bin/python -m bench.snmp_poll [--polls 50] [--idle 20]
 
 The "router" is a real net-snmp snmpd (its own C IF-MIB code) in a network
 namespace holding 8 interfaces (4 veth pairs) besides `lo`. Measured in the same
 run, on the same daemon:
   - the agent's DevicePoller (warm: engine, target and table sizes known), system
     group + ifTable + ifXTable, rates computed: wall and CPU time per poll,
-    requests per poll, resident memory;
+    requests per poll, resident memory; then the CPU its engine's timer costs while idle between
+    polls, at the agent's pace and at pysnmp's own (the reference), `--idle` seconds each;
   - net-snmp's C tools (peak memory through GNU time) reading the same tables as a shell script would on each
     poll: `snmpget` of the system scalars and `snmpbulkwalk` of ifTable and of
     ifXTable (three processes): wall, CPU (children's rusage) and peak memory.
@@ -40,7 +41,7 @@ def _rss_kib() -> int:
     return 0
 
 
-def inner(polls: int) -> dict:
+def inner(polls: int, idle_s: float) -> dict:
     rss_bare = _rss_kib()
     from agent.snmp import DevicePoller, DeviceSpec, Engines, Profiles
     from agent.snmp.facts import FactsOnChange
@@ -72,6 +73,19 @@ def inner(polls: int) -> dict:
             cpu_ms = (time.process_time() - cpu0) * 1000 / polls
             results["wire_bytes_steady"] = _wire_bytes(sent[-1])
             interfaces = sum(1 for m, _, _ in polled.samples if m == "snmp_if")
+            if idle_s:
+                # Between polls: the engine's timer at the agent's idle pace, then at pysnmp's own (the
+                # reference), the same seconds each.
+                from agent.snmp.client import POLL_TICK_S
+
+                dispatcher = poller.client.engine.transport_dispatcher
+                results["idle_s"], results["idle_tick_s"] = idle_s, dispatcher.get_timer_resolution()
+                for pace, key in ((dispatcher.get_timer_resolution(), "idle_cpu_ms_agent"),
+                                  (POLL_TICK_S, "idle_cpu_ms_pysnmp")):
+                    dispatcher.set_timer_resolution(pace)
+                    cpu0 = time.process_time()
+                    await asyncio.sleep(idle_s)
+                    results[key] = (time.process_time() - cpu0) * 1000
             engines.close()
             return walls, cpu_ms, requests, interfaces, polled
 
@@ -132,13 +146,14 @@ def _namespace(name: str, pairs: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--polls", type=int, default=50)
+    parser.add_argument("--idle", type=float, default=20, help="seconds idle between polls, twice (0: skip)")
     parser.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.inner:
-        print(json.dumps(inner(args.polls)))
+        print(json.dumps(inner(args.polls, args.idle)))
         return
     where = "a namespace with 8 veth interfaces + lo"
-    command = [sys.executable, "-m", "bench.snmp_poll", "--inner", "--polls", str(args.polls)]
+    command = [sys.executable, "-m", "bench.snmp_poll", "--inner", "--polls", str(args.polls), "--idle", str(args.idle)]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     namespace = f"cwbench-snmp-{os.getpid()}"
     if os.geteuid() == 0:
@@ -170,6 +185,11 @@ def main() -> None:
     print(f"  agent RSS: python with the bench's stdlib imports {r['rss_bare_kib'] / 1024:.1f} MiB, after pysnmp + agent.snmp imports "
           f"{r['rss_after_imports_kib'] / 1024:.1f} MiB")
     print(f"  at the default 60 s interval: agent CPU {a['cpu_ms_per_poll'] * 60 / 1000:.2f} s per hour per router")
+    if "idle_cpu_ms_agent" in r:
+        hourly = {k: r[k] * 3600 / r["idle_s"] / 1000 for k in ("idle_cpu_ms_agent", "idle_cpu_ms_pysnmp")}
+        print(f"  between polls ({r['idle_s']:g} s idle each): the engine's timer costs {hourly['idle_cpu_ms_agent']:.2f} s "
+              f"of CPU an hour at the agent's idle pace ({r['idle_tick_s']:g} s), {hourly['idle_cpu_ms_pysnmp']:.2f} s at "
+              f"pysnmp's own (0.1 s): {hourly['idle_cpu_ms_agent'] / hourly['idle_cpu_ms_pysnmp']:.2f}x")
     per_poll, steady = r["wire_bytes_per_poll"] + MQTT_OVERHEAD, r["wire_bytes_steady"] + MQTT_OVERHEAD
     print(f"  reporting: {r['wire_bytes_per_poll']} B per poll with every field as a compressed telemetry message "
           f"(+{MQTT_OVERHEAD} B MQTT/TCP/IP/TLS) -> {per_poll * 43_200 / 1e6:.1f} MB per month at 60 s; with facts on "
