@@ -19,11 +19,14 @@ import threading
 import time
 from collections.abc import Callable
 
-from agent.imports import kept_out
+from agent.imports import deferred, kept_out
 
 # paho imports dnspython's resolver, when it is installed, only for connect_srv (SRV lookups), which the
-# agent does not use; with what it pulls in that is about 3.7 MiB resident.
-with kept_out("dns.resolver"):
+# agent does not use; with what it pulls in that is about 3.7 MiB resident. It imports urllib.request (with
+# http.client, email and tempfile: 1.8 MiB) only to read an `mqtt_proxy` from the environment when PySocks
+# is installed, which the agent's install does not bring: imported if and when paho reads it (httpx, with
+# the first HTTP check, imports it too).
+with kept_out("dns.resolver"), deferred("urllib.request"):
     import paho.mqtt.client as mqtt
 from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes

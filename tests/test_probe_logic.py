@@ -165,15 +165,37 @@ def test_what_an_icmp_error_quotes_of_a_udp_probe_is_read_as_scapy_reads_it() ->
 
 def test_the_agent_loads_a_probes_library_only_with_the_probe() -> None:
     """scapy is not the agent's any more; httpx comes with the first HTTP check or throughput test, dnspython
-    with the first DNS check (paho's own import of its resolver is kept out), pysnmp with the first device;
+    with the first DNS check (paho's own import of its resolver is kept out), pysnmp with the first device,
+    urllib.request (and http.client) when paho reads a proxy from the environment or with httpx;
     pydantic is the collector's, not the agent's."""
     import subprocess
     import sys
 
     code = ("import sys, agent.cli, agent.runtime, agent.probes; "
-            "print(sorted(m for m in ('httpx', 'scapy', 'dns.message', 'dns.resolver', 'pysnmp', 'pydantic') if m in sys.modules))")
+            "print(sorted(m for m in ('httpx', 'scapy', 'dns.message', 'dns.resolver', 'pysnmp', 'pydantic', "
+            "'urllib.request', 'http.client') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_paho_reads_urllib_request_only_when_it_looks_for_a_proxy(mosquitto) -> None:
+    """paho imports urllib.request (1.8 MiB with http.client and email) for one thing: an `mqtt_proxy` in the
+    environment, looked for only when PySocks is installed. The agent's install does not bring PySocks (this
+    test environment does, through selenium): without it, a session to a real broker never loads it; with
+    it, paho reads the proxy settings through the real module."""
+    import subprocess
+    import sys
+
+    code = ("import sys, time; {keep}import agent.transport as t; "
+            "c = t.mqtt.Client(t.mqtt.CallbackAPIVersion.VERSION2, protocol=t.mqtt.MQTTv5); "
+            f"c.connect('{mosquitto.host}', {mosquitto.port}); c.loop_start(); "
+            "deadline = time.monotonic() + 10\nwhile not c.is_connected() and time.monotonic() < deadline: time.sleep(0.05)\n"
+            "print(c.is_connected(), 'http.client' in sys.modules); c.disconnect(); c.loop_stop()")
+    without = subprocess.run([sys.executable, "-c", code.format(keep="sys.modules['socks'] = None; ")],
+                             capture_output=True, text=True, check=True)
+    with_socks = subprocess.run([sys.executable, "-c", code.format(keep="")], capture_output=True, text=True, check=True)
+    assert without.stdout.split() == ["True", "False"]
+    assert with_socks.stdout.split() == ["True", "True"]
 
 
 def test_an_http_check_does_not_load_trio() -> None:
