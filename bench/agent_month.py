@@ -23,7 +23,9 @@
    as plain JSON (what batching and compression save). A device is polled at most every 5 s, so
    at a speed over 12 its polls run slower than the rest of the schedule (said when so). The
    throughput test keeps its real 6 h interval: it runs once at the start, before the measured
-   window (the link's count is of probes and reporting only), and weighs in the memory.
+   window (the link's count is of probes and reporting only), and weighs in the memory. The agent
+   runs in `.venv-agent`, with its own dependencies only (bench/agent_env.py), as a clinic box
+   installs it: the test environment's extras would change what its libraries load.
 2. Drain: `--backlog` samples are put in the outbox (a long outage), the agent starts
    and the time until a subscriber has them all gives samples/s. Reference in the
    same run: a bare paho client publishing the same number of QoS 1 messages, one
@@ -54,6 +56,7 @@ import paho.mqtt.client as mqtt
 import yaml
 
 from agent.outbox import NewRecord, Outbox
+from bench.agent_env import agent_python
 from bench.site import InClinic, sample_config, sample_site
 from lab.certs import CertificateAuthority
 from lab.links import EmulatedLink, privileged_reason
@@ -108,7 +111,7 @@ def clinic_devices(tmp: Path, link: EmulatedLink, lan_ip: str, speed: float) -> 
 
 
 def schedule_phase(tmp: Path, link: EmulatedLink, speed: float, minutes: float, profile: str,
-                   mqtt_settings: dict[str, float]) -> dict:
+                   mqtt_settings: dict[str, float], python: str) -> dict:
     tmp = tmp / profile
     tmp.mkdir()
     with contextlib.ExitStack() as stack:
@@ -133,7 +136,7 @@ def schedule_phase(tmp: Path, link: EmulatedLink, speed: float, minutes: float, 
         path = tmp / "agent.yaml"
         path.write_text(yaml.safe_dump(config))
         life_before = link.stats()
-        agent = start_agent(path, netns=link.netns)
+        agent = start_agent(path, netns=link.netns, python=python)
         try:
             time.sleep(20)  # imports, first runs, first connection
             pid = agent.pid  # `ip netns exec` execs the agent in place: same pid
@@ -181,16 +184,16 @@ def window_account(records: list, speed: float) -> dict[str, float]:
     return {c: (last.f[name] - first.f[name]) * MONTH_S / span_s for c, name in fields.items()}
 
 
-def bare_python_rss_mib() -> float:
+def bare_python_rss_mib(python: str) -> float:
     """A bare interpreter's resident memory, the floor under any Python agent."""
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3)"])
+    proc = subprocess.Popen([python, "-c", "import time; time.sleep(3)"])
     time.sleep(1.5)
     rss = _proc(proc.pid)[1]
     proc.wait()
     return rss / 1024
 
 
-def idle_phase(tmp: Path, seconds: float) -> dict:
+def idle_phase(tmp: Path, seconds: float, python: str) -> dict:
     """The agent with nothing to run (no probes, self-metrics once an hour) connected to a broker: what
     its run loop costs between jobs."""
     with Mosquitto() as broker:
@@ -199,7 +202,7 @@ def idle_phase(tmp: Path, seconds: float) -> dict:
                                           "probes": [], "clock": {"sync_check": "assume"},
                                           "self_metrics_interval_s": 3600,
                                           "mqtt": {"host": broker.host, "port": broker.port}}))
-        agent = start_agent(config)
+        agent = start_agent(config, python=python)
         try:
             time.sleep(15)  # imports, connection
             cpu0, _, _ = _proc(agent.pid)
@@ -210,7 +213,7 @@ def idle_phase(tmp: Path, seconds: float) -> dict:
     return {"seconds": seconds, "cpu_s": cpu1 - cpu0}
 
 
-def drain_phase(tmp: Path, backlog: int) -> dict:
+def drain_phase(tmp: Path, backlog: int, python: str) -> dict:
     body = {"m": "icmp", "tags": {"target": "records"},
             "f": {"success": True, "reason": "", "duration_ms": 812.4, "sent": 5, "received": 5, "loss_pct": 0.0,
                   "duplicates": 0, "late": 0, "loss_max_burst": 0, "rtt_min_ms": 58.2, "rtt_avg_ms": 61.9,
@@ -249,7 +252,7 @@ def drain_phase(tmp: Path, backlog: int) -> dict:
                                           "clock": {"sync_check": "assume"}, "self_metrics_interval_s": 3600,
                                           "mqtt": {"host": broker.host, "port": broker.port}}))
         start = time.perf_counter()
-        agent = start_agent(config)
+        agent = start_agent(config, python=python)
         try:
             watcher.wait_for(lambda: len(watcher.records()) >= backlog, timeout=900, what="the backlog")
             agent_s = time.perf_counter() - start
@@ -280,16 +283,17 @@ def main() -> int:
     if privileged_reason():
         print(f"bench.agent_month {privileged_reason()}", file=sys.stderr)
         return 2
+    python = agent_python()  # the agent's own dependencies only, as a clinic box installs them
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        bare = bare_python_rss_mib()
+        bare = bare_python_rss_mib(python)
         runs = []
         for profile in profiles:
             with EmulatedLink("fibre") as link:
                 runs.append(schedule_phase(tmp, link, args.speed, args.minutes, profile,
-                                           {"keepalive_s": args.keepalive, "flush_interval_s": args.flush}))
-        drain = drain_phase(tmp, args.backlog) if args.backlog else None
-        idle = idle_phase(tmp, args.idle) if args.idle else None
+                                           {"keepalive_s": args.keepalive, "flush_interval_s": args.flush}, python))
+        drain = drain_phase(tmp, args.backlog, python) if args.backlog else None
+        idle = idle_phase(tmp, args.idle, python) if args.idle else None
     print(f"the agent at the default schedule, {args.minutes:g} min of each profile at {args.speed:g}x = "
           f"{runs[0]['schedule_hours']:.1f} h of schedule; a bare Python interpreter here: {bare:.1f} MiB resident"
           + (f"; devices polled every 5 s, slower than the schedule's {60 / args.speed:g} s" if args.speed > 12 else ""))

@@ -134,8 +134,10 @@ def agent_config(directory: Path, host: str, port: int, probes: list[dict[str, A
     return path
 
 
-def start_agent(config: Path, netns: str | None = None, log: Path | None = None) -> subprocess.Popen[bytes]:
-    command = [sys.executable, "-m", "agent.cli", "run", "--config", str(config)]
+def start_agent(config: Path, netns: str | None = None, log: Path | None = None,
+                python: str | None = None) -> subprocess.Popen[bytes]:
+    """The agent in its own process; `python`: another interpreter's (bench.agent_env), else this one's."""
+    command = [python or sys.executable, "-m", "agent.cli", "run", "--config", str(config)]
     if netns:
         command = ["ip", "netns", "exec", netns, *command]
     log = log or config.with_suffix(".log")
