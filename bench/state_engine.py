@@ -50,7 +50,7 @@ BASE_MS = 1_790_000_000_000
 
 # The sample config's schedule (firmware_configs/agent.yaml, without its SNMP devices, traceroute and
 # throughput test): (measurement, target, interval s).
-SCHEDULE = (("icmp", "gateway", 60), ("icmp", "records", 60), ("tcp", "records", 300), ("http", "records", 300),
+SCHEDULE = (("icmp", "gateway", 60), ("icmp", "records", 60), ("http", "records", 900),
             ("dns", "router-resolver", 300), ("agent", "", 300))
 FAILED = 0.02  # the share of checks that fail outright (ICMP 100 % loss, TCP refused, HTTP timeout, ...)
 

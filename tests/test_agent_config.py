@@ -45,12 +45,12 @@ def test_every_bad_config_file_has_an_expected_error() -> None:
 def test_the_shipped_sample_config_is_valid() -> None:
     config = load_config(REPO / "firmware_configs" / "agent.yaml")
     assert config.clinic_id == "es-ib-0042"
-    assert {spec.kind for spec in config.probes} == {"icmp", "tcp", "dns", "http", "traceroute", "throughput"}
+    assert {spec.kind for spec in config.probes} == {"icmp", "dns", "http", "traceroute", "throughput"}
 
 
 def test_check_config_command_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
     assert agent_main(["check-config", "--config", str(REPO / "firmware_configs" / "agent.yaml")]) == 0
-    assert "valid; clinic es-ib-0042, 7 probe(s)" in capsys.readouterr().out
+    assert "valid; clinic es-ib-0042, 6 probe(s)" in capsys.readouterr().out
     assert agent_main(["check-config", "--config", str(DATA / "bad-port.yaml")]) == 2
     assert "bad-port.yaml: probes[0].port" in capsys.readouterr().err
 
