@@ -186,6 +186,8 @@ def test_paho_reads_urllib_request_only_when_it_looks_for_a_proxy(mosquitto) -> 
     import subprocess
     import sys
 
+    pytest.importorskip("socks", reason="the half with a proxy library needs PySocks (the test extras bring it, "
+                                        "through selenium's urllib3[socks])")
     code = ("import sys, time; {keep}import agent.transport as t; "
             "c = t.mqtt.Client(t.mqtt.CallbackAPIVersion.VERSION2, protocol=t.mqtt.MQTTv5); "
             f"c.connect('{mosquitto.host}', {mosquitto.port}); c.loop_start(); "
