@@ -1,6 +1,6 @@
 """Benchmark: the running agent at the default schedule, and its outbox drain after a long outage.
 
-    sudo .venv/bin/python -m bench.agent_month [--speed 12] [--minutes 3] [--backlog 50000] [--idle 60]
+    sudo .venv/bin/python -m bench.agent_month [--speed 12] [--minutes 5] [--backlog 50000] [--idle 60]
                                                [--profiles minimal,sample,sample+snmp]
                                                [--keepalive 180] [--flush 180]
 
@@ -32,6 +32,10 @@
    sample each, to the same broker on loopback.
 3. Idle: the agent with no probes, connected to a broker, for `--idle` seconds: the CPU of its
    run loop between jobs.
+The measured window is best a whole number of hours of schedule (the default: 5 minutes at 12x):
+every interval of the sample config divides an hour, so each run's window holds the same number of
+each probe's runs, and a month's figure does not move with where the window fell (a 48-minute
+window held three or four HTTPS checks: 2 MB a month apart). The bench says so when it is not.
 CPU per hour is extrapolated from compressed time: idle costs (timers, keepalive) do
 not scale with speed, so the figure is slightly pessimistic for probing and
 optimistic for idling.
@@ -265,7 +269,8 @@ def drain_phase(tmp: Path, backlog: int, python: str) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--speed", type=float, default=12)
-    parser.add_argument("--minutes", type=float, default=3, help="wall minutes of each profile's run")
+    parser.add_argument("--minutes", type=float, default=5,
+                        help="wall minutes of each profile's run (best: speed x minutes a whole number of hours)")
     parser.add_argument("--backlog", type=int, default=50_000, help="samples of the drain test (0: no drain test)")
     parser.add_argument("--idle", type=float, default=60, help="seconds of the idle agent's CPU reading (0: none)")
     parser.add_argument("--profiles", default=",".join(PROFILES), help=f"some of {', '.join(PROFILES)}")
@@ -298,6 +303,9 @@ def main() -> int:
           f"{runs[0]['schedule_hours']:.1f} h of schedule; a bare Python interpreter here: {bare:.1f} MiB resident"
           + (f"; devices polled every 5 s, slower than the schedule's {60 / args.speed:g} s" if args.speed > 12 else ""))
     print(f"MQTT over TLS, keepalive {args.keepalive:g} s, flush interval {args.flush:g} s (of schedule)")
+    if (args.minutes * args.speed) % 60:
+        print(f"note: {args.minutes * args.speed:g} minutes of schedule is not a whole number of hours: the "
+              "monthly bytes depend on how many runs of the sparser probes fell in the window")
     for schedule in runs:
         print(f"{schedule['profile']}: {schedule['samples']} samples in {schedule['messages']} messages")
         print(f"  CPU per hour            {schedule['cpu_per_hour_s']:8.1f} s   ({schedule['cpu_per_hour_s'] / 36:.2f} % of one core)")
