@@ -192,7 +192,9 @@ def fleet_collector(influx: Any, tmp: Path, db: str, **extra: Any) -> Iterator[t
         while time.monotonic() < deadline:
             have = measurements(influx, db)
             downs = current(influx, db)
-            if wanted <= have and downs.get("es-ct-0004") == "down" and downs.get("es-ct-0007") == "maintenance":
+            # es-ib-0002 too: the fleet dashboard's "Clinics degraded" panel has data only once it is degraded.
+            if (wanted <= have and downs.get("es-ct-0004") == "down" and downs.get("es-ct-0007") == "maintenance"
+                    and downs.get("es-ib-0002") == "degraded"):
                 break
             time.sleep(0.5)
         yield config, port, fleet.now
