@@ -31,7 +31,8 @@ class Watcher:
     def __init__(self, host: str, port: int, username: str | None = None, password: str | None = None,
                  topic: str = "clinicwatch/v1/#", tls_ca: Path | None = None, client_id: str | None = None) -> None:
         self.messages: list[tuple[str, Any]] = []  # (kind, decoded message) in arrival order
-        self.received_ms: dict[int, int] = {}  # id(decoded message) -> when it arrived
+        self.received_ms: dict[int, int] = {}  # id(decoded message) -> when it arrived (wall clock, ms)
+        self.received_mono: dict[int, float] = {}  # id(decoded message) -> when it arrived (time.monotonic())
         self.rejected: list[tuple[str, str]] = []
         self.lock = threading.Lock()
         # A given client id resumes that watcher's session: what the broker queued for it meanwhile arrives.
@@ -64,6 +65,7 @@ class Watcher:
         with self.lock:
             self.messages.append((msg.topic.rsplit("/", 1)[1], decoded))
             self.received_ms[id(decoded)] = now_ms
+            self.received_mono[id(decoded)] = time.monotonic()
 
     def records(self, kind: str = "telemetry") -> list[tuple[str, Any, Any]]:
         """(boot, record, batch) for every sample (or event) in arrival order, duplicates included."""
@@ -71,17 +73,17 @@ class Watcher:
             batches = [m for k, m in self.messages if k == kind]
         return [(b.boot, r, b) for b in batches for r in (b.samples if kind == "telemetry" else b.events)]
 
-    def repeated(self) -> list[int]:
-        """When each record (sample or event) that arrived more than once first arrived, ms; one entry per
-        repeat."""
-        first: dict[tuple[str, int], int] = {}
+    def repeated(self) -> list[float]:
+        """When each record (sample or event) that arrived more than once first arrived (time.monotonic());
+        one entry per repeat."""
+        first: dict[tuple[str, int], float] = {}
         out = []
         for boot, record, batch in self.records("telemetry") + self.records("event"):
             key = (boot, record.seq)
             if key in first:
                 out.append(first[key])
             else:
-                first[key] = self.received_ms[id(batch)]
+                first[key] = self.received_mono[id(batch)]
         return out
 
     def statuses(self) -> list[Any]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -24,31 +25,50 @@ def _tcp_probes(host: str, port: int) -> list[dict]:
             for i in range(4)]
 
 
+@dataclass(frozen=True)
+class Outage:
+    """When the outage began and ended, on the monotonic clock (the one the agent keeps as `mono`, and
+    times its outages by) and as the wall clock's offset from it at each end. Durations are read on the
+    monotonic clock: the wall clock may be stepped meanwhile (a fresh machine's clock being set), and an
+    outage of 40 s would then look like one of 76."""
+    began_mono: float
+    ended_mono: float
+    offsets_ms: tuple[int, int]  # wall clock minus monotonic, in ms, at the beginning and at the end
+
+    @property
+    def seconds(self) -> float:
+        return self.ended_mono - self.began_mono
+
+
+def _offset_ms() -> int:
+    return time.time_ns() // 1_000_000 - time.monotonic_ns() // 1_000_000
+
+
 def _outage_with_kill(watcher: Watcher, config: Path, netns: str | None, begin: Callable[[], None],
-                      end: Callable[[], None]) -> tuple[float, float]:
+                      end: Callable[[], None]) -> Outage:
     """Samples flow; the outage begins; the agent is SIGKILLed mid-outage and restarted; the outage ends;
-    the backlog drains; the agent stops cleanly. Returns (outage began, outage ended)."""
+    the backlog drains; the agent stops cleanly."""
     agent = start_agent(config, netns=netns)
     try:
         watcher.wait_for(lambda: len(watcher.records()) >= 20, what="the first samples")
-        began = time.time()
+        began, began_offset = time.monotonic(), _offset_ms()
         begin()
         time.sleep(HALF_OUTAGE_S)
         stop_agent(agent, kill=True)
         agent = start_agent(config, netns=netns)
         time.sleep(HALF_OUTAGE_S)
-        ended = time.time()
+        ended, ended_offset = time.monotonic(), _offset_ms()
         end()
-        watcher.wait_for(lambda: any(r.t / 1000 > ended + 3 for _, r, _ in watcher.records()), timeout=120,
+        watcher.wait_for(lambda: any(r.mono / 1000 > ended + 3 for _, r, _ in watcher.records()), timeout=120,
                          what="samples taken after the outage")
         stop_agent(agent)
     finally:
         stop_agent(agent, kill=True)
         watcher.close()
-    return began, ended
+    return Outage(began, ended, (began_offset, ended_offset))
 
 
-def _verify(watcher: Watcher, state_dir: Path, began: float, ended: float) -> dict:
+def _verify(watcher: Watcher, state_dir: Path, outage: Outage) -> dict:
     samples, events = watcher.records("telemetry"), watcher.records("event")
     boots = list(dict.fromkeys(boot for boot, _, _ in samples))
     assert len(boots) == 2, f"expected the killed run and its successor, got {boots}"
@@ -58,14 +78,21 @@ def _verify(watcher: Watcher, state_dir: Path, began: float, ended: float) -> di
         assert seqs == set(range(max(seqs) + 1)), f"boot {boot}: missing {sorted(set(range(max(seqs) + 1)) - seqs)}"
     # Every committed record was acknowledged (and only then deleted): nothing is left behind.
     assert outbox_rows(state_dir)[0] == 0
-    # Samples keep the time they were taken: the outage is filled, not stamped at send time.
-    during = [r for _, r, _ in samples if began + 1 < r.t / 1000 < ended - 1 and r.m == "tcp"]
-    assert len(during) >= 4 * (ended - began - 8), len(during)
-    spread = sorted(r.t for r in during)
-    assert (spread[-1] - spread[0]) / 1000 > ended - began - 6
+    # The agent probed through the outage (both its runs), and each sample kept the time it was taken:
+    # the outage is filled, not stamped at send time.
+    during = [r for _, r, _ in samples
+              if outage.began_mono + 1 < r.mono / 1000 < outage.ended_mono - 1 and r.m == "tcp"]
+    assert len(during) >= 4 * (outage.seconds - 8), len(during)
+    spread = sorted(r.mono for r in during)
+    assert (spread[-1] - spread[0]) / 1000 > outage.seconds - 6
+    # A sample's wall time is its monotonic time plus the wall clock's offset when it was taken, which
+    # was the offset at one end of the outage or the other (the same unless the clock was stepped);
+    # a sample stamped when sent, after the outage, would be at least seconds later.
+    low, high = min(outage.offsets_ms) - 50, max(outage.offsets_ms) + 50
+    assert [r for r in during if not low <= r.t - r.mono <= high] == []
     outages = [r for b, r, _ in events if r.kind == "outage" and b == boots[1]]
     assert len(outages) == 1, "the restarted agent reports the outage its predecessor began"
-    assert outages[0].detail["duration_s"] == pytest.approx(ended - began, abs=15)
+    assert outages[0].detail["duration_s"] == pytest.approx(outage.seconds, abs=15)
     statuses = watcher.statuses()
     assert statuses[-1].state == "offline" and statuses[-1].reason == "shutdown"
     assert any(s.state == "online" and s.boot == boots[1] for s in statuses)
@@ -80,8 +107,8 @@ def test_cut_kill_restart_restore_delivers_every_sample_in_order(emulated_link, 
     broker = start_server(Mosquitto(host=link.central_ip))
     watcher = Watcher(broker.host, broker.port)
     config = agent_config(tmp_path, link.central_ip, broker.port, _tcp_probes(link.central_ip, broker.port))
-    began, ended = _outage_with_kill(watcher, config, link.netns, link.cut, link.restore)
-    result = _verify(watcher, tmp_path / "state", began, ended)
+    outage = _outage_with_kill(watcher, config, link.netns, link.cut, link.restore)
+    result = _verify(watcher, tmp_path / "state", outage)
     assert all(r.f["success"] is False for r in result["during"]), "while cut off, the checks themselves fail"
     # A batch in flight at the very moment of the cut may reach the broker without its PUBACK
     # coming back; it is then sent again (at-least-once; the store's points are idempotent).
@@ -92,14 +119,14 @@ def test_broker_restart_and_agent_kill_lose_nothing(start_server, tmp_path) -> N
     broker = start_server(Mosquitto())
     watcher = Watcher(broker.host, broker.port)
     config = agent_config(tmp_path, broker.host, broker.port, _tcp_probes(broker.host, 9))  # port 9: refused
-    began, ended = _outage_with_kill(watcher, config, None, broker.stop, broker.start)
-    result = _verify(watcher, tmp_path / "state", began, ended)
+    outage = _outage_with_kill(watcher, config, None, broker.stop, broker.start)
+    result = _verify(watcher, tmp_path / "state", outage)
     # QoS 1 is at-least-once: a batch the broker passed on just before it stopped, its PUBACK never
     # sent, is sent again once it is back (the store's points are idempotent). Only such batches: every
     # record seen twice was first delivered by the broker that stopped, and at most what was in flight.
     twice = watcher.repeated()
     assert len(twice) <= 4 * 500
-    assert all(at < ended * 1000 for at in twice), "a record delivered twice by the restarted broker"
+    assert all(at < outage.ended_mono for at in twice), "a record delivered twice by the restarted broker"
 
 
 def _batches(watcher: Watcher, clinic: str = "es-ib-0042") -> list[tuple[int, list]]:
