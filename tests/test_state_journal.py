@@ -10,7 +10,8 @@ from collector.alerts.policy import Recipient, Silence, Timing
 from collector.state import digest
 from collector.state.db import StateDB
 from collector.state.engine import Changes, ClinicInfo, Engine
-from collector.state.service import replay
+from collector.state.facts import Heard, StatusSeen
+from collector.state.service import ClockWatch, replay
 from tests.state_sim import MIN, S, T0, Link, Sim
 
 FLEET = {f"c{i}": ClinicInfo("Illes Balears", "Movistar" if i < 4 else "Orange", "lte") for i in range(6)}
@@ -31,6 +32,10 @@ class Journalled(Engine):
         changes = super().tick(now, seeing)
         self.journal.append(("tick", json.dumps([now, seeing]).encode()))
         return changes
+
+    def clock_stepped(self, now: int) -> None:
+        super().clock_stepped(now)
+        self.journal.append(("step", json.dumps(now).encode()))
 
 
 def _fleet() -> Sim:
@@ -103,3 +108,35 @@ def test_a_snapshot_of_another_format_is_not_loaded(tmp_path) -> None:
     db.snapshot(b"x")
     db.db.execute("UPDATE snapshot SET format = 'older'")
     assert db.load() == (None, [])
+
+
+def test_a_step_of_the_clock_is_journalled_and_replayed_as_it_was_lived() -> None:
+    engine = Journalled(FLEET)
+    for clinic in FLEET:
+        engine.apply(StatusSeen(clinic, T0, "online", "b1", None))
+        engine.apply(Heard(clinic, T0 + S, "b1", 1000))
+    engine.tick(T0 + 2 * S)
+    engine.clock_stepped(T0 + 10 * MIN)  # told: silence counts from here
+    assert engine.tick(T0 + 10 * MIN).transitions == []
+    restored = Engine(FLEET)
+    for kind, body in engine.journal:
+        replay(restored, kind, body)
+    for clinic in FLEET:
+        assert vars(restored.machines[clinic]) == vars(engine.machines[clinic]), clinic
+    assert restored.machines["c0"].grace_until == T0 + 10 * MIN  # and the step was replayed: without it, 0
+    # Both take the fleet down at the same moment, a silence period after the step.
+    assert [(t.clinic, t.new) for t in restored.tick(T0 + 15 * MIN + S).transitions] == [
+        (c, "down") for c in sorted(FLEET)]
+
+
+def test_the_clock_watch_tells_a_step_from_the_clocks_steady_run(caplog) -> None:
+    watch = ClockWatch()
+    assert watch.step(T0, 5_000) == 0  # the first reading: nothing to compare with
+    assert watch.step(T0 + 1_004, 6_003) == 0  # a second each, give or take a millisecond of slewing
+    assert watch.step(T0 + 2_001 + 36_000, 7_000) == 36_000  # NTP set it 36 s forward
+    assert watch.step(T0 + 39_000, 8_000) == 0
+    assert watch.step(T0 + 40_000 - 600_000, 9_000) == -600_000  # and ten minutes back
+    assert watch.step(T0 + 40_000 - 600_000 + 2_000, 11_000) == 0
+    assert [(r.levelname, r.getMessage(), r.fields["seconds"], r.fields["effect"]) for r in caplog.records] == [
+        ("WARNING", "the collector's clock was stepped", 36.0, "silence is counted afresh from now"),
+        ("WARNING", "the collector's clock was stepped", -600.0, "a clinic's silence is judged late by as much")]

@@ -263,3 +263,35 @@ def test_a_clinic_is_silent_only_past_its_agents_own_longest_quiet_spell() -> No
     assert downs(T0 + S + 301 * S) == [("c2", "down", "unknown")]  # past the link's 300 s (no probe says why)
     assert downs(T0 + S + 406 * S) == []  # c1: its word, 376 s, and 30 s for delivery
     assert downs(T0 + S + 407 * S) == [("c1", "down", "unknown")]
+
+
+def _stepped_fleet(told: bool) -> list[tuple[int, str, str, str | None]]:
+    """Three clinics heard every minute; 10 minutes in, the collector's wall clock is stepped 10 minutes
+    forward (its ingest's times with it); c3 is heard once more, then falls silent. (detected, clinic,
+    state, cause) of every change after the first `up`s."""
+    engine = Engine({c: LTE for c in ("c1", "c2", "c3")})
+    for clinic in ("c1", "c2", "c3"):
+        engine.apply(StatusSeen(clinic, T0, "online", "b1", None))
+    offset, out = 0, []
+    for k in range(1, 20 * 6 + 1):  # 20 minutes of ticks, 10 s apart, on the agents' (true) time
+        t = T0 + k * 10 * S
+        if t == T0 + 10 * MIN + 10 * S:
+            offset = 10 * MIN
+            if told:
+                engine.clock_stepped(t + offset)
+        if t % MIN == T0 % MIN:
+            for clinic in ("c1", "c2", "c3"):
+                if clinic != "c3" or t <= T0 + 11 * MIN:
+                    engine.apply(Heard(clinic, t + offset, "b1", k * 10_000))
+        out += [(tr.detected_at, tr.clinic, tr.new, tr.cause) for tr in engine.tick(t + offset).transitions
+                if tr.old != "unknown"]
+    return out
+
+
+def test_a_step_of_the_collectors_clock_takes_no_clinic_down_and_misses_no_silence() -> None:
+    # Not told, the engine takes the step for ten minutes of silence from every clinic at once.
+    stepped_at = T0 + 20 * MIN + 10 * S  # on the collector's clock after the step
+    assert _stepped_fleet(told=False)[:3] == [(stepped_at, c, "down", "unknown") for c in ("c1", "c2", "c3")]
+    # Told (collector.state.service.ClockWatch does), it counts silence from the step: c3, last heard at
+    # 21 minutes on the collector's clock, is down past the link's 300 s of silence, and no one else is.
+    assert _stepped_fleet(told=True) == [(T0 + 26 * MIN + 10 * S, "c3", "down", "unknown")]

@@ -149,6 +149,16 @@ class Engine:
         edges = [e for w in self.windows for e in (w.start, w.end) if e > now]
         return min(edges) if edges else None
 
+    def clock_stepped(self, now: int) -> None:
+        """The collector's wall clock was stepped forward (an NTP step, a virtual machine resumed, a hand
+        setting it): everything heard before was heard at times now further back than they were, and
+        silence measured from them would take clinics down that are fine. Silence counts afresh from
+        `now`, as after the collector was blind; a clinic really silent is then judged one silence
+        period after the step."""
+        for machine in self.machines.values():
+            machine.sight_restored(now)
+        self.touched |= set(self.machines)
+
     def tick(self, now: int, seeing: bool = True) -> Changes:
         """Evaluate every clinic at `now`. `seeing` is False while no ingest process is heard from."""
         self.now = now

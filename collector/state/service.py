@@ -49,6 +49,9 @@ from wire import yamlio
 log = logging.getLogger("clinicwatch.collector")
 STATE_CODES = {UP: 0, DEGRADED: 1, DOWN: 2, UNKNOWN: 3, MAINTENANCE: 4}
 TICK_S = 1.0
+# The wall clock moved this much more (or less) than the monotonic clock between two judgements: it was
+# stepped, not slewed (NTP slews at most 0.5 ms a second).
+CLOCK_STEP_MS = 2000
 RELOAD_S = 10.0
 EXPORT_BATCH = 5000
 
@@ -197,6 +200,8 @@ def replay(engine: Engine, kind: str, body: bytes) -> None:
     elif kind == "tick":
         now, seeing = json.loads(body)
         engine.tick(now, seeing)
+    elif kind == "step":
+        engine.clock_stepped(json.loads(body))
     elif kind == "clinics":
         engine.set_clinics({c: ClinicInfo(*v) for c, v in json.loads(body).items()})
     elif kind == "windows":
@@ -210,6 +215,28 @@ def replay(engine: Engine, kind: str, body: bytes) -> None:
                              for i, a, b, c, r, n, who, why in json.loads(body)])
     else:
         raise ValueError(f"unknown journal entry {kind!r}")
+
+
+class ClockWatch:
+    """Tells a step of the wall clock from its steady run: between two readings it should move as the
+    monotonic clock does. A step is logged, forward or back; forward, the engine is told (clock_stepped)."""
+
+    def __init__(self) -> None:
+        self.last: tuple[int, int] | None = None  # (wall, monotonic) in ms at the previous reading
+
+    def step(self, wall_ms: int, mono_ms: int) -> int:
+        """How far the wall clock was stepped since the previous reading, in ms (0 if it ran steadily)."""
+        last, self.last = self.last, (wall_ms, mono_ms)
+        if last is None:
+            return 0
+        step = (wall_ms - last[0]) - (mono_ms - last[1])
+        if abs(step) <= CLOCK_STEP_MS:
+            return 0
+        log.warning("the collector's clock was stepped", extra={"fields": {
+            "seconds": round(step / 1000, 3),
+            "effect": "silence is counted afresh from now" if step > 0 else
+                      "a clinic's silence is judged late by as much"}})
+        return step
 
 
 class StateService:
@@ -233,6 +260,7 @@ class StateService:
         self._reload_windows()
         self.pending_mids: list[int] = []
         self.last_digest = 0.0  # monotonic time of the last digest from any ingest process
+        self.clock_watch = ClockWatch()
         self.next_snapshot = time.monotonic() + state.snapshot_s
         self.counters = {"facts": 0, "digests": 0, "bad_digests": 0, "transitions": 0, "export_errors": 0,
                          "lines_written": 0}
@@ -380,8 +408,13 @@ class StateService:
             self.thread_cpu["tick"] = time.thread_time()
 
     def tick(self) -> None:
-        now = time.time_ns() // 1_000_000 - int(self.config.state.lag_s * 1000)
+        wall_ms, mono_ms = time.time_ns() // 1_000_000, time.monotonic_ns() // 1_000_000
+        now = wall_ms - int(self.config.state.lag_s * 1000)
+        step_ms = self.clock_watch.step(wall_ms, mono_ms)
         with self.lock:
+            if step_ms > CLOCK_STEP_MS:
+                self.engine.clock_stepped(now)
+                self.journal.append(("step", json.dumps(now).encode()))
             seeing = time.monotonic() - self.last_digest < self.config.state.rules.blind_after_s
             changes = self.engine.tick(now, seeing)
             self.journal.append(("tick", json.dumps([now, seeing]).encode()))
