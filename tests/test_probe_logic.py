@@ -47,6 +47,19 @@ def test_duplicate_late_and_foreign_replies_are_not_counted_as_received() -> Non
     assert f["rtt_max_ms"] == 10
 
 
+def test_a_step_of_the_wall_clock_mid_echo_neither_loses_it_nor_gives_a_negative_round_trip() -> None:
+    # The kernel stamps a reply on the wall clock; the agent also reads the monotonic clock at send and
+    # on reading the reply (0.2 ms later here). NTP stepped the wall clock between send and reply:
+    # 36 s forward for echo 1, 2 s back for echo 2.
+    burst = Burst(3, 1000 * MS)
+    for seq in range(3):
+        burst.sent_ns[seq], burst.sent_mono_ns[seq] = 1_796_000_000_000 * MS + seq * 100 * MS, seq * 100 * MS
+    for seq, step_ms in ((0, 0), (1, 36_000), (2, -2_000)):
+        burst.reply(seq, burst.sent_ns[seq] + 20 * MS + step_ms * MS, burst.sent_mono_ns[seq] + 20 * MS + MS // 5)
+    assert burst.rtt_ms == {0: 20.0, 1: 20.2, 2: 20.2}  # the kernel's stamp where it can be right
+    assert burst.late == 0
+
+
 def test_a_trailing_run_of_losses_reads_as_lost_mid_burst() -> None:
     measured = burst_with({seq: 10 for seq in range(4)}, count=10).summary("raw")
     assert measured.reason == "lost_mid_burst"

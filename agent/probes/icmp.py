@@ -87,13 +87,17 @@ class IcmpSpec(ProbeSpec, kw_only=True, tag="icmp"):
     timeout_s: Timeout = 60
 
 
+STEP_SLACK_NS = 1_000_000  # the two clocks are read microseconds apart, and NTP slews at most 0.05 %
+
+
 @dataclass
 class Burst:
     """Echo bookkeeping for one burst: what was sent when, what came back."""
 
     count: int
     reply_timeout_ns: int
-    sent_ns: dict[int, int] = field(default_factory=dict)
+    sent_ns: dict[int, int] = field(default_factory=dict)  # wall clock, as the kernel stamps replies
+    sent_mono_ns: dict[int, int] = field(default_factory=dict)  # monotonic clock, read just after
     rtt_ms: dict[int, float] = field(default_factory=dict)
     duplicates: int = 0
     late: int = 0
@@ -101,16 +105,28 @@ class Burst:
     send_error: str = ""
     send_errno: int = 0
 
-    def reply(self, seq: int, received_ns: int) -> None:
+    def reply(self, seq: int, received_ns: int, received_mono_ns: int | None = None) -> None:
+        """An echo's reply: `received_ns` as the kernel stamped it (wall clock), `received_mono_ns` when
+        the agent read it (monotonic clock)."""
         sent = self.sent_ns.get(seq)
         if sent is None:
             return  # not ours (an earlier burst's straggler)
+        rtt_ns = received_ns - sent
+        sent_mono = self.sent_mono_ns.get(seq)
+        if received_mono_ns is not None and sent_mono is not None:
+            # Read after the kernel stamped the reply, the monotonic time is never the shorter, unless the
+            # wall clock was stepped meanwhile (an NTP step): then the kernel's stamp is off by the step
+            # (a negative round trip, or a lost echo), and the monotonic time, the longer by the agent's
+            # own latency, is taken instead (ping too warns and takes countermeasures).
+            bound = received_mono_ns - sent_mono
+            if not 0 <= rtt_ns <= bound + STEP_SLACK_NS:
+                rtt_ns = bound
         if seq in self.rtt_ms:
             self.duplicates += 1
-        elif received_ns - sent > self.reply_timeout_ns:
+        elif rtt_ns > self.reply_timeout_ns:
             self.late += 1
         else:
-            self.rtt_ms[seq] = (received_ns - sent) / 1e6
+            self.rtt_ms[seq] = rtt_ns / 1e6
 
     def complete(self) -> bool:
         return len(self.rtt_ms) == self.count
@@ -186,12 +202,12 @@ def _on_readable(sock: socket.socket, method: str, address: str, ident: int, tag
             return
         except OSError:
             continue  # an ICMP error queued on the socket; replies still count
-        received_ns = _kernel_time_ns(ancillary)
+        received_ns, received_mono_ns = _kernel_time_ns(ancillary), time.monotonic_ns()
         if method == "dgram":  # no IP header; the kernel owns the id and only hands us our own replies
             icmp = parse_icmp(data)
             if icmp is not None and icmp.type == 0 and icmp.rest[:8] == tag:
                 count_wire(20 + len(data))  # its IP header, which this socket does not show
-                burst.reply(icmp.seq, received_ns)
+                burst.reply(icmp.seq, received_ns, received_mono_ns)
             continue
         packet = parse_ip(data)
         if packet is None or packet[2] is None:
@@ -199,7 +215,7 @@ def _on_readable(sock: socket.socket, method: str, address: str, ident: int, tag
         source, _, icmp = packet
         if icmp.type == 0 and source == address and icmp.ident == ident and icmp.rest[:8] == tag:
             count_wire(len(data))
-            burst.reply(icmp.seq, received_ns)
+            burst.reply(icmp.seq, received_ns, received_mono_ns)
         elif icmp.type in (3, 11):  # unreachable / time exceeded, quoting the echo it answers
             quoted = parse_ip(icmp.rest)
             if quoted is not None and quoted[2] is not None and quoted[2].ident == ident and quoted[1] == address:
@@ -219,7 +235,7 @@ async def _icmp_burst(spec: IcmpSpec, method: str, sock: socket.socket, address:
     try:
         for seq in range(spec.count):
             packet = echo_request(ident, seq, payload)
-            burst.sent_ns[seq] = time.time_ns()
+            burst.sent_ns[seq], burst.sent_mono_ns[seq] = time.time_ns(), time.monotonic_ns()
             try:
                 sock.sendto(packet, (address, 0))
                 count_wire(20 + len(packet))
@@ -245,15 +261,15 @@ async def _tcp_burst(spec: IcmpSpec, address: str) -> Measured:
     """Without ICMP rights: the time to a SYN-ACK or a RST is a round trip too."""
     burst = Burst(spec.count, int(spec.reply_timeout_ms * 1e6))
     for seq in range(spec.count):
-        burst.sent_ns[seq] = start = time.time_ns()
+        burst.sent_ns[seq] = start = time.monotonic_ns()  # no kernel stamps here: the monotonic clock throughout
         try:
             async with asyncio.timeout(spec.reply_timeout_ms / 1000):
                 _, writer = await asyncio.open_connection(address, spec.tcp_port)
-            burst.reply(seq, time.time_ns())
+            burst.reply(seq, time.monotonic_ns())
             count_tcp(writer.get_extra_info("socket"))
             writer.close()
         except ConnectionRefusedError:
-            burst.reply(seq, time.time_ns())
+            burst.reply(seq, time.monotonic_ns())
             count_failed_connect(answered=True)
         except TimeoutError:
             count_failed_connect(answered=False)
@@ -261,7 +277,7 @@ async def _tcp_burst(spec: IcmpSpec, address: str) -> Measured:
             count_failed_connect(answered=True)
             burst.send_errno, burst.send_error = exc.errno or 0, f"connecting to {address}: {exc.strerror}"
         if seq < spec.count - 1:
-            await asyncio.sleep(max(0.0, spec.interval_ms / 1000 - (time.time_ns() - start) / 1e9))
+            await asyncio.sleep(max(0.0, spec.interval_ms / 1000 - (time.monotonic_ns() - start) / 1e9))
     return burst.summary("tcp")
 
 
