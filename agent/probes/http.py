@@ -79,7 +79,7 @@ class _Resumption:
             self.context.check_hostname = False
             self.context.verify_mode = ssl.CERT_NONE
         self.session: ssl.SSLSession | None = None
-        self.full_at = 0.0
+        self.full_at = float("-inf")  # monotonic time of the last full handshake
         holder = self
 
         # The standard library's SSLContext has no default session for new connections, and httpx
@@ -101,13 +101,13 @@ class _Resumption:
         self.context.sslobject_class = _Resuming
 
     def offer(self) -> ssl.SSLSession | None:
-        return self.session if time.time() - self.full_at < FULL_HANDSHAKE_S else None
+        return self.session if time.monotonic() - self.full_at < FULL_HANDSHAKE_S else None
 
     def keep(self, ssl_object: ssl.SSLObject) -> bool:
         """Remember the connection's session; True when it resumed an earlier one."""
         resumed = bool(ssl_object.session_reused)
         if not resumed:
-            self.full_at = time.time()
+            self.full_at = time.monotonic()
         if ssl_object.session is not None:
             self.session = ssl_object.session
         return resumed
