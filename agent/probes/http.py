@@ -62,8 +62,8 @@ class HttpSpec(ProbeSpec, kw_only=True, tag="http"):
     verify_tls: Annotated[bool, Meta(description="check the certificate chain and name")] = True
     ca_file: Annotated[Path | None, Meta(description="CA bundle for services with a private CA")] = None
     cert_warn_days: Annotated[int, Meta(ge=0, description="say `cert_expiring` this many days ahead")] = 14
-    # A check is ~2.5 KB on the wire when the server resumes its TLS session, ~3.1 KB with a full handshake
-    # (bench.probe_round): every 15 minutes is 7-9 MB a month; every 5 minutes was 21-27 MB, the largest part
+    # A check is ~2.3 KB on the wire when the server resumes its TLS session, ~3.1 KB with a full handshake
+    # (bench.probe_round): every 15 minutes is 6.6-9 MB a month; every 5 minutes was 20-27 MB, the largest part
     # of a clinic's data plan. A cut link is seen by the ICMP rounds each minute; this check answers the
     # slower question, whether the service itself and the path to it (DNS, TLS, proxies) still work.
     interval_s: Interval = 900
