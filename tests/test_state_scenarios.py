@@ -9,7 +9,7 @@ import wire
 
 from collector.state.clinic import Transition
 from collector.state.engine import ClinicInfo, Engine, Window
-from collector.state.facts import EventSeen, Heard, StatusSeen
+from collector.state.facts import EventSeen, Heard, Report, StatusSeen
 from collector.state.incidents import Incident
 from collector.state.outages import Outage
 from tests.state_sim import MIN, S, T0, Link, Sim
@@ -295,3 +295,16 @@ def test_a_step_of_the_collectors_clock_takes_no_clinic_down_and_misses_no_silen
     # Told (collector.state.service.ClockWatch does), it counts silence from the step: c3, last heard at
     # 21 minutes on the collector's clock, is down past the link's 300 s of silence, and no one else is.
     assert _stepped_fleet(told=True) == [(T0 + 26 * MIN + 10 * S, "c3", "down", "unknown")]
+
+
+def test_a_link_first_heard_bad_is_degraded_at_the_first_look_at_its_results() -> None:
+    # The agent's birth message comes a few seconds before its first report: half an hour of 30 %
+    # loss at 130 ms. Looking at the clinic before that report found nothing to judge; it must not
+    # wait its minute before judging what then came (the link is judged once a minute after that).
+    engine = Engine({"c1": LTE})
+    engine.apply(StatusSeen("c1", T0, "online", "b1", None))
+    assert [(t.old, t.new) for t in engine.tick(T0 + S).transitions] == [("unknown", "up")]
+    engine.apply(Report("c1", T0 + 3 * S, "b1", 3_000, [
+        (T0 + 3 * S - k * 30 * S, "icmp", target, True, None, 30.0, 130.0, 6.5)
+        for k in range(60, 0, -1) for target in ("records", "hub")]))
+    assert [(t.old, t.new, t.reason) for t in engine.tick(T0 + 4 * S).transitions] == [("up", "degraded", "loss")]

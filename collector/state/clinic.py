@@ -564,17 +564,19 @@ class ClinicMachine:
         rules = self.rules
         if self._quality_dirty and now >= self._quality_next:
             # Judged over 10 minutes, so once a minute is soon enough (bench.state_engine: it was the
-            # engine's largest cost when judged at every report).
-            self._judge_quality(now)
+            # engine's largest cost when judged at every report). A look that found no result to judge
+            # (the birth message before the first report) does not hold the first results back a minute.
+            judged = self._judge_quality(now)
             self._quality_dirty = False
-            self._quality_next = now + QUALITY_EVERY_MS
+            self._quality_next = now + QUALITY_EVERY_MS if judged else 0
         last_slot = self._slot(now - rules.flap_settle_s * 1000)
         if self._flap_dirty or (last_slot != self._flap_slot and (self._bad_any or self.flapping)):
             self._judge_flapping(now, last_slot)
             self._flap_dirty = False
         self._flap_slot = last_slot
 
-    def _judge_quality(self, now: int) -> None:
+    def _judge_quality(self, now: int) -> bool:
+        """Judge the link's quality over the window; False if the window held no central result."""
         rules = self.rules
         window_start = now - rules.quality_window_s * 1000
         # Probe results taken during a cut belong to the outage, not to the link's quality.
@@ -592,6 +594,7 @@ class ClinicMachine:
                       if x[2] is not None and not in_cut]
         self.quality_bad = self._quality(recent)
         self._unclear_t = next((x[0] for x in reversed(self.central) if not self._clear(x)), 0)
+        return bool(window)
 
     def _judge_flapping(self, now: int, last_slot: int) -> None:
         rules = self.rules
