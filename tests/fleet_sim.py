@@ -189,13 +189,17 @@ def fleet_collector(influx: Any, tmp: Path, db: str, **extra: Any) -> Iterator[t
         port = yaml.safe_load(config.read_text())["metrics_port"]
         deadline = time.monotonic() + 60
         wanted = {"incident", "outage", "clinic_state", "clinic_status", "snmp_ups", "agent_event"}
-        while time.monotonic() < deadline:
-            have = measurements(influx, db)
-            downs = current(influx, db)
-            # es-ib-0002 too: the fleet dashboard's "Clinics degraded" panel has data only once it is degraded.
-            if (wanted <= have and downs.get("es-ct-0004") == "down" and downs.get("es-ct-0007") == "maintenance"
-                    and downs.get("es-ib-0002") == "degraded"):
+        # es-ib-0002 too: the fleet dashboard's "Clinics degraded" panel has data only once it is degraded.
+        states = {"es-ct-0004": "down", "es-ct-0007": "maintenance", "es-ib-0002": "degraded"}
+        while True:
+            have, now_states = measurements(influx, db), current(influx, db)
+            missing = [f"measurement {m}" for m in sorted(wanted - have)] + [
+                f"{clinic} {state} (is {now_states.get(clinic)})" for clinic, state in states.items()
+                if now_states.get(clinic) != state]
+            if not missing:
                 break
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the simulated fleet's collector not ready in 60 s: {'; '.join(missing)}")
             time.sleep(0.5)
         yield config, port, fleet.now
     finally:
