@@ -29,7 +29,7 @@ MEASUREMENTS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     # docs/snmp.md
     "snmp_device": (SNMP_TAGS | {"profile"}, frozenset({"status", "reachable", "detail", "uptime_s", "requests",
                                                        "poll_ms", "time_bound_ms"})),
-    "snmp_system": (SNMP_TAGS, frozenset({"uptime_s", "host_uptime_s", "response_ms", "name", "time_bound_ms"})),
+    "snmp_system": (SNMP_TAGS, frozenset({"host_uptime_s", "response_ms", "name", "time_bound_ms"})),
     "snmp_if": (SNMP_TAGS | {"interface"}, frozenset({
         "oper_up", "oper_status", "admin_up", "speed_bps", "in_bps", "out_bps", "in_errors_ps", "out_errors_ps",
         "in_discards_ps", "out_discards_ps", "counter_bits", "time_bound_ms"})),

@@ -7,7 +7,7 @@ from agent.snmp.facts import FactsOnChange
 
 def poll(speed: float = 1e9, oper: bool = True, in_bps: float = 100.0, size: int | None = 8_000_000) -> list:
     samples = [("snmp_device", {"device": "rtr"}, {"status": "ok", "reachable": True, "requests": 3, "poll_ms": 21.5}),
-               ("snmp_system", {"device": "rtr"}, {"uptime_s": 10.0, "name": "rtr"}),
+               ("snmp_system", {"device": "rtr"}, {"host_uptime_s": 10.0, "name": "rtr"}),
                ("snmp_if", {"device": "rtr", "interface": "wan"},
                 {"oper_up": oper, "oper_status": "up" if oper else "down", "admin_up": True, "speed_bps": speed,
                  "counter_bits": 64, "in_bps": in_bps}),
@@ -26,7 +26,7 @@ def test_facts_go_out_on_change_and_every_hour_and_measurements_always() -> None
     # Unchanged facts left out; measurements (rates, uptime, the poll's time) kept; a sample of facts only, gone.
     assert facts(poll(in_bps=250.0)) == [
         ("snmp_device", {"device": "rtr"}, {"poll_ms": 21.5}),
-        ("snmp_system", {"device": "rtr"}, {"uptime_s": 10.0}),
+        ("snmp_system", {"device": "rtr"}, {"host_uptime_s": 10.0}),
         ("snmp_if", {"device": "rtr", "interface": "wan"}, {"in_bps": 250.0})]
     now[0] = 120
     # A change goes out at once, and only what changed.

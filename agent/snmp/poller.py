@@ -205,8 +205,8 @@ class DevicePoller:
         result.profile = self.profile.name
         sections = self.spec.sections or self.profile.sections
         if "system" in sections:
+            # sysUpTime is snmp_device's `uptime_s`, in every report whatever the sections: not sent twice.
             result.sample("snmp_system", {}, {k: v for k, v in {
-                "uptime_s": round(int(uptime.value) / TICKS_PER_S, 2),
                 "host_uptime_s": round(int(host_uptime.value) / TICKS_PER_S, 2)
                 if host_uptime is not None and host_uptime.kind == "timeticks" else None,
                 "response_ms": round(response_ms, 2), "name": str(system.get("name", ""))[:64] or None,
