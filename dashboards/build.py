@@ -204,8 +204,13 @@ def clinic() -> db.Dashboard:
                             "percent", "$tag_target"))
          .with_panel(series("Jitter towards each target", f'SELECT mean("jitter_ms") FROM "icmp" {link} {by_target}',
                             "ms", "$tag_target"))
-         .with_panel(series("TCP connect", f'SELECT mean("connect_ms") FROM "tcp" {link} {by_target}', "ms",
-                            "$tag_target"))
+         .with_panel(
+             timeseries.Panel().title("TCP connect").datasource(INFLUX).unit("ms").span(12).height(8).span_nulls(False)
+             .description("The TCP handshake towards each target, of the TCP checks and of the HTTP(S) checks "
+                          "(the sample configuration has no TCP check of a port its HTTPS check connects to).")
+             .with_target(influx(f'SELECT mean("connect_ms") FROM "tcp" {link} {by_target}', alias="$tag_target"))
+             .with_target(influx(f'SELECT mean("connect_ms") FROM "http" {link} {by_target}', ref="B",
+                                 alias="$tag_target (HTTP check)")))
          .with_panel(series("DNS resolution", f'SELECT mean("resolve_ms") FROM "dns" {link} {by_target}', "ms",
                             "$tag_target"))
          .with_panel(
