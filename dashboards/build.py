@@ -103,9 +103,13 @@ def fleet_variables(d: db.Dashboard) -> db.Dashboard:
 
 
 def series(title: str, query: str, unit: str, alias: str, w: int = 12, h: int = 8,
-           description: str = "") -> timeseries.Panel:
-    return (timeseries.Panel().title(title).description(description).datasource(INFLUX).unit(unit).span(w)
-            .height(h).span_nulls(False).with_target(influx(query, alias=alias)))
+           description: str = "", more: tuple[tuple[str, str], ...] = ()) -> timeseries.Panel:
+    """A time series panel of `query`; `more`: further (query, alias) targets drawn with it."""
+    panel = (timeseries.Panel().title(title).description(description).datasource(INFLUX).unit(unit).span(w)
+             .height(h).span_nulls(False).with_target(influx(query, alias=alias)))
+    for ref, (extra, extra_alias) in zip("BCDEFGH", more):
+        panel = panel.with_target(influx(extra, ref=ref, alias=extra_alias))
+    return panel
 
 
 # -- fleet overview --------------------------------------------------------------------------------
@@ -204,13 +208,13 @@ def clinic() -> db.Dashboard:
                             "percent", "$tag_target"))
          .with_panel(series("Jitter towards each target", f'SELECT mean("jitter_ms") FROM "icmp" {link} {by_target}',
                             "ms", "$tag_target"))
-         .with_panel(
-             timeseries.Panel().title("TCP connect").datasource(INFLUX).unit("ms").span(12).height(8).span_nulls(False)
-             .description("The TCP handshake towards each target, of the TCP checks and of the HTTP(S) checks "
-                          "(the sample configuration has no TCP check of a port its HTTPS check connects to).")
-             .with_target(influx(f'SELECT mean("connect_ms") FROM "tcp" {link} {by_target}', alias="$tag_target"))
-             .with_target(influx(f'SELECT mean("connect_ms") FROM "http" {link} {by_target}', ref="B",
-                                 alias="$tag_target (HTTP check)")))
+         .with_panel(series("TCP connect", f'SELECT mean("connect_ms") FROM "tcp" {link} {by_target}', "ms",
+                            "$tag_target",
+                            description="The TCP handshake towards each target, of the TCP checks and of the "
+                                        "HTTP(S) checks (the sample configuration has no TCP check of a port its "
+                                        "HTTPS check connects to).",
+                            more=((f'SELECT mean("connect_ms") FROM "http" {link} {by_target}',
+                                   "$tag_target (HTTP check)"),)))
          .with_panel(series("DNS resolution", f'SELECT mean("resolve_ms") FROM "dns" {link} {by_target}', "ms",
                             "$tag_target"))
          .with_panel(

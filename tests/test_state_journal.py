@@ -11,7 +11,7 @@ from collector.state import digest
 from collector.state.db import StateDB
 from collector.state.engine import Changes, ClinicInfo, Engine
 from collector.state.facts import Heard, StatusSeen
-from collector.state.service import ClockWatch, replay
+from collector.state.service import StepWatch, replay
 from tests.state_sim import MIN, S, T0, Link, Sim
 
 FLEET = {f"c{i}": ClinicInfo("Illes Balears", "Movistar" if i < 4 else "Orange", "lte") for i in range(6)}
@@ -129,8 +129,8 @@ def test_a_step_of_the_clock_is_journalled_and_replayed_as_it_was_lived() -> Non
         (c, "down") for c in sorted(FLEET)]
 
 
-def test_the_clock_watch_tells_a_step_from_the_clocks_steady_run(caplog) -> None:
-    watch = ClockWatch()
+def test_the_step_watch_tells_a_step_from_the_clocks_steady_run(caplog) -> None:
+    watch = StepWatch()
     assert watch.step(T0, 5_000) == 0  # the first reading: nothing to compare with
     assert watch.step(T0 + 1_004, 6_003) == 0  # a second each, give or take a millisecond of slewing
     assert watch.step(T0 + 2_001 + 36_000, 7_000) == 36_000  # NTP set it 36 s forward

@@ -292,7 +292,7 @@ def test_a_step_of_the_collectors_clock_takes_no_clinic_down_and_misses_no_silen
     # Not told, the engine takes the step for ten minutes of silence from every clinic at once.
     stepped_at = T0 + 20 * MIN + 10 * S  # on the collector's clock after the step
     assert _stepped_fleet(told=False)[:3] == [(stepped_at, c, "down", "unknown") for c in ("c1", "c2", "c3")]
-    # Told (collector.state.service.ClockWatch does), it counts silence from the step: c3, last heard at
+    # Told (collector.state.service.StepWatch does), it counts silence from the step: c3, last heard at
     # 21 minutes on the collector's clock, is down past the link's 300 s of silence, and no one else is.
     assert _stepped_fleet(told=True) == [(T0 + 26 * MIN + 10 * S, "c3", "down", "unknown")]
 

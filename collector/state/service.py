@@ -217,7 +217,7 @@ def replay(engine: Engine, kind: str, body: bytes) -> None:
         raise ValueError(f"unknown journal entry {kind!r}")
 
 
-class ClockWatch:
+class StepWatch:
     """Tells a step of the wall clock from its steady run: between two readings it should move as the
     monotonic clock does. A step is logged, forward or back; forward, the engine is told (clock_stepped)."""
 
@@ -260,7 +260,7 @@ class StateService:
         self._reload_windows()
         self.pending_mids: list[int] = []
         self.last_digest = 0.0  # monotonic time of the last digest from any ingest process
-        self.clock_watch = ClockWatch()
+        self.step_watch = StepWatch()
         self.next_snapshot = time.monotonic() + state.snapshot_s
         self.counters = {"facts": 0, "digests": 0, "bad_digests": 0, "transitions": 0, "export_errors": 0,
                          "lines_written": 0}
@@ -410,9 +410,9 @@ class StateService:
     def tick(self) -> None:
         wall_ms, mono_ms = time.time_ns() // 1_000_000, time.monotonic_ns() // 1_000_000
         now = wall_ms - int(self.config.state.lag_s * 1000)
-        step_ms = self.clock_watch.step(wall_ms, mono_ms)
+        step_ms = self.step_watch.step(wall_ms, mono_ms)
         with self.lock:
-            if step_ms > CLOCK_STEP_MS:
+            if step_ms > 0:  # forward (StepWatch returns 0 unless the clock was stepped)
                 self.engine.clock_stepped(now)
                 self.journal.append(("step", json.dumps(now).encode()))
             seeing = time.monotonic() - self.last_digest < self.config.state.rules.blind_after_s
