@@ -84,7 +84,8 @@ class StateConfig(_Section):
     lag_s: float = Field(default=2.0, ge=0, le=60, description=(
         "the engine judges the fleet this long in the past, so facts from several ingest processes are in"))
     snapshot_s: float = Field(default=300, gt=0, description=(
-        "how often the whole engine is written down; after a restart the journal since is replayed"))
+        "the whole engine is written down at most this often, once the facts since the last time number 10 a "
+        "clinic (and at the latest 12 times this); after a restart the journal since is replayed"))
     status_interval_s: float = Field(default=60, ge=0, description=(
         "every clinic's current state is written as a clinic_status point this often (0: never); Grafana's "
         "fleet map, counts and availability panels read them"))

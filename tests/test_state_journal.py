@@ -8,7 +8,7 @@ import pickle
 
 from collector.alerts.policy import Recipient, Silence, Timing
 from collector.state import digest
-from collector.state.db import StateDB
+from collector.state.db import SNAPSHOT_FACTS_PER_CLINIC, SNAPSHOT_LONGEST, StateDB, snapshot_due
 from collector.state.engine import Changes, ClinicInfo, Engine
 from collector.state.facts import Heard, StatusSeen
 from collector.state.service import StepWatch, replay
@@ -108,6 +108,19 @@ def test_a_snapshot_of_another_format_is_not_loaded(tmp_path) -> None:
     db.snapshot(b"x")
     db.db.execute("UPDATE snapshot SET format = 'older'")
     assert db.load() == (None, [])
+
+
+def test_a_snapshot_is_written_when_the_journal_since_the_last_is_worth_it() -> None:
+    every = 300.0
+    need = SNAPSHOT_FACTS_PER_CLINIC * 10_000
+    # Not sooner than snapshot_s, however much was journalled.
+    assert not snapshot_due(every - 1, 10 * need, 10_000, every)
+    # Then once the facts since the last number SNAPSHOT_FACTS_PER_CLINIC a clinic: for 10,000 clinics, 100,000.
+    assert (snapshot_due(every, need - 1, 10_000, every), snapshot_due(every, need, 10_000, every)) == (False, True)
+    assert snapshot_due(every, SNAPSHOT_FACTS_PER_CLINIC * 6, 6, every)
+    # A quiet fleet's journal (judgements, empty digests) is cut too, at the latest SNAPSHOT_LONGEST x snapshot_s.
+    assert not snapshot_due(SNAPSHOT_LONGEST * every - 1, 0, 10_000, every)
+    assert snapshot_due(SNAPSHOT_LONGEST * every, 0, 10_000, every)
 
 
 def test_a_step_of_the_clock_is_journalled_and_replayed_as_it_was_lived() -> None:

@@ -40,7 +40,7 @@ from collector.ingest.validate import DeadLetters
 from collector.registry import Registry, check_zone, load_registry
 from collector.state import digest
 from collector.state.clinic import DEGRADED, DOWN, MAINTENANCE, UNKNOWN, UP, Transition
-from collector.state.db import StateDB
+from collector.state.db import StateDB, snapshot_due
 from collector.state.engine import ClinicInfo, Engine, Window
 from collector.state.incidents import Incident
 from collector.state.outages import Outage
@@ -192,12 +192,15 @@ def incident_line(i: Incident) -> str:
     return record_line("incident", "", int(i.id.split("-")[1]) * 1_000_000, {"incident": i.id}, fields)
 
 
-def replay(engine: Engine, kind: str, body: bytes) -> None:
-    """One journal entry, as the engine lived it (what it produced then is already recorded)."""
+def replay(engine: Engine, kind: str, body: bytes) -> int:
+    """One journal entry, as the engine lived it (what it produced then is already recorded); the facts
+    it held."""
     if kind == "digest":
-        for fact in digest.decode(body).facts:
+        facts = digest.decode(body).facts
+        for fact in facts:
             engine.apply(fact)
-    elif kind == "tick":
+        return len(facts)
+    if kind == "tick":
         now, seeing = json.loads(body)
         engine.tick(now, seeing)
     elif kind == "step":
@@ -215,6 +218,7 @@ def replay(engine: Engine, kind: str, body: bytes) -> None:
                              for i, a, b, c, r, n, who, why in json.loads(body)])
     else:
         raise ValueError(f"unknown journal entry {kind!r}")
+    return 0
 
 
 class StepWatch:
@@ -261,7 +265,7 @@ class StateService:
         self.pending_mids: list[int] = []
         self.last_digest = 0.0  # monotonic time of the last digest from any ingest process
         self.step_watch = StepWatch()
-        self.next_snapshot = time.monotonic() + state.snapshot_s
+        self.last_snapshot = time.monotonic()
         self.counters = {"facts": 0, "digests": 0, "bad_digests": 0, "transitions": 0, "export_errors": 0,
                          "lines_written": 0}
         self.transition_counts: dict[str, int] = {}
@@ -291,8 +295,8 @@ class StateService:
         engine.incidents.window_ms = int(rules.group_window_s * 1000)
         for machine in engine.machines.values():
             machine.rules = rules
-        for kind, body in journal:
-            replay(engine, kind, body)
+        # Facts journalled since the last snapshot, these included (snapshot_due).
+        self.facts_since_snapshot = sum(replay(engine, kind, body) for kind, body in journal)
         for clinic, machine in engine.machines.items():
             link = rules.link(engine.clinics[clinic].link if clinic in engine.clinics else "other")
             if link != machine.link:  # the configuration's thresholds changed
@@ -389,6 +393,7 @@ class StateService:
                 self.engine.apply(fact)
             self.journal.append(("digest", message.payload))
             self.counters["facts"] += len(got.facts)
+            self.facts_since_snapshot += len(got.facts)
             self.counters["digests"] += 1
             self.last_digest = time.monotonic()
             self.pending_mids.append(message.mid)
@@ -437,9 +442,10 @@ class StateService:
                 self.rows_added.set()
             self.journal = []
             mids, self.pending_mids = self.pending_mids, []
-            if time.monotonic() >= self.next_snapshot:
+            if snapshot_due(time.monotonic() - self.last_snapshot, self.facts_since_snapshot,
+                            len(self.engine.machines), self.config.state.snapshot_s):
                 self.db.snapshot(pickle.dumps(self.engine, protocol=pickle.HIGHEST_PROTOCOL))
-                self.next_snapshot = time.monotonic() + self.config.state.snapshot_s
+                self.last_snapshot, self.facts_since_snapshot = time.monotonic(), 0
             self.counters["transitions"] += len(changes.transitions)
             for t in changes.transitions:
                 self.transition_counts[t.new] = self.transition_counts.get(t.new, 0) + 1
