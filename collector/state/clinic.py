@@ -560,6 +560,19 @@ class ClinicMachine:
             due.append(self._quality_next)
         return min(due) if due else None
 
+    def quiet_until(self, now: int) -> int | None:
+        """When a look is next needed, if it is after `now` and nothing but the clinic's silence deadline (and
+        its next quality judgement) can need one: a working clinic, online, with no outage, flap or
+        unsettled bad slot. A look now would change nothing then. None otherwise."""
+        if (self.state not in (UP, DEGRADED) or self.online is not True or self.last_heard is None
+                or self.flapping or self._bad_any or self.outage is not None or self.outages
+                or (self.latest_closed is not None and self.latest_closed.changed)):
+            return None
+        due = max(self.last_heard, self.grace_until) + self.silence_ms() + 1
+        if self._quality_dirty:
+            due = min(due, self._quality_next)
+        return due if due > now else None
+
     def _judge(self, now: int) -> None:
         rules = self.rules
         if self._quality_dirty and now >= self._quality_next:
@@ -600,7 +613,7 @@ class ClinicMachine:
         rules = self.rules
         slots = range(last_slot - WINDOW + 1, last_slot + 1)
         first = self._slot(self.first_heard) if self.first_heard is not None else last_slot
-        bad = [self._slot_bad(s, now) if s >= first else False for s in slots]
+        bad = self._bad_slots(slots, first, now)
         # Keep looking while a bad slot is in the window, or one may still come (a cut open, or one
         # ending after the window: judged once its slot settles).
         later = int((last_slot + 1) * rules.flap_slot_s * 1000)
@@ -641,26 +654,40 @@ class ClinicMachine:
             records.append(self.latest_closed)
         return records
 
-    def _slot_bad(self, slot: int, now: int) -> bool:
+    def _bad_slots(self, slots: range, first: int, now: int) -> list[bool]:
+        """For each slot of `slots` (from `first` on; earlier ones are not bad): was the link cut in it? A slot
+        is bad when an outage record overlaps it, or when a member of a run of `blip_min_probes` or more
+        central failures in a row falls in it (the run may begin or end outside the slot). One pass over
+        the window's results for all the slots: searching them slot by slot was most of the flap
+        judgement's cost (bench.state_engine)."""
         size = self.rules.flap_slot_s * 1000
-        lo, hi = slot * size, (slot + 1) * size
-        for outage in self._records():
-            if outage.overlap(int(lo), int(hi), now) > 0:
-                return True
-        # central probes failing `blip_min_probes` times in a row, within or across the slot
-        need = self.rules.blip_min_probes
-        i = bisect.bisect_left(self.central, (lo,))
-        j = bisect.bisect_left(self.central, (hi,))
-        start = max(0, i - need + 1)
-        run = 0
-        for k in range(start, min(len(self.central), j + need - 1)):
-            if not self.central[k][1]:
-                run += 1
-                if run >= need and any(lo <= self.central[m][0] < hi for m in range(k - run + 1, k + 1)):
-                    return True
+        lo_slot, hi_slot = slots[0], slots[-1]
+        bad = [False] * len(slots)
+        records = self._records()
+        if records:
+            for n, slot in enumerate(slots):
+                lo, hi = int(slot * size), int((slot + 1) * size)
+                if slot >= first and any(o.overlap(lo, hi, now) > 0 for o in records):
+                    bad[n] = True
+        central, need = self.central, self.rules.blip_min_probes
+        i = bisect.bisect_left(central, (lo_slot * size,))
+        j = bisect.bisect_left(central, ((hi_slot + 1) * size,))
+        # A run holding a result of the slots has `need` members within need - 1 places of it.
+        end = min(len(central), j + need - 1)
+        k, run_start = max(0, i - need + 1), -1
+        while k <= end:
+            if k < end and not central[k][1]:
+                if run_start < 0:
+                    run_start = k
             else:
-                run = 0
-        return False
+                if run_start >= 0 and k - run_start >= need:
+                    for m in range(max(run_start, i), min(k, j)):
+                        slot = self._slot(central[m][0])
+                        if slot >= first and lo_slot <= slot <= hi_slot:
+                            bad[slot - lo_slot] = True
+                run_start = -1
+            k += 1
+        return bad
 
     # -- after the collector was blind ---------------------------------------------------------
     def sight_restored(self, at: int) -> None:
