@@ -40,7 +40,8 @@ def encode(facts: list[Fact], src: str) -> bytes:
 def decode(payload: bytes) -> Digest:
     """Raises ValueError for a payload that is not a digest."""
     try:
-        document = msgpack.unpackb(payload)
+        # Arrays as tuples: half the CPU of lists here (bench.state_engine), and facts are read only.
+        document = msgpack.unpackb(payload, use_list=False)
         if not isinstance(document, dict) or document.get("v") != 1:
             raise ValueError(f"unsupported digest version {document.get('v')!r}")
         return Digest(str(document["src"]), int(document["sent"]), [from_row(r) for r in document["facts"]])
