@@ -135,6 +135,27 @@ def test_a_gateway_answering_500_three_times_then_200_gets_exactly_one_message()
     assert len(gateway.received()) == 4  # nothing sent again
 
 
+def test_a_clock_set_back_delays_a_retry_by_at_most_the_longest_backoff() -> None:
+    """Retries are kept as wall times (they survive a restart). A clock set back an hour after a failed send
+    would hold the retry an hour: a retry set further ahead than the longest backoff is due now."""
+    notifications, db = _log()
+    now = _now()
+    with HookServer(answers=[500]) as gateway:
+        row = Row("inc-1/open/1/ib-admins", "sms", "+34600000000", "ib-admins", "inc-1", "open", now,
+                  now + 7_200_000, 0, DOC)
+        alerts_log.insert(db, [row], set())
+        dispatcher = Dispatcher(notifications, {"sms": Sms(SmsGateway(url=gateway.url + "/send"))},
+                                retry_min_s=5, retry_max_s=300)
+        assert dispatcher.run_once() == 1 and notifications.rows()[0]["status"] == "retry"  # again in 5 s
+        # The clock set back 200 s: the retry waits 205 s, within the longest backoff (300 s).
+        assert dispatcher.run_once(_now() - 200_000) == 0
+        # Set back an hour: the retry 3,605 s ahead cannot be a backoff; it is tried now.
+        assert dispatcher.run_once(_now() - 3_600_000) == 1
+        statuses = [r.status for r in gateway.received()]
+    assert statuses == [500, 200]
+    assert notifications.rows()[0]["status"] == "sent"
+
+
 def test_a_message_past_its_deadline_is_reported_expired_not_dropped() -> None:
     notifications, db = _log()
     now = _now()

@@ -101,7 +101,7 @@ class Dispatcher:
     def run_once(self, now: int | None = None) -> int:
         """Send what is due; the number of rows handled."""
         handled = 0
-        for row in self.log.due(now if now is not None else _now()):
+        for row in self.log.due(now if now is not None else _now(), longest_wait_ms=int(self.retry_max_s * 1000)):
             self.handle(row)
             handled += 1
         return handled

@@ -62,12 +62,16 @@ class NotificationLog:
     def __init__(self, db: sqlite3.Connection, lock: threading.Lock) -> None:
         self.db, self.lock = db, lock
 
-    def due(self, now: int, limit: int = 100) -> list[Row]:
+    def due(self, now: int, limit: int = 100, longest_wait_ms: int | None = None) -> list[Row]:
+        """Messages to send or try again at `now`. A retry set further ahead than `longest_wait_ms` (the
+        longest backoff) was set by a clock since set back: due too, so that a clock set back an hour
+        delays no retry by an hour (at most by the longest backoff)."""
+        beyond = now + longest_wait_ms if longest_wait_ms is not None else 1 << 62
         with self.lock:
             rows = self.db.execute(
                 "SELECT key, channel, address, recipient, incident, kind, decided, deadline, attempts, doc "
-                "FROM notification WHERE status IN (?, ?) AND next_try <= ? ORDER BY decided, key LIMIT ?",
-                (PENDING, RETRY, now, limit)).fetchall()
+                "FROM notification WHERE status IN (?, ?) AND (next_try <= ? OR next_try > ?) "
+                "ORDER BY decided, key LIMIT ?", (PENDING, RETRY, now, beyond, limit)).fetchall()
         return [Row(*r[:9], json.loads(r[9])) for r in rows]
 
     def mark(self, row: Row, status: str, now: int, error: str | None = None, next_try: int | None = None) -> None:
