@@ -44,13 +44,13 @@ CREATE TABLE IF NOT EXISTS blind (start INTEGER NOT NULL, end INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS export (id INTEGER PRIMARY KEY AUTOINCREMENT, line TEXT NOT NULL);
 """
 SNAPSHOT_FORMAT = "1"  # bump when the engine's classes change incompatibly
-# A snapshot pickles every clinic's machine (~35 us a clinic here: 0.35 s for 10,000) and spares a restart
-# replaying the journal written since the last one (~70-190 us a fact, decoding included). Written every
+# A snapshot pickles every clinic's machine (0.39 s of CPU for 10,000 clinics, bench.state_engine) and spares
+# a restart replaying the journal written since the last one (62 us a fact, decoding included). Written every
 # `snapshot_s` whatever the journal held, a 10,000-clinic fleet paid a fifth of the state's CPU for
-# snapshots (bench.state_engine): so one is written only once the facts journalled since the last number
+# snapshots: so one is written only once the facts journalled since the last number
 # SNAPSHOT_FACTS_PER_CLINIC a clinic, which keeps a snapshot's share to a few us a fact and a restart's
-# replay to 1-2 s per 1,000 clinics; and at the latest every SNAPSHOT_LONGEST x `snapshot_s`, so that a
-# quiet fleet's journal of judgements stays short too.
+# replay under a second per 1,000 clinics; and at the latest every SNAPSHOT_LONGEST x `snapshot_s`, so that
+# a quiet fleet's journal of judgements stays short too.
 SNAPSHOT_FACTS_PER_CLINIC = 10
 SNAPSHOT_LONGEST = 12
 
