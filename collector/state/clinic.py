@@ -549,7 +549,7 @@ class ClinicMachine:
         """When this clinic must be looked at again if no fact comes first (None: only a fact can change it)."""
         due = []
         if self.last_heard is not None and self.online is not False and self.state != DOWN:
-            due.append(max(self.last_heard, self.grace_until) + self.silence_ms() + 1)
+            due.append(self._silent_at())
         if self.flapping or self._bad_any:
             size = int(self.rules.flap_slot_s * 1000)
             settle = int(self.rules.flap_settle_s * 1000)
@@ -560,6 +560,11 @@ class ClinicMachine:
             due.append(self._quality_next)
         return min(due) if due else None
 
+    def _silent_at(self) -> int:
+        """The first moment the clinic counts as silent if nothing more is heard."""
+        assert self.last_heard is not None
+        return max(self.last_heard, self.grace_until) + self.silence_ms() + 1
+
     def quiet_until(self, now: int) -> int | None:
         """When a look is next needed, if it is after `now` and nothing but the clinic's silence deadline (and
         its next quality judgement) can need one: a working clinic, online, with no outage, flap or
@@ -568,7 +573,7 @@ class ClinicMachine:
                 or self.flapping or self._bad_any or self.outage is not None or self.outages
                 or (self.latest_closed is not None and self.latest_closed.changed)):
             return None
-        due = max(self.last_heard, self.grace_until) + self.silence_ms() + 1
+        due = self._silent_at()
         if self._quality_dirty:
             due = min(due, self._quality_next)
         return due if due > now else None
