@@ -15,7 +15,7 @@ from enum import StrEnum
 
 import msgspec
 
-from wire.zdict import DICTIONARIES, DICTIONARY_V1
+from wire.zdict import DICTIONARIES, DICTIONARY
 from wire.schema import (
     CLINIC_ID_PATTERN,
     MAX_DECODED_BYTES,
@@ -108,12 +108,12 @@ def parse_topic(name: str) -> tuple[str, str]:
 
 
 def encode(message: Message, compress: bool | None = None) -> bytes:
-    """Serialise compactly; compress (zlib with the contract's preset dictionary) when asked,
+    """Serialise compactly; compress (zlib with the contract's newest preset dictionary) when asked,
     or (None) when that saves bytes."""
     raw = msgspec.json.encode(message)
     if compress is False or (compress is None and len(raw) < 64):
         return raw
-    deflater = zlib.compressobj(9, zdict=DICTIONARY_V1)
+    deflater = zlib.compressobj(9, zdict=DICTIONARY)
     packed = deflater.compress(raw) + deflater.flush()
     return packed if compress or len(packed) < len(raw) else raw
 
