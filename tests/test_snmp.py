@@ -354,6 +354,95 @@ def test_two_devices_with_one_user_name_and_their_own_keys_are_both_read(device,
     assert all(p["samples"][0]["f"]["reachable"] for p in polls.values())
 
 
+# net-snmp's createUser names for the agent's priv_protocol values.
+NET_SNMP_PRIV = {"aes": "AES", "aes192": "AES192", "aes256": "AES256", "aes192c": "AES192C", "aes256c": "AES256C",
+                 "des": "DES"}
+_PRIVACY_PROBE = """
+import asyncio, json, sys
+from agent.snmp import DeviceSpec, Engines
+from agent.snmp.client import Client, SnmpError
+from agent.structs import convert
+spec = convert(json.loads(sys.argv[1]), DeviceSpec, "test")
+async def main():
+    engines = Engines()
+    try:
+        client = Client(engines.for_device(spec), spec)
+        try:
+            values = await client.get([(1, 3, 6, 1, 2, 1, 1, 3, 0)])
+            reading = values[(1, 3, 6, 1, 2, 1, 1, 3, 0)]
+            answer = {"kind": reading.kind}
+        except SnmpError as exc:
+            answer = {"status": exc.status}
+    finally:
+        engines.close()
+    answer["cryptography"] = "cryptography" in sys.modules
+    print(json.dumps(answer))
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("priv", list(NET_SNMP_PRIV))
+def test_every_v3_privacy_protocol_reads_a_real_snmpd_and_only_des_loads_cryptography(start_server, priv: str) -> None:
+    """AES (all key sizes, both ways of extending the key) goes through the OpenSSL the ssl module links
+    (agent/snmp/aescfb.py): the agent's process never loads `cryptography` for it. A wrong priv key is still
+    refused, so the cipher is really in use."""
+    import json
+
+    snmpd = start_server(Snmpd(f'createUser clinicwatch SHA "clinic-auth-2026" {NET_SNMP_PRIV[priv]} '
+                               '"clinic-priv-2026"\nrouser clinicwatch priv\n'))
+
+    def read(priv_key: str) -> dict[str, Any]:
+        spec = {"name": "rtr", "host": snmpd.host, "port": snmpd.port, "version": "3", "timeout_s": 1, "retries": 0,
+                "v3": {"user": "clinicwatch", "auth_protocol": "sha", "auth_key": "clinic-auth-2026",
+                       "priv_protocol": priv, "priv_key": priv_key}}
+        out = subprocess.run([sys.executable, "-c", _PRIVACY_PROBE, json.dumps(spec)], capture_output=True,
+                             text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout)
+
+    assert read("clinic-priv-2026") == {"kind": "timeticks", "cryptography": priv == "des"}
+    assert read("not-the-priv-key")["status"] == "timeout"  # snmpd cannot decrypt it, and drops it
+
+
+def test_the_aes_cfb128_cipher_gives_what_cryptography_gives() -> None:
+    """The reference is the `cryptography` package (pysnmp's own choice), installed for the tests only."""
+    import random
+
+    from agent.snmp import aescfb
+    from cryptography.hazmat.decrepit.ciphers.modes import CFB
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
+
+    rng = random.Random(14)
+    for key_size in (16, 24, 32):
+        for length in (0, 1, 15, 16, 17, 484, 1472):
+            key, iv, data = rng.randbytes(key_size), rng.randbytes(16), rng.randbytes(length)
+            encryptor = Cipher(algorithms.AES(key), CFB(iv)).encryptor()
+            expected = encryptor.update(data) + encryptor.finalize()
+            assert aescfb.cfb128(key, iv, data, encrypt=True) == expected
+            assert aescfb.cfb128(key, iv, expected, encrypt=False) == data
+    with pytest.raises(ValueError, match="^an AES key is 16, 24 or 32 bytes, not 8$"):
+        aescfb.cfb128(bytes(8), bytes(16), b"x", encrypt=True)
+    with pytest.raises(ValueError, match=r"^AES-CFB128's IV is 16 bytes, not 8$"):
+        aescfb.cfb128(bytes(16), bytes(8), b"x", encrypt=True)
+
+
+def test_des_privacy_without_cryptography_is_a_config_error_that_says_the_fix(tmp_path: Path) -> None:
+    config = tmp_path / "agent.yaml"
+    config.write_text("clinic_id: es-ib-0001\ndevices:\n  - name: rtr\n    host: 192.0.2.1\n    version: '3'\n"
+                      "    v3: {user: clinicwatch, auth_key: clinic-auth-2026, priv_protocol: des, "
+                      "priv_key: clinic-priv-2026}\n")
+    # `cryptography` made unimportable in this process only, as on a router's install without it.
+    script = ("import sys; sys.modules['cryptography'] = None\n"
+              "from pathlib import Path\nfrom agent.config import ConfigError, load_config\n"
+              "try:\n    load_config(Path(sys.argv[1]))\nexcept ConfigError as exc:\n    print(exc)\n")
+    out = subprocess.run([sys.executable, "-c", script, str(config)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == (
+        f"{config}: invalid configuration:\n  {config}: devices[0].v3: priv_protocol des needs the Python package `cryptography`, which the agent's "
+        "install leaves out: install it beside the agent (pip install cryptography), or use aes, which net-snmp "
+        "and most devices offer")
+
+
 def test_engines_keep_one_set_of_keys_per_user_name_in_each_engine() -> None:
     def spec(name: str, user: str, key: str) -> DeviceSpec:
         return convert({"name": name, "host": "127.0.0.1", "version": "3",

@@ -18,13 +18,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pyasn1.type import univ
-from pysnmp.hlapi.v3arch.asyncio import (
-    CommunityData, ContextData, ObjectIdentity, ObjectType, SnmpEngine, UdpTransportTarget, UsmUserData, bulk_cmd,
-    get_cmd, next_cmd)
-from pysnmp.hlapi.v3arch.asyncio import auth as usm
-from pysnmp.proto import errind, rfc1902, rfc1905
 
+from agent.imports import kept_out
+from agent.snmp import aescfb
 from agent.snmp.config import DeviceSpec
+
+# pysnmp imports `cryptography` for SNMPv3 privacy when it finds it (8.7 MiB resident); AES goes through
+# the OpenSSL the ssl module links instead (agent/snmp/aescfb.py), DES loads `cryptography` at its first device.
+with kept_out("cryptography"):
+    from pysnmp.hlapi.v3arch.asyncio import (
+        CommunityData, ContextData, ObjectIdentity, ObjectType, SnmpEngine, UdpTransportTarget, UsmUserData,
+        bulk_cmd, get_cmd, next_cmd)
+    from pysnmp.hlapi.v3arch.asyncio import auth as usm
+    from pysnmp.proto import errind, rfc1902, rfc1905
+aescfb.install()
 
 Oid = tuple[int, ...]
 
@@ -217,6 +224,8 @@ class Client:
         else:
             assert spec.v3 is not None
             auth_key, priv_key = spec.v3.keys()
+            if priv_key and spec.v3.priv_protocol == "des":
+                aescfb.need_des()
             self.auth = UsmUserData(spec.v3.user, authKey=auth_key, privKey=priv_key,
                                     authProtocol=AUTH[spec.v3.auth_protocol] if auth_key else usm.USM_AUTH_NONE,
                                     privProtocol=PRIV[spec.v3.priv_protocol] if priv_key else usm.USM_PRIV_NONE)

@@ -19,6 +19,12 @@ PRIV_PROTOCOLS = ("des", "aes", "aes192", "aes256", "aes192c", "aes256c")
 SECTIONS = ("system", "interfaces", "host", "storage", "ups", "cellular")
 
 
+def has_cryptography() -> bool:
+    """Whether the `cryptography` package is installed (SNMPv3 DES privacy needs it; docs/snmp.md)."""
+    from importlib.util import find_spec
+    return find_spec("cryptography") is not None
+
+
 def _secret(inline: Secret | None, path: Path | None, key: str) -> str | None:
     if path is not None:
         try:
@@ -47,6 +53,10 @@ class V3Settings(Section, kw_only=True):
             raise ValueError(f"level {self.level} needs auth_key_file (or auth_key)")
         if self.level == "authPriv" and self.priv_key is None and self.priv_key_file is None:
             raise ValueError("level authPriv needs priv_key_file (or priv_key)")
+        if self.level == "authPriv" and self.priv_protocol == "des" and not has_cryptography():
+            raise ValueError("priv_protocol des needs the Python package `cryptography`, which the agent's install "
+                             "leaves out: install it beside the agent (pip install cryptography), or use aes, "
+                             "which net-snmp and most devices offer")
         for name in ("auth_key", "priv_key"):
             value = getattr(self, name)
             if value is not None and len(value.get_secret_value()) < 8:
