@@ -11,18 +11,16 @@ at all. This module asks OpenSSL's EVP interface for the same cipher through cty
 from __future__ import annotations
 
 import ctypes
+import functools
 from typing import Any
 
 _CIPHERS = {16: "EVP_aes_128_cfb128", 24: "EVP_aes_192_cfb128", 32: "EVP_aes_256_cfb128"}
-_lib: Any = None
 
 
+@functools.cache
 def _libcrypto() -> Any:
     """OpenSSL's libcrypto: the one the ssl module's extension is linked with (a handle on a shared object
     finds the symbols of the libraries it depends on), else one found by its usual names."""
-    global _lib
-    if _lib is not None:
-        return _lib
     import _ssl
     candidates = [getattr(_ssl, "__file__", None), None, "libcrypto.so.3", "libcrypto.so.1.1", "libcrypto.so"]
     for candidate in candidates:
@@ -48,7 +46,6 @@ def _libcrypto() -> Any:
     lib.EVP_CipherUpdate.restype = ctypes.c_int
     lib.EVP_CipherUpdate.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.POINTER(ctypes.c_int),
                                      ctypes.c_char_p, ctypes.c_int]
-    _lib = lib
     return lib
 
 
@@ -125,4 +122,3 @@ def need_des() -> None:
     from cryptography.hazmat.primitives.ciphers import Cipher, modes
     des.default_backend, des.algorithms, des.Cipher, des.modes = default_backend, algorithms, Cipher, modes
     des.PysnmpCryptoError = False
-
