@@ -7,8 +7,8 @@ namespace holding 8 interfaces (4 veth pairs) besides `lo`. Measured in the same
 run, on the same daemon:
   - the agent's DevicePoller (warm: engine, target and table sizes known), system
     group + ifTable + ifXTable, rates computed: wall and CPU time per poll,
-    requests per poll, resident memory; then the CPU its engine's timer costs while idle between
-    polls, at the agent's pace and at pysnmp's own (the reference), `--idle` seconds each;
+    requests per poll, resident memory; then the CPU the process spends idle between polls,
+    `--idle` seconds (the client keeps no timer between requests);
   - net-snmp's C tools (peak memory through GNU time) reading the same tables as a shell script would on each
     poll: `snmpget` of the system scalars and `snmpbulkwalk` of ifTable and of
     ifXTable (three processes): wall, CPU (children's rusage) and peak memory.
@@ -73,19 +73,10 @@ def inner(polls: int, idle_s: float) -> dict:
             cpu_ms = (time.process_time() - cpu0) * 1000 / polls
             results["wire_bytes_steady"] = _wire_bytes(sent[-1])
             interfaces = sum(1 for m, _, _ in polled.samples if m == "snmp_if")
-            if idle_s:
-                # Between polls: the engine's timer at the agent's idle pace, then at pysnmp's own (the
-                # reference), the same seconds each.
-                from agent.snmp.client import POLL_TICK_S
-
-                dispatcher = poller.client.engine.transport_dispatcher
-                idle_tick = dispatcher.get_timer_resolution()  # as the agent left it after its polls
-                results.update(idle_s=idle_s, idle_tick_s=idle_tick, pysnmp_tick_s=POLL_TICK_S)
-                for pace, key in ((idle_tick, "idle_cpu_ms_agent"), (POLL_TICK_S, "idle_cpu_ms_pysnmp")):
-                    dispatcher.set_timer_resolution(pace)
-                    cpu0 = time.process_time()
-                    await asyncio.sleep(idle_s)
-                    results[key] = (time.process_time() - cpu0) * 1000
+            if idle_s:  # between polls, the device's socket open
+                cpu0 = time.process_time()
+                await asyncio.sleep(idle_s)
+                results.update(idle_s=idle_s, idle_cpu_ms=(time.process_time() - cpu0) * 1000)
             engines.close()
             return walls, cpu_ms, requests, interfaces, polled
 
@@ -146,7 +137,7 @@ def _namespace(name: str, pairs: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--polls", type=int, default=50)
-    parser.add_argument("--idle", type=float, default=20, help="seconds idle between polls, twice (0: skip)")
+    parser.add_argument("--idle", type=float, default=20, help="seconds idle after the polls (0: skip)")
     parser.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.inner:
@@ -173,7 +164,7 @@ def main() -> None:
     print(f"SNMP poll of one router: real snmpd in {where}; {args.polls} polls each, medians")
     print(f"  tables: system scalars + ifTable + ifXTable ({n['if_rows']} rows); agent reports "
           f"{a['interfaces_reported']} interfaces (lo excluded)")
-    print(f"{'':28}{'agent (pysnmp)':>16}{'net-snmp tools':>16}{'ratio':>8}")
+    print(f"{'':28}{'agent':>16}{'net-snmp tools':>16}{'ratio':>8}")
     print(f"{'wall per poll, ms':28}{a['wall_ms_median']:16.2f}{n['wall_ms_median']:16.2f}"
           f"{a['wall_ms_median'] / n['wall_ms_median']:8.2f}")
     print(f"{'wall p90, ms':28}{a['wall_ms_p90']:16.2f}{n['wall_ms_p90']:16.2f}")
@@ -182,14 +173,12 @@ def main() -> None:
     print(f"{'requests / processes':28}{a['requests_per_poll']:16.0f}{n['processes_per_poll']:16d}")
     print(f"{'peak RSS, MiB':28}{a['rss_peak_kib'] / 1024:16.1f}{n['rss_peak_kib'] / 1024:16.1f}"
           f"{a['rss_peak_kib'] / n['rss_peak_kib']:8.2f}")
-    print(f"  agent RSS: python with the bench's stdlib imports {r['rss_bare_kib'] / 1024:.1f} MiB, after pysnmp + agent.snmp imports "
+    print(f"  agent RSS: python with the bench's stdlib imports {r['rss_bare_kib'] / 1024:.1f} MiB, after the agent.snmp imports "
           f"{r['rss_after_imports_kib'] / 1024:.1f} MiB")
     print(f"  at the default 60 s interval: agent CPU {a['cpu_ms_per_poll'] * 60 / 1000:.2f} s per hour per router")
-    if "idle_cpu_ms_agent" in r:
-        hourly = {k: r[k] * 3600 / r["idle_s"] / 1000 for k in ("idle_cpu_ms_agent", "idle_cpu_ms_pysnmp")}
-        print(f"  between polls ({r['idle_s']:g} s idle each): the engine's timer costs {hourly['idle_cpu_ms_agent']:.2f} s "
-              f"of CPU an hour at the agent's idle pace ({r['idle_tick_s']:g} s), {hourly['idle_cpu_ms_pysnmp']:.2f} s at "
-              f"pysnmp's own ({r['pysnmp_tick_s']:g} s): {hourly['idle_cpu_ms_agent'] / hourly['idle_cpu_ms_pysnmp']:.2f}x")
+    if "idle_cpu_ms" in r:
+        print(f"  between polls ({r['idle_s']:g} s idle): {r['idle_cpu_ms']:.2f} ms of CPU, "
+              f"{r['idle_cpu_ms'] * 3600 / r['idle_s'] / 1000:.3f} s an hour")
     per_poll, steady = r["wire_bytes_per_poll"] + MQTT_OVERHEAD, r["wire_bytes_steady"] + MQTT_OVERHEAD
     print(f"  reporting: {r['wire_bytes_per_poll']} B per poll with every field as a compressed telemetry message "
           f"(+{MQTT_OVERHEAD} B MQTT/TCP/IP/TLS) -> {per_poll * 43_200 / 1e6:.1f} MB per month at 60 s; with facts on "

@@ -309,10 +309,13 @@ class Snmpd(Server):
     name = "snmpd"
 
     def __init__(self, config: str = "rocommunity public 127.0.0.1\n", host: str = "127.0.0.1",
-                 exclude_modules: tuple[str, ...] = (), **kw: object) -> None:
+                 exclude_modules: tuple[str, ...] = (), persistent: bool = False, **kw: object) -> None:
         super().__init__(host, **kw)  # type: ignore[arg-type]
         self.config = config
         self.exclude_modules = exclude_modules  # built-in MIB modules to leave out (a pass program serves them)
+        # As a real device's snmpd: it reads back what it saved at its last stop (its SNMPv3 engine id, and
+        # its engine boots, counted up at each start). Without it, each start is a new engine, boots 1.
+        self.persistent = persistent
 
     def command(self) -> list[str]:
         if not self.port:
@@ -320,12 +323,15 @@ class Snmpd(Server):
         (self.dir / "state").mkdir(exist_ok=True)
         conf = self.dir / "snmpd.conf"
         conf.write_text(self.config)
-        # -C: only our config; -I -smux: no SMUX listener on TCP 199; the address only on the command line.
-        return [_binary("snmpd"), "-f", "-Lo", "-C", "-c", str(conf), "-I", ",".join(["-smux", *self.exclude_modules]),
+        # -C: only our config (persistent: the config path, our directory then the state, says so instead);
+        # -I -smux: no SMUX listener on TCP 199; the address only on the command line.
+        config = [] if self.persistent else ["-C", "-c", str(conf)]
+        return [_binary("snmpd"), "-f", "-Lo", *config, "-I", ",".join(["-smux", *self.exclude_modules]),
                 "-p", str(self.dir / "pid"), f"udp:{self.host}:{self.port}"]
 
     def environment(self) -> dict[str, str]:
-        return {**os.environ, "SNMP_PERSISTENT_DIR": str(self.dir / "state"), "MIBS": ""}
+        paths = {"SNMPCONFPATH": f"{self.dir}:{self.dir / 'state'}"} if self.persistent else {}
+        return {**os.environ, "SNMP_PERSISTENT_DIR": str(self.dir / "state"), "MIBS": "", **paths}
 
     def ready(self) -> bool:
         # snmpd binds its socket only after it has read the config, so a bound port means ready.

@@ -178,15 +178,15 @@ def test_what_an_icmp_error_quotes_of_a_udp_probe_is_read_as_scapy_reads_it() ->
 
 def test_the_agent_loads_a_probes_library_only_with_the_probe() -> None:
     """scapy is not the agent's any more; httpx comes with the first HTTP check or throughput test, dnspython
-    with the first DNS check (paho's own import of its resolver is kept out), pysnmp with the first device,
+    with the first DNS check (paho's own import of its resolver is kept out), the SNMP client with the first device,
     urllib.request (and http.client) when paho reads a proxy from the environment or with httpx;
     pydantic is the collector's, not the agent's."""
     import subprocess
     import sys
 
     code = ("import sys, agent.cli, agent.runtime, agent.probes; "
-            "print(sorted(m for m in ('httpx', 'scapy', 'dns.message', 'dns.resolver', 'pysnmp', 'pydantic', "
-            "'urllib.request', 'http.client') if m in sys.modules))")
+            "print(sorted(m for m in ('httpx', 'scapy', 'dns.message', 'dns.resolver', 'agent.snmp.client', "
+            "'pydantic', 'urllib.request', 'http.client') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 

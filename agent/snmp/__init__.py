@@ -1,7 +1,6 @@
 """SNMP polling of the devices at a clinic: router, LTE modem, UPS (docs/snmp.md).
 
-Names are imported on first use, so a config without `devices:` never loads pysnmp
-(about 25 MiB of a small router's memory).
+Names are imported on first use, so a config without `devices:` never loads the SNMP client.
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
 """AES in CFB-128 mode, the cipher of SNMPv3 privacy (RFC 3826 and its 192/256-bit variants), through
 the OpenSSL that Python's ssl module already links (the agent's MQTT connection loads it anyway).
 
-Why not the `cryptography` package, which pysnmp would use: its import costs the agent about 8.7 MiB
-resident (a 14 MB Rust extension) for this one cipher, and a router's Python often has no wheel of it
-at all. This module asks OpenSSL's EVP interface for the same cipher through ctypes (about 0.3 MiB).
-`install()` puts it under pysnmp's AES privacy services; DES privacy still needs `cryptography`
-(`need_des()`), since OpenSSL 3 keeps DES in its legacy provider.
+Why not the `cryptography` package: its import costs the agent about 8.7 MiB resident (a 14 MB Rust
+extension) for this one cipher, and a router's Python often has no wheel of it at all. This module
+asks OpenSSL's EVP interface for the same cipher through ctypes (about 0.3 MiB). DES privacy still
+needs `cryptography` (agent/snmp/usm.py imports it at the first DES message), since OpenSSL 3 keeps
+DES in its legacy provider.
 """
 
 from __future__ import annotations
@@ -73,52 +73,3 @@ def cfb128(key: bytes, iv: bytes, data: bytes, encrypt: bool) -> bytes:
         return out.raw[:written.value]
     finally:
         lib.EVP_CIPHER_CTX_free(ctx)
-
-
-class _OneShot:
-    """What pysnmp's AES service asks of a cipher: `update(data)` once, then `finalize()`."""
-
-    def __init__(self, key: bytes, iv: bytes, encrypt: bool) -> None:
-        self.key, self.iv, self.encrypt, self.used = key, iv, encrypt, False
-
-    def update(self, data: bytes) -> bytes:
-        if self.used:  # CFB's state would have to carry over: pysnmp never does this
-            raise RuntimeError("update() twice on one AES-CFB128 cipher")
-        self.used = True
-        return cfb128(self.key, self.iv, bytes(data), self.encrypt)
-
-    def finalize(self) -> bytes:
-        return b""
-
-
-class _Cipher:
-    def __init__(self, key: bytes, iv: bytes) -> None:
-        self.key, self.iv = bytes(key), bytes(iv)
-
-    def encryptor(self) -> _OneShot:
-        return _OneShot(self.key, self.iv, True)
-
-    def decryptor(self) -> _OneShot:
-        return _OneShot(self.key, self.iv, False)
-
-
-def install() -> None:
-    """pysnmp's AES privacy (128, and 192/256 both ways of extending the key: they all go through its
-    rfc3826 module) encrypts and decrypts with `cfb128`. Call after importing pysnmp."""
-    from pysnmp.proto.secmod.rfc3826.priv import aes
-    _libcrypto()  # fail here, at the first SNMP device, rather than at its first reply
-    aes._cryptography_cipher = _Cipher  # the module's one place that builds a cipher
-    aes.PysnmpCryptoError = False
-
-
-def need_des() -> None:
-    """pysnmp's DES privacy, with `cryptography` (imported here, at the first DES device): what its des
-    module does at import when `cryptography` is there, which the agent keeps out of pysnmp's import."""
-    from pysnmp.proto.secmod.rfc3414.priv import des
-    if not des.PysnmpCryptoError:
-        return
-    from cryptography.hazmat.backends import default_backend
-    from cryptography.hazmat.decrepit.ciphers import algorithms
-    from cryptography.hazmat.primitives.ciphers import Cipher, modes
-    des.default_backend, des.algorithms, des.Cipher, des.modes = default_backend, algorithms, Cipher, modes
-    des.PysnmpCryptoError = False

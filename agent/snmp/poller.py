@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.snmp.client import Client, Engines, Oid, Reading, SnmpError, awake, format_oid, parse_oid
+from agent.snmp.client import Client, Engines, Oid, Reading, SnmpError, format_oid, parse_oid
 from agent.snmp.config import DeviceSpec
 from agent.snmp.counters import TICKS_PER_S, rate, uptime_verdict
 from agent.snmp.profiles import Collect, Profile, Profiles
@@ -105,7 +105,7 @@ class DevicePoller:
 
     def __init__(self, spec: DeviceSpec, engines: Engines, profiles: Profiles, memory: Any = None) -> None:
         self.spec, self.profiles, self.memory = spec, profiles, memory
-        self.client = Client(engines.for_device(spec), spec)
+        self.client = Client(engines, spec)
         self.profile: Profile | None = None if spec.profile == "auto" else profiles.get(spec.profile)
         self.counters: dict[tuple[str, str], _Counter] = {}
         # Per counter, its increase and the seconds that covers, summed over the polls since the last
@@ -151,13 +151,12 @@ class DevicePoller:
         requests_before = self.client.requests
         self._storage_rows = None
         try:
-            with awake(self.client.engine):
-                await self._poll(result, state)
+            await self._poll(result, state)
         except SnmpError as exc:
             result.status, result.detail = exc.status, exc.detail
             if exc.status == "timeout":
                 result.status = "unreachable"
-        except Exception as exc:  # a bug or a reply pysnmp could not digest: report it, keep polling
+        except Exception as exc:  # a bug: report it, keep polling
             log.exception("SNMP poll of %s failed", self.spec.name)
             result.status, result.detail = "error", f"{type(exc).__name__}: {exc}"
         if result.status == "ok" and result.problems:
