@@ -318,7 +318,7 @@ def test_v3_authpriv_works_with_the_right_keys_and_fails_clearly_with_wrong_ones
     assert "privacy key" in wrong_priv.detail
 
     stranger = polling(snmpd, version="3", v3={**v3, "user": "mallory"}, timeout_s=1, retries=0).poll()
-    assert stranger.status == "unknown_user"
+    assert (stranger.status, stranger.detail) == ("unknown_user", "the device does not know this SNMPv3 user: 'mallory'")
     assert samples(stranger, "snmp_device")[""]["reachable"] is False
     assert len(stranger.samples) == 1  # the device's status and nothing made up
 

@@ -285,7 +285,9 @@ class Client:
                     continue
                 refused = _REFUSED.get(kind or "")
                 if refused:
-                    raise SnmpError(*refused)
+                    status_word, detail = refused
+                    raise SnmpError(status_word, f"{detail}: {self.user.name.decode(errors='replace')!r}"
+                                    if kind == "unknown_user" else detail)
                 raise SnmpError("error", f"the device reported {format_oid(binds[0][0]) if binds else 'nothing'} "
                                          "instead of answering")
             if answer != RESPONSE:
