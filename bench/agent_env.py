@@ -6,6 +6,7 @@ with pyproject.toml at each use (pip, from the package registry)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -24,3 +25,12 @@ def agent_python() -> str:
     if done.returncode:
         sys.exit(f"bench: installing the agent's dependencies in {ENV} failed:\n{done.stderr}")
     return str(python)
+
+
+def compile_agent(python: str) -> None:
+    """The agent's own modules compiled to bytecode beside their source (`__pycache__`, which git ignores),
+    as they are on a clinic box: pip compiles a package's modules when it installs it, and the editable
+    install here does not. Without it, a shell's PYTHONDONTWRITEBYTECODE (set on this machine) has every
+    agent module compiled at each start, about 1.5 MiB more of the agent's heap than an installed agent's."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    subprocess.run([python, "-m", "compileall", "-q", "agent", "wire"], cwd=REPO, env=env, check=True)

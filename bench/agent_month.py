@@ -25,7 +25,8 @@
    throughput test keeps its real 6 h interval: it runs once at the start, before the measured
    window (the link's count is of probes and reporting only), and weighs in the memory. The agent
    runs in `.venv-agent`, with its own dependencies only (bench/agent_env.py), as a clinic box
-   installs it: the test environment's extras would change what its libraries load.
+   installs it: the test environment's extras would change what its libraries load; and its own
+   modules load compiled, as pip leaves them (bytecode in their `__pycache__`; since 2026-12-02).
 2. Drain: `--backlog` samples are put in the outbox (a long outage), the agent starts
    and the time until a subscriber has them all gives samples/s. Reference in the
    same run: a bare paho client publishing the same number of QoS 1 messages, one
@@ -60,7 +61,7 @@ import paho.mqtt.client as mqtt
 import yaml
 
 from agent.outbox import NewRecord, Outbox
-from bench.agent_env import agent_python
+from bench.agent_env import agent_python, compile_agent
 from bench.site import InClinic, sample_config, sample_site
 from lab.certs import CertificateAuthority
 from lab.links import EmulatedLink, privileged_reason
@@ -289,6 +290,7 @@ def main() -> int:
         print(f"bench.agent_month {privileged_reason()}", file=sys.stderr)
         return 2
     python = agent_python()  # the agent's own dependencies only, as a clinic box installs them
+    compile_agent(python)  # and its own modules compiled, as pip leaves them
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         bare = bare_python_rss_mib(python)
