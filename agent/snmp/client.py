@@ -114,9 +114,6 @@ class Engines:
     def add(self, client: Client) -> None:
         self._clients.append(client)
 
-    def __len__(self) -> int:
-        return len(self._clients)
-
     def close(self) -> None:
         for client in self._clients:
             client.close()
