@@ -1,20 +1,23 @@
 """Benchmark: what clinic state costs beside ingest, and how soon a cut link is `down`.
 
-    .venv/bin/python -m bench.state_engine [--clinics 10000] [--minutes 10] [--flush 180] [--rounds 3]
-                                           [--cuts 10] [--keepalive 10] [--group-wait 10]
+    .venv/bin/python -m bench.state_engine [--clinics 10000] [--minutes 10] [--flush 180] [--failed 2]
+                                           [--rounds 3] [--cuts 10] [--keepalive 10] [--group-wait 10]
 
 1. Throughput (no privileges needed): a fleet of `--clinics` clinics, each running the sample
-   config's probes (ICMP to its gateway and the records service every minute; TCP, HTTP, DNS and
-   its self-metrics every 5 minutes) and sending them as the agent does: together when the oldest
-   has waited `--flush` seconds (the agent's default, 180), at once after a failed check (2 % of
-   checks fail outright); its status at the start and an event about every 50 minutes; for
-   `--minutes` of scripted time. Every message is run through ingest's validation and line protocol
-   (collector.ingest.validate.Validator, the store process's work) without facts and with them,
-   its facts through a digest (encode and decode, as between ingest and the engine) and the state
-   engine (apply, and a tick every second of scripted time), all in this process on the same
-   messages. The figure is the state's CPU per message against ingest's store-process CPU per
-   message, both measured here in the same run (ingest's MQTT intake costs about as much again,
-   bench.collector_ingest, so the true share is lower still).
+   config's probes (ICMP to its gateway and the records service every minute; DNS and its
+   self-metrics every 5 minutes; HTTPS every 15) and sending them as the agent does: together when
+   the oldest has waited `--flush` seconds (the agent's default, 180), at once after a failed check
+   (`--failed` % of checks fail outright, 2 by default: the state's work grows with it); its status
+   at the start and an event about every 50 minutes; for `--minutes` of scripted time. Every message
+   is run through ingest's validation and line protocol (collector.ingest.validate.Validator, the
+   store process's work) without facts and with them, its facts through a digest (encode and decode,
+   as between ingest and the engine) and the state engine (apply, and a tick every second of
+   scripted time), all in this process on the same messages. The figure is the state's CPU per
+   message against ingest's store-process CPU per message, both measured here in the same run.
+   End to end (`--rounds`, no privileges needed): the same messages queued in a real Mosquitto and
+   drained by the real collector into a real InfluxDB, with the state engine off and on in turn,
+   `--rounds` times: the collector's CPU per message either way (intake and store processes, the
+   engine's threads by their own metric too).
 2. Detection (as root): a real agent behind an emulated link, a real Mosquitto and a real collector
    with the state engine; the link is cut `--cuts` times and the time from each cut to the state
    API saying `down` is measured, with the agent's MQTT keepalive `--keepalive` (the broker
@@ -75,11 +78,11 @@ def _result(m: str, ok: bool, rng: random.Random) -> dict[str, Any]:
 
 
 def fleet_messages(clinics: int, minutes: int, seed: int = 1, base_ms: int = BASE_MS,
-                   flush_s: float = 180) -> list[tuple[int, str, bytes]]:
+                   flush_s: float = 180, failed: float = FAILED) -> list[tuple[int, str, bytes]]:
     """(time ms, topic, payload) in time order. Every clinic runs the sample config's schedule from a
     random start and sends what it measured as the agent does: together once the oldest result has
-    waited `flush_s`, and at once after a failed check (2 % of checks); an event every 50 minutes or so,
-    and its status at the start. Payloads are encoded as the agent encodes them (zlib with the
+    waited `flush_s`, and at once after a failed check (a share `failed` of checks); an event every 50
+    minutes or so, and its status at the start. Payloads are encoded as the agent encodes them (zlib with the
     contract's dictionary)."""
     BASE_MS = base_ms  # noqa: N806
     rng = random.Random(seed)
@@ -116,7 +119,7 @@ def fleet_messages(clinics: int, minutes: int, seed: int = 1, base_ms: int = BAS
                     send(at, "telemetry", pending)
                     pending = []
                 continue
-            ok = m == "agent" or rng.random() >= FAILED
+            ok = m == "agent" or rng.random() >= failed
             pending.append({"seq": seq, "t": at, "mono": at - BASE_MS, "sync": "ntp", "m": m,
                             "tags": {"target": target} if target else {}, "f": _result(m, ok, rng)})
             if not ok:  # a failed check sends what waited with it
@@ -128,8 +131,8 @@ def fleet_messages(clinics: int, minutes: int, seed: int = 1, base_ms: int = BAS
     return out
 
 
-def throughput(clinics: int, minutes: int, flush_s: float) -> None:
-    messages = fleet_messages(clinics, minutes, flush_s=flush_s)
+def throughput(clinics: int, minutes: int, flush_s: float, failed: float = FAILED) -> None:
+    messages = fleet_messages(clinics, minutes, flush_s=flush_s, failed=failed)
     registry = Registry(clinics=[Clinic(id=f"bench-{c:05d}", name="b", region=f"r{c % 17}", isp=f"i{c % 5}",
                                         link="lte") for c in range(clinics)])
     gc.freeze()  # the messages are this bench's, not the collector's: the GC need not scan them
@@ -211,7 +214,8 @@ def throughput(clinics: int, minutes: int, flush_s: float) -> None:
         return f"{seconds / n * 1e6:7.1f} us/message"
 
     print(f"throughput: {clinics} clinics, {minutes} min of their reports at the fleet's pace ({rate:.0f} msg/s), "
-          f"{n} messages, {counts['facts']} facts, {counts['transitions']} state changes; CPU per stage:")
+          f"{100 * failed:g} % of checks failing, {n} messages, {counts['facts']} facts, {counts['transitions']} "
+          f"state changes; CPU per stage:")
     print(f"  ingest (validate + line protocol), no facts : {us(cpu['ingest'])} ({n / cpu['ingest']:,.0f} msg/s)")
     print(f"  ingest's extra work to extract facts         : {us(facts_extra)}")
     print(f"  digests (encode + decode)                    : {us(cpu['digests'])}")
@@ -227,14 +231,14 @@ def throughput(clinics: int, minutes: int, flush_s: float) -> None:
     print(f"  at the fleet's pace the state costs {state_s / window_s * 100:.1f} % of one core")
 
 
-def end_to_end(clinics: int, minutes: int, rounds: int, flush_s: float) -> None:
+def end_to_end(clinics: int, minutes: int, rounds: int, flush_s: float, failed: float = FAILED) -> None:
     """The real collector draining the same queued messages without and with the state engine, in turn."""
     from bench.collector_ingest import publish_all, tree_cpu_s
     from lab.servers import InfluxDB, Mosquitto, free_port
     from tests.collector_harness import collector_config, count_points, start_collector, wait_subscribed
 
     base = time.time_ns() // 1_000_000 - 3_600_000
-    fleet = fleet_messages(clinics, minutes, base_ms=base, flush_s=flush_s)
+    fleet = fleet_messages(clinics, minutes, base_ms=base, flush_s=flush_s, failed=failed)
     messages = [(topic, payload) for _, topic, payload in fleet]
     points = sum(1 for at, topic, payload in fleet if topic.endswith("/telemetry")
                  for s in wire.decode(topic, payload, at).samples if s.m == "icmp")
@@ -434,14 +438,16 @@ def main() -> int:
     parser.add_argument("--clinics", type=int, default=10_000)
     parser.add_argument("--minutes", type=int, default=10, help="scripted minutes of the fleet's reports")
     parser.add_argument("--flush", type=float, default=180, help="the fleet's agents' flush interval, s")
+    parser.add_argument("--failed", type=float, default=100 * FAILED, help=(
+        "the share of the fleet's checks that fail outright, %% (the state's work grows with it)"))
     parser.add_argument("--rounds", type=int, default=3, help="end-to-end rounds, engine off and on (0: skip)")
     parser.add_argument("--cuts", type=int, default=10, help="link cuts for the detection part (0: skip)")
     parser.add_argument("--keepalive", type=int, default=10, help="the agent's MQTT keepalive, s")
     parser.add_argument("--group-wait", type=float, default=10, help="alerts.group_wait_s for the email timing")
     args = parser.parse_args()
-    throughput(args.clinics, args.minutes, args.flush)
+    throughput(args.clinics, args.minutes, args.flush, args.failed / 100)
     if args.rounds:
-        end_to_end(args.clinics, args.minutes, args.rounds, args.flush)
+        end_to_end(args.clinics, args.minutes, args.rounds, args.flush, args.failed / 100)
     if args.cuts:
         detection(args.cuts, args.keepalive, args.group_wait)
     return 0
