@@ -8,7 +8,7 @@ from collector.state.engine import ClinicInfo, Engine
 from collector.state.facts import Fact, Report, expand
 from tests.state_sim import MIN, S, T0, Link, Sim
 
-FLEET = {f"c{i}": ClinicInfo("Illes Balears", "Movistar" if i < 4 else "Orange", "lte") for i in range(8)}
+FLEET = {f"c{i}": ClinicInfo("Illes Balears", "Movistar" if i < 4 else "Orange", "lte") for i in range(11)}
 
 
 class OneByOne(Engine):
@@ -31,6 +31,12 @@ def _story(engine: Engine) -> Sim:
     stopping = sim.add("c6")
     sim.at(T0 + 30 * MIN, stopping.clean_stop)
     sim.add("c7", Link(cuts=[(T0 + 40 * MIN, T0 + 40 * MIN + 90 * S)]))  # short, then an agent-recorded cut
+    sim.add("c8", Link(jitter_ms=90))  # jitter alone over LTE's limit
+    sim.add("c9", Link(loss_pct=7))  # loss alone over it, every probe still answered
+    slow = Link(rtt_ms=400)
+    sim.add("c10", slow)  # slow; better, though not enough to end `degraded` (hysteresis); then good
+    sim.at(T0 + 30 * MIN, lambda t: setattr(slow, "rtt_ms", 220.0))
+    sim.at(T0 + 60 * MIN, lambda t: setattr(slow, "rtt_ms", 20.0))
     return sim
 
 
@@ -43,6 +49,11 @@ def test_reports_decide_as_their_facts_one_by_one() -> None:
         assert [i.as_dict() for i in a.incidents] == [i.as_dict() for i in b.incidents], minute
     for clinic in FLEET:
         assert vars(short.engine.machines[clinic]) == vars(long.engine.machines[clinic]), clinic
+    assert {(t.clinic, t.new, t.reason) for t in short.changes.transitions if t.clinic in ("c8", "c9")} == {
+        ("c8", "up", None), ("c8", "degraded", "jitter"), ("c9", "up", None), ("c9", "degraded", "loss")}
+    c10 = [t for t in short.changes.transitions if t.clinic == "c10"]
+    assert [(t.new, t.reason) for t in c10] == [("up", None), ("degraded", "rtt"), ("up", None)]
+    assert c10[-1].at > T0 + 60 * MIN  # not while its RTT was only a little under the threshold
     kinds = {t.new for t in short.changes.transitions}
     assert {"up", "down", "degraded"} <= kinds and len(short.changes.outages) >= 4  # the story did happen
 
@@ -73,9 +84,9 @@ def test_a_moved_silence_deadline_passed_over_decides_as_a_look() -> None:
         # _flap_slot: the slot last looked at, which only counts while a bad slot or flapping is in view
         skip = {"quiet_until", "_flap_slot"}
         assert {k: v for k, v in mine.items() if k not in skip} == {k: v for k, v in theirs.items() if k not in skip}
-    # Passed over: the clinics' deadlines while they worked (c3 and c4, degraded, have their quality judged
-    # each minute, which a look is needed for).
-    assert len(passed) == 53 and set(passed) == {"c0", "c1", "c2", "c5", "c6", "c7"}, set(passed)
+    # Passed over: the clinics' deadlines while they worked (c3, c4, c8 and c9, degraded, have their quality
+    # judged each minute, which a look is needed for; c10 once it is up again).
+    assert len(passed) == 57 and set(passed) == {"c0", "c1", "c2", "c5", "c6", "c7", "c10"}, set(passed)
 
 
 def test_two_results_of_one_moment_with_and_without_a_figure() -> None:
