@@ -91,9 +91,10 @@ def convert(tag: int, body: bytes, at: float) -> Reading | None:
     return Reading("unknown", body.hex(":"), at)
 
 
+# The device's report, as (status, detail); {user} in a detail is our SNMPv3 user's name.
 _REFUSED = {
     "wrong_digest": ("auth_failed", "the device refused our SNMPv3 authentication (wrong auth_key or auth_protocol)"),
-    "unknown_user": ("unknown_user", "the device does not know this SNMPv3 user"),
+    "unknown_user": ("unknown_user", "the device does not know this SNMPv3 user: {user!r}"),
     "unsupported_sec_level": ("auth_failed", "the device does not allow this SNMPv3 level for the user"),
     "decryption_error": ("auth_failed", "SNMPv3 privacy failed: the device could not decrypt our request "
                                         "(priv_key or priv_protocol)"),
@@ -282,9 +283,7 @@ class Client:
                     continue
                 refused = _REFUSED.get(kind or "")
                 if refused:
-                    status_word, detail = refused
-                    raise SnmpError(status_word, f"{detail}: {self.user.name.decode(errors='replace')!r}"
-                                    if kind == "unknown_user" else detail)
+                    raise SnmpError(refused[0], refused[1].format(user=self.user.name.decode(errors="replace")))
                 raise SnmpError("error", f"the device reported {format_oid(binds[0][0]) if binds else 'nothing'} "
                                          "instead of answering")
             if answer != RESPONSE:
