@@ -1,7 +1,7 @@
 """Benchmark: what clinic state costs beside ingest, and how soon a cut link is `down`.
 
     .venv/bin/python -m bench.state_engine [--clinics 10000] [--minutes 10] [--flush 180] [--failed 2]
-                                           [--rounds 3] [--cuts 10] [--keepalive 10] [--group-wait 10]
+                                           [--rounds 3] [--paced] [--cuts 10] [--keepalive 10] [--group-wait 10]
 
 1. Throughput (no privileges needed): a fleet of `--clinics` clinics, each running the sample
    config's probes (ICMP to its gateway and the records service every minute; DNS and its
@@ -17,7 +17,12 @@
    End to end (`--rounds`, no privileges needed): the same messages queued in a real Mosquitto and
    drained by the real collector into a real InfluxDB, with the state engine off and on in turn,
    `--rounds` times: the collector's CPU per message either way (intake and store processes, the
-   engine's threads by their own metric too).
+   engine's threads by their own metric too). The queued messages' results are an hour old when
+   drained, older than the engine's quality window: the drain measures the collector at full speed,
+   not the engine's judging. `--paced`: instead, each run gets the messages at the fleet's own pace
+   in real time, dated as they are sent (so the engine judges them as a live fleet's), and its CPU
+   is counted from the first message until all are stored and applied: what the state adds to a
+   collector running such a fleet, per-second work of both included. A round takes twice `--minutes`.
 2. Detection (as root): a real agent behind an emulated link, a real Mosquitto and a real collector
    with the state engine; the link is cut `--cuts` times and the time from each cut to the state
    API saying `down` is measured, with the agent's MQTT keepalive `--keepalive` (the broker
@@ -231,14 +236,23 @@ def throughput(clinics: int, minutes: int, flush_s: float, failed: float = FAILE
     print(f"  at the fleet's pace the state costs {state_s / window_s * 100:.1f} % of one core")
 
 
-def end_to_end(clinics: int, minutes: int, rounds: int, flush_s: float, failed: float = FAILED) -> None:
-    """The real collector draining the same queued messages without and with the state engine, in turn."""
+def end_to_end(clinics: int, minutes: int, rounds: int, flush_s: float, failed: float = FAILED,
+               paced: bool = False) -> None:
+    """The real collector draining the same queued messages without and with the state engine, in turn;
+    or, `paced`, taking them as they come, at the fleet's pace in real time."""
     from bench.collector_ingest import publish_all, tree_cpu_s
     from lab.servers import InfluxDB, Mosquitto, free_port
     from tests.collector_harness import collector_config, count_points, start_collector, wait_subscribed
 
-    base = time.time_ns() // 1_000_000 - 3_600_000
-    fleet = fleet_messages(clinics, minutes, base_ms=base, flush_s=flush_s, failed=failed)
+    if paced:
+        # Made again for each run, dated from when it starts (below): results as recent as a live fleet's,
+        # so the engine judges them as it would a live fleet's. Here only to count them.
+        made = time.perf_counter()
+        fleet = fleet_messages(clinics, minutes, flush_s=flush_s, failed=failed)
+        lead_s = 2 * (time.perf_counter() - made) + 5
+    else:
+        fleet = fleet_messages(clinics, minutes, base_ms=time.time_ns() // 1_000_000 - 3_600_000, flush_s=flush_s,
+                               failed=failed)
     messages = [(topic, payload) for _, topic, payload in fleet]
     points = sum(1 for at, topic, payload in fleet if topic.endswith("/telemetry")
                  for s in wire.decode(topic, payload, at).samples if s.m == "icmp")
@@ -260,6 +274,24 @@ def end_to_end(clinics: int, minutes: int, rounds: int, flush_s: float, failed: 
             for engine in (False, True):
                 db = f"r{r}{int(engine)}"
                 influx.create_database(db)
+                if paced:
+                    path = config(engine, db, r)
+                    proc = start_collector(path)
+                    try:
+                        wait_subscribed(path, timeout_s=120)
+                        used, own_s = _paced_run(broker, proc.pid, metrics_port, engine, clinics, minutes, flush_s,
+                                                 failed, len(messages), lead_s)
+                        assert count_points(influx, db, "icmp", "loss_pct") == points
+                    finally:
+                        proc.terminate()
+                        proc.wait(30)
+                    cpu[engine].append(used)
+                    if engine:
+                        own.append(own_s)
+                    print(f"  round {r + 1}, state engine {'on ' if engine else 'off'}: {used / len(messages) * 1e6:6.1f} "
+                          f"us of collector CPU per message, at the fleet's pace" + (
+                              f"; the engine's threads: {own_s / len(messages) * 1e6:.1f} us" if engine else ""))
+                    continue
                 first = config(engine, f"register{r}", r)  # the run's persistent session, before its messages
                 proc = start_collector(first)
                 wait_subscribed(first, timeout_s=120)
@@ -294,12 +326,54 @@ def end_to_end(clinics: int, minutes: int, rounds: int, flush_s: float, failed: 
                       f"after start-up)" + (f"; the engine's threads: {own[-1] / len(messages) * 1e6:.1f} us"
                                                if engine else ""))
     off, on = statistics.median(cpu[False]), statistics.median(cpu[True])
-    print(f"end to end: {len(messages)} messages of {clinics} clinics, queued and drained by the real collector "
+    how = (f"published at the fleet's pace over {minutes} minutes and taken as they came" if paced else
+           "queued and drained")
+    print(f"end to end: {len(messages)} messages of {clinics} clinics, {how} by the real collector "
           f"into InfluxDB; medians of {rounds} rounds: off {off / len(messages) * 1e6:.1f} us/message, on "
           f"{on / len(messages) * 1e6:.1f}: the state adds {100 * (on - off) / off:.1f} % to the collector's CPU "
           f"(target: under 10 %); by its own metric the engine's threads used "
           f"{statistics.median(own) / len(messages) * 1e6:.1f} us/message = "
           f"{100 * statistics.median(own) / off:.1f} % of the collector's CPU without it")
+
+
+def _paced_run(broker: Any, pid: int, metrics_port: int, engine: bool, clinics: int, minutes: int, flush_s: float,
+               failed: float, expected: int, lead_s: float) -> tuple[float, float]:
+    """Publish the fleet's messages at their own times, in real time, to a running collector; (the collector's
+    CPU seconds, its engine's threads' CPU seconds) from the first message until all are acknowledged and
+    applied. The acknowledged count is read only after the last message: a scrape costs the collector CPU."""
+    import paho.mqtt.client as mqtt
+
+    from bench.collector_ingest import tree_cpu_s
+
+    base = time.time_ns() // 1_000_000 + int(lead_s * 1000)  # the messages start once they are made
+    fleet = fleet_messages(clinics, minutes, base_ms=base, flush_s=flush_s, failed=failed)
+    assert len(fleet) == expected
+    window = threading.Semaphore(1000)
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-paced", protocol=mqtt.MQTTv5)
+    client.max_inflight_messages_set(1000)
+    client.on_publish = lambda *_: window.release()
+    client.connect(broker.host, broker.port)
+    client.loop_start()
+    try:
+        time.sleep(max(0.0, (fleet[0][0] - time.time_ns() // 1_000_000) / 1000))
+        begin = sum(tree_cpu_s(pid).values())
+        begin_own = state_cpu_s(metrics_port) if engine else 0.0
+        for at, topic, payload in fleet:
+            wait = (at - time.time_ns() // 1_000_000) / 1000
+            if wait > 0:
+                time.sleep(wait)
+            window.acquire()
+            client.publish(topic, payload, qos=1)
+        for _ in range(1000):
+            window.acquire()
+    finally:
+        client.loop_stop()
+        client.disconnect()
+    while metric(metrics_port, "clinicwatch_messages_acked_total") < expected:
+        time.sleep(0.5)
+    time.sleep(3)  # the engine applies what is left
+    used = sum(tree_cpu_s(pid).values()) - begin
+    return used, (state_cpu_s(metrics_port) - begin_own if engine else 0.0)
 
 
 def fresh_state_session(broker: Any, client_id: str) -> None:
@@ -441,13 +515,15 @@ def main() -> int:
     parser.add_argument("--failed", type=float, default=100 * FAILED, help=(
         "the share of the fleet's checks that fail outright, %% (the state's work grows with it)"))
     parser.add_argument("--rounds", type=int, default=3, help="end-to-end rounds, engine off and on (0: skip)")
+    parser.add_argument("--paced", action="store_true", help=(
+        "end to end at the fleet's pace in real time (each round takes --minutes twice) instead of draining a queue"))
     parser.add_argument("--cuts", type=int, default=10, help="link cuts for the detection part (0: skip)")
     parser.add_argument("--keepalive", type=int, default=10, help="the agent's MQTT keepalive, s")
     parser.add_argument("--group-wait", type=float, default=10, help="alerts.group_wait_s for the email timing")
     args = parser.parse_args()
     throughput(args.clinics, args.minutes, args.flush, args.failed / 100)
     if args.rounds:
-        end_to_end(args.clinics, args.minutes, args.rounds, args.flush, args.failed / 100)
+        end_to_end(args.clinics, args.minutes, args.rounds, args.flush, args.failed / 100, args.paced)
     if args.cuts:
         detection(args.cuts, args.keepalive, args.group_wait)
     return 0
