@@ -67,17 +67,27 @@ def _session(broker: Mosquitto, client_id: str, topic: str) -> mqtt.Client:
     return client
 
 
-def publish_all(broker: Mosquitto, messages: list[tuple[str, bytes]]) -> None:
-    window = threading.Semaphore(1000)
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-publisher", protocol=mqtt.MQTTv5)
-    client.max_inflight_messages_set(1000)
+PUBLISH_WINDOW = 1000  # QoS 1 messages in flight
+
+
+def publisher(broker: Mosquitto, client_id: str) -> tuple[mqtt.Client, threading.Semaphore]:
+    """A connected, running QoS 1 publisher and its window: acquire the window before each publish, and
+    all of it (PUBLISH_WINDOW times) to wait until every message is acknowledged."""
+    window = threading.Semaphore(PUBLISH_WINDOW)
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    client.max_inflight_messages_set(PUBLISH_WINDOW)
     client.on_publish = lambda *_: window.release()
     client.connect(broker.host, broker.port)
     client.loop_start()
+    return client, window
+
+
+def publish_all(broker: Mosquitto, messages: list[tuple[str, bytes]]) -> None:
+    client, window = publisher(broker, "bench-publisher")
     for topic, payload in messages:
         window.acquire()
         client.publish(topic, payload, qos=1)
-    for _ in range(1000):
+    for _ in range(PUBLISH_WINDOW):
         window.acquire()
     client.loop_stop()
     client.disconnect()

@@ -341,19 +341,12 @@ def _paced_run(broker: Any, pid: int, metrics_port: int, engine: bool, clinics: 
     """Publish the fleet's messages at their own times, in real time, to a running collector; (the collector's
     CPU seconds, its engine's threads' CPU seconds) from the first message until all are acknowledged and
     applied. The acknowledged count is read only after the last message: a scrape costs the collector CPU."""
-    import paho.mqtt.client as mqtt
-
-    from bench.collector_ingest import tree_cpu_s
+    from bench.collector_ingest import PUBLISH_WINDOW, publisher, tree_cpu_s
 
     base = time.time_ns() // 1_000_000 + int(lead_s * 1000)  # the messages start once they are made
     fleet = fleet_messages(clinics, minutes, base_ms=base, flush_s=flush_s, failed=failed)
     assert len(fleet) == expected
-    window = threading.Semaphore(1000)
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-paced", protocol=mqtt.MQTTv5)
-    client.max_inflight_messages_set(1000)
-    client.on_publish = lambda *_: window.release()
-    client.connect(broker.host, broker.port)
-    client.loop_start()
+    client, window = publisher(broker, "bench-paced")
     try:
         time.sleep(max(0.0, (fleet[0][0] - time.time_ns() // 1_000_000) / 1000))
         begin = sum(tree_cpu_s(pid).values())
@@ -364,7 +357,7 @@ def _paced_run(broker: Any, pid: int, metrics_port: int, engine: bool, clinics: 
                 time.sleep(wait)
             window.acquire()
             client.publish(topic, payload, qos=1)
-        for _ in range(1000):
+        for _ in range(PUBLISH_WINDOW):
             window.acquire()
     finally:
         client.loop_stop()
