@@ -19,7 +19,8 @@
    `--rounds` times: the collector's CPU per message either way (intake and store processes, the
    engine's threads by their own metric too). The queued messages' results are an hour old when
    drained, older than the engine's quality window: the drain measures the collector at full speed,
-   not the engine's judging. `--paced`: instead, each run gets the messages at the fleet's own pace
+   and the engine still judges, but on windows those results have left, not as it would live ones.
+   `--paced`: instead, each run gets the messages at the fleet's own pace
    in real time, dated as they are sent (so the engine judges them as a live fleet's), and its CPU
    is counted from the first message until all are stored and applied: what the state adds to a
    collector running such a fleet, per-second work of both included. A round takes twice `--minutes`.
