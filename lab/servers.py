@@ -345,9 +345,12 @@ class Dnsmasq(Server):
 
     name = "dnsmasq"
 
-    def __init__(self, records: dict[str, str], host: str = "127.0.0.1", **kw: object) -> None:
+    def __init__(self, records: dict[str, str], host: str = "127.0.0.1", options: tuple[str, ...] = (),
+                 **kw: object) -> None:
+        """`records`: name -> address (A or AAAA); `options`: further dnsmasq options (--mx-host=...)."""
         super().__init__(host, **kw)  # type: ignore[arg-type]
         self.records = records
+        self.options = options
 
     def command(self) -> list[str]:
         if not self.port:
@@ -356,7 +359,7 @@ class Dnsmasq(Server):
         return [_binary("dnsmasq"), "--keep-in-foreground", "--no-resolv", "--no-hosts", "--no-poll",
                 f"--port={self.port}", f"--listen-address={self.host}", "--bind-interfaces",
                 "--user=root", "--group=root", f"--pid-file={self.dir / 'pid'}", f"--log-facility={self.log_path}",
-                "--log-queries", *answers]
+                "--log-queries", *answers, *self.options]
 
     def ready(self) -> bool:
         return _udp_bound(self.port)

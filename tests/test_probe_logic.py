@@ -177,8 +177,8 @@ def test_what_an_icmp_error_quotes_of_a_udp_probe_is_read_as_scapy_reads_it() ->
 
 
 def test_the_agent_loads_a_probes_library_only_with_the_probe() -> None:
-    """scapy is not the agent's any more; httpx comes with the first HTTP check or throughput test, dnspython
-    with the first DNS check (paho's own import of its resolver is kept out), the SNMP client with the first device,
+    """scapy and dnspython are not the agent's any more (paho's own import of dnspython's resolver, where it is
+    installed, is kept out); httpx comes with the first HTTP check or throughput test, the SNMP client with the first device,
     urllib.request (and http.client) when paho reads a proxy from the environment or with httpx;
     pydantic is the collector's, not the agent's."""
     import subprocess

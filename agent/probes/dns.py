@@ -1,4 +1,4 @@
-"""DNS: resolution time and answer of one query against a chosen resolver (dnspython builds and reads it).
+"""DNS: resolution time and answer of one query against a chosen resolver (agent/probes/dnswire.py builds and reads it).
 
 The query goes over a connected UDP socket, so a resolver that is down (ICMP port
 unreachable) is told apart from one that is slow or cut off (no answer).
@@ -7,6 +7,7 @@ unreachable) is told apart from one that is slow or cut off (no answer).
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from typing import Annotated, Literal
 
@@ -23,6 +24,7 @@ from agent.probes.base import (
     count_wire,
     ms_since,
 )
+from agent.probes.dnswire import DnsWireError, encode_name, query, read_reply
 
 RESULT_FIELDS = {
     "resolve_ms": "float: query to answer", "rcode": "str: NOERROR, NXDOMAIN, SERVFAIL, ...",
@@ -47,6 +49,12 @@ class DnsSpec(ProbeSpec, kw_only=True, tag="dns"):
     interval_s: Interval = 300
     timeout_s: Timeout = 5
 
+    def __post_init__(self) -> None:
+        try:
+            encode_name(self.query)
+        except ValueError as exc:
+            raise ValueError(f"query: {exc}") from None
+
 
 class _Answer(asyncio.DatagramProtocol):
     def __init__(self) -> None:
@@ -62,19 +70,12 @@ class _Answer(asyncio.DatagramProtocol):
 
 
 async def probe(spec: DnsSpec, ctx: ProbeContext) -> Measured:
-    # dnspython (about 3 MiB resident) comes with the first DNS check, not with every agent.
-    import dns.exception
-    import dns.message
-    import dns.rcode
-    import dns.rdatatype
-
     server = await ctx.resolve(spec.server)
-    query = dns.message.make_query(spec.query, spec.qtype)
+    question = query(spec.query, spec.qtype, random.getrandbits(16))
     loop = asyncio.get_running_loop()
     start = time.perf_counter()
     transport, protocol = await loop.create_datagram_endpoint(_Answer, remote_addr=(server, spec.port))
     try:
-        question = query.to_wire()
         transport.sendto(question)
         count_wire(28 + len(question))  # with its IP and UDP headers
         while True:
@@ -88,21 +89,20 @@ async def probe(spec: DnsSpec, ctx: ProbeContext) -> Measured:
             resolve_ms = ms_since(start)
             count_wire(28 + len(data))
             try:
-                response = dns.message.from_wire(data)
-            except dns.exception.DNSException as exc:
+                reply = read_reply(data)
+            except DnsWireError as exc:
                 raise ProbeFailure("bad_response", f"resolver {server} sent an unreadable reply: {exc}") from None
-            if query.is_response(response):
+            if reply.answers_query(question):
                 break
             protocol.reply = loop.create_future()  # not the answer to our question: keep waiting
     finally:
         transport.close()
-    rcode = dns.rcode.to_text(response.rcode())
-    answers = [rr.to_text() for rrset in response.answer for rr in rrset
-               if rrset.rdtype == dns.rdatatype.from_text(spec.qtype)]
+    rcode = reply.rcode_text()
+    answers = reply.answers(spec.qtype)
     fields = {"resolve_ms": round(resolve_ms, 3), "rcode": rcode, "answers": len(answers)}
     if answers:
         fields["answer"] = answers[0]
-    if response.rcode() != dns.rcode.NOERROR:
+    if reply.rcode:
         raise ProbeFailure(rcode.lower(), f"{spec.query} {spec.qtype} at {server}: {rcode}", fields)
     missing = [want for want in spec.expect if want not in answers]
     if missing:
