@@ -28,7 +28,8 @@ from agent.probes.dnswire import DnsWireError, encode_name, query, read_reply
 
 RESULT_FIELDS = {
     "resolve_ms": "float: query to answer", "rcode": "str: NOERROR, NXDOMAIN, SERVFAIL, ...",
-    "answers": "int: records of the asked type", "answer": "str: the first of them (absent when there is none)",
+    "answers": "int: records of the asked type", "answer": "str: the first of them, as dig prints it (`10 mail."
+    "example.org.` for an MX; absent when there is none)",
 }
 REASONS = {
     "refused": "the resolver is not serving (ICMP port unreachable): DNS server down",
@@ -43,7 +44,8 @@ class DnsSpec(ProbeSpec, kw_only=True, tag="dns"):
     server: Annotated[str, Meta(min_length=1, description=(
         "resolver address; the clinic router's, the ISP's, the health service's"))]
     port: Annotated[Port, Meta(description="resolver's UDP port")] = 53
-    query: Annotated[str, Meta(min_length=1, description="name to resolve, e.g. the records service's")]
+    query: Annotated[str, Meta(min_length=1, description=(
+        "name to resolve, e.g. the records service's (one with non-ASCII letters is asked in IDNA, xn--...)"))]
     qtype: Annotated[Literal["A", "AAAA", "CNAME", "MX", "TXT", "NS", "SOA"], Meta(description="record type")] = "A"
     expect: Annotated[list[str], Meta(description="answers that must be among those returned")] = []
     interval_s: Interval = 300
