@@ -105,3 +105,43 @@ def test_clock_fix_retimes_unsynchronised_records_of_this_kernel_boot_only(tmp_p
     assert by_boot[("b1", 1)] == (1_795_000_070_000, "fixed")
     assert by_boot[("b1", 2)] == (1_795_000_000_000, "ntp")
     assert by_boot[("b0", 0)] == (5, "none"), "another kernel boot's monotonic clock cannot be trusted"
+
+
+class _Statements:
+    """The outbox's connection, recording the text of each statement it runs (the sqlite3 module keeps a
+    compiled statement for each text, the last 128 of them)."""
+
+    def __init__(self, db) -> None:
+        self.db, self.texts = db, set()
+
+    def execute(self, sql: str, *args):
+        self.texts.add(sql)
+        return self.db.execute(sql, *args)
+
+    def executemany(self, sql: str, *args):
+        self.texts.add(sql)
+        return self.db.executemany(sql, *args)
+
+    def __getattr__(self, name: str):
+        return getattr(self.db, name)
+
+
+def test_batches_of_any_size_run_a_few_statement_texts_not_one_per_size(tmp_path) -> None:
+    """A statement text per batch size had the agent's memory grow with every new size it met (SQLite's
+    compiled statements, cached): over a day of schedule at the sample config it kept growing."""
+    box = Outbox(tmp_path / "o.db", boot="b", kboot="k", max_bytes=20_000)
+    box.db = recording = _Statements(box.db)
+    sent = []
+    for size in range(1, 301):
+        box.put([sample(t) for t in range(size)])
+        first = box.next_batch(set(), size // 2 + 1)
+        second = box.next_batch({r.id for r in first}, 1000)
+        assert not {r.id for r in first} & {r.id for r in second}
+        sent += first + second
+        box.delete(r.id for r in first + second)
+    assert box.depth()["samples"] == 0
+    assert int(box.meta("thinned_total")) > 0  # the thinning's statements ran too
+    assert len(sent) == 300 * 301 // 2 - int(box.meta("thinned_total"))
+    variable = {text for text in recording.texts if "?," in text}  # those with a list of ids
+    assert len(variable) <= 4 * 10, sorted(variable)  # each query, one text per power of two up to 512
+    assert len(recording.texts) <= 60
