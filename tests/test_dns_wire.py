@@ -89,8 +89,12 @@ def test_each_kind_of_answer_reads_as_dnspython_reads_it(qtype: str) -> None:
                         ("records.salud.test", qtype, RECORDS[qtype]),
                         ("other.salud.test", "A", ["198.18.9.9"])], qtype=qtype)
     assert ours(data, qtype) == reference(data, qtype)
-    # other.salud.test's address is an answer too; a name has one CNAME: the second replaces the first
-    assert len(ours(data, qtype)[1]) == len(RECORDS[qtype]) + (qtype == "A")
+    # other.salud.test's address is an answer too; a name has one CNAME: the second replaces the first.
+    # (dnspython writes a record set in an order of its own: the order is checked against its reading.)
+    expected = {"A": [*RECORDS["A"], "198.18.9.9"],
+                "AAAA": ["2001:db8::7", "::ffff:198.18.0.1", "2001:db8:0:1::1", "::", "fe80::1:0:0:1"]}
+    assert sorted(text.lower() for text in ours(data, qtype)[1]) == sorted(
+        text.lower() for text in expected.get(qtype, RECORDS[qtype]))
 
 
 def _name(text: str) -> bytes:
@@ -162,7 +166,8 @@ def test_any_datagram_is_read_or_refused_with_dnswireerror(data: bytes) -> None:
 def test_a_reply_with_a_byte_changed_or_cut_is_read_or_refused_like_dnspython(qtype: str, data: st.DataObject) -> None:
     whole = _reply_with([("records.salud.test", qtype, RECORDS[qtype])], qtype=qtype)
     at = data.draw(st.integers(0, len(whole) - 1))
-    damaged = data.draw(st.sampled_from([whole[:at], whole[:at] + bytes((data.draw(st.integers(0, 255)),)) + whole[at + 1:]]))
+    changed = whole[:at] + bytes((data.draw(st.integers(0, 255)),)) + whole[at + 1:]
+    damaged = data.draw(st.sampled_from([whole[:at], changed]))
     try:
         read = ours(damaged, qtype)
     except DnsWireError:

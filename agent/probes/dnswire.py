@@ -3,9 +3,9 @@
 The probe asks one question (no EDNS, recursion desired: what `dig +noedns` and dnspython's
 `make_query` send) and reads of the reply only what it reports: the id, flags and rcode that say
 whether it is the answer and what it says, the question it echoes, and the answer section's records
-of the asked type and class (IN), as text in the presentation format of RFC 1035 (what dnspython's `to_text` and
-`dig` print: names absolute with their final dot, a TXT record's strings quoted). Every record of
-every section is framed and checked; anything malformed (cut short, a compression pointer that does
+of the asked type and class (IN), as text in the presentation format of RFC 1035 (what dnspython's
+`to_text` and `dig` print: names absolute with their final dot, a TXT record's strings quoted).
+Every record of every section is framed and checked; anything malformed (cut short, a compression pointer that does
 not point back, a name over 255 bytes, an address record of the wrong length, bytes left over) is a
 `DnsWireError`, never a guess. Why not dnspython, which the probe used before: it costs the agent
 about 3 MiB resident (86 modules) for the few hundred bytes it reads (docs/agent.md, Footprint).
