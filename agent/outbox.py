@@ -149,7 +149,7 @@ class Outbox:
     # -- sending -------------------------------------------------------------
     def next_batch(self, exclude: set[int], max_records: int) -> list[Stored]:
         """Oldest unsent records of one kind and one boot: events first, then samples."""
-        marks, excluded = _padded(sorted(exclude))
+        marks, excluded = _padded(list(exclude))
         not_in = f"AND id NOT IN ({marks})" if exclude else ""
         first = self.db.execute(f"SELECT kind, boot FROM records WHERE 1 {not_in} "
                                 f"ORDER BY kind = 'event' DESC, id LIMIT 1", excluded).fetchone()

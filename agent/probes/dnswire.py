@@ -28,6 +28,7 @@ _BARE_RCODES = {1, 2, 4, 5}
 _HEADER = struct.Struct("!HHHHHH")
 _RR = struct.Struct("!HHIH")  # type, class, TTL, rdata length
 _NAME_ESCAPED = frozenset(b'"().;\\@$')
+_TXT_ESCAPED = frozenset(b'"\\')
 _SINGLETONS = {TYPES["CNAME"], TYPES["SOA"]}
 
 
@@ -179,10 +180,15 @@ def name_text(wire: bytes) -> str:
     at = 0
     while wire[at]:
         label = wire[at + 1:at + 1 + wire[at]]
-        labels.append("".join("\\" + chr(c) if c in _NAME_ESCAPED else chr(c) if 0x20 < c < 0x7F else f"\\{c:03d}"
-                              for c in label))
+        labels.append(_escape(label, _NAME_ESCAPED, 0x21))
         at += 1 + wire[at]
     return ".".join(labels) + "." if labels else "."
+
+
+def _escape(raw: bytes, special: frozenset[int], lowest: int) -> str:
+    """Bytes as presentation text: `special` ones after a backslash, printable ASCII from `lowest` as
+    they are, the rest as \\DDD (a name's labels escape a space, a TXT string does not)."""
+    return "".join("\\" + chr(c) if c in special else chr(c) if lowest <= c < 0x7F else f"\\{c:03d}" for c in raw)
 
 
 def _rdata_name(data: bytes, at: int, end: int) -> tuple[str, int]:
@@ -233,14 +239,12 @@ def _txt(data: bytes, at: int, end: int) -> str:
         length = data[at]
         if at + 1 + length > end:
             raise DnsWireError("a TXT record's string runs past its data")
-        text = "".join("\\" + chr(c) if c in b'"\\' else chr(c) if 0x20 <= c < 0x7F else f"\\{c:03d}"
-                       for c in data[at + 1:at + 1 + length])
-        strings.append(f'"{text}"')
+        strings.append(f'"{_escape(data[at + 1:at + 1 + length], _TXT_ESCAPED, 0x20)}"')
         at += 1 + length
     if not strings:
         raise DnsWireError("a TXT record with no string")
     return " ".join(strings)
 
 
-_READERS = {1: _address(socket.AF_INET, 4), 28: _address(socket.AF_INET6, 16), 2: _domain, 5: _domain, 6: _soa,
-            15: _mx, 16: _txt}
+_READERS = {TYPES["A"]: _address(socket.AF_INET, 4), TYPES["AAAA"]: _address(socket.AF_INET6, 16),
+            TYPES["NS"]: _domain, TYPES["CNAME"]: _domain, TYPES["SOA"]: _soa, TYPES["MX"]: _mx, TYPES["TXT"]: _txt}
