@@ -59,13 +59,16 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class WebServer:
-    def __init__(self, host: str = "127.0.0.1", cert: tuple[Path, Path] | None = None) -> None:
+    def __init__(self, host: str = "127.0.0.1", cert: tuple[Path, Path] | None = None, tls_options: int = 0) -> None:
+        """`tls_options`: ssl.OP_* flags added to the server's TLS context (ssl.OP_NO_TICKET: TLS 1.3
+        sessions kept by the server, each resumable once)."""
         self.server = ThreadingHTTPServer((host, 0), _Handler)
         self.server.daemon_threads = True
         self.server.uploaded = 0  # type: ignore[attr-defined]
         if cert:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             context.load_cert_chain(*cert)
+            context.options |= tls_options
             self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
         self.host, self.port = host, self.server.server_address[1]
         self.scheme = "https" if cert else "http"

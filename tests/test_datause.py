@@ -222,6 +222,115 @@ def test_an_https_check_resumes_the_last_tls_session_and_saves_the_certificates_
     assert spent[2] - spent[1] > certificate, spent  # a fresh agent's check pays for the certificate again
 
 
+def _count_session_reads(monkeypatch) -> list[int]:
+    """Reads of `SSLObject.session` from here on (each leaks a copy in CPython 3.11 and 3.12)."""
+    import ssl
+
+    reads = [0]
+    real = ssl.SSLObject.session
+
+    def read(self):
+        reads[0] += 1
+        return real.fget(self)
+
+    monkeypatch.setattr(ssl.SSLObject, "session", property(read, real.fset))
+    return reads
+
+
+def test_an_https_check_reads_the_connections_session_only_when_it_needs_a_new_one(tmp_path, monkeypatch) -> None:
+    """Five checks of a server whose tickets resume more than once: the session is read from the first
+    check's connection only (the others resume it). Once the held session is past half its life, each
+    check takes the new one, and still resumes."""
+    from agent.probes import http
+    from lab.certs import CertificateAuthority
+    from lab.webserver import WebServer
+
+    reads = _count_session_reads(monkeypatch)
+    ca = CertificateAuthority(tmp_path)
+    with WebServer(cert=ca.issue("records", ["127.0.0.1"], days_valid=90)) as web:
+        ctx = ProbeContext(state_dir=tmp_path)
+        spec = spec_of({"kind": "http", "name": "records", "url": web.url("/status/200"), "ca_file": str(ca.ca_file)})
+        resumed = [asyncio.run(run_one(spec, ctx, Traffic())).fields["tls_resumed"] for _ in range(5)]
+        assert (resumed, reads[0]) == ([False, True, True, True, True], 1)
+        monkeypatch.setattr(http, "past_half_life", lambda session, now: True)
+        resumed = [asyncio.run(run_one(spec, ctx, Traffic())).fields["tls_resumed"] for _ in range(2)]
+        assert (resumed, reads[0]) == ([True, True], 3)
+
+
+@pytest.mark.parametrize("tls_options, maximum, hint", [(0, None, True), (0, "TLSv1_2", True),
+                                                        ("OP_NO_TICKET", "TLSv1_2", False)])
+def test_a_session_is_past_half_its_life_by_the_servers_ticket_hint_or_its_timeout(
+        tmp_path, tls_options, maximum, hint) -> None:
+    """TLS 1.3 and 1.2 tickets carry the server's lifetime hint; a 1.2 session id has its timeout only."""
+    import ssl
+
+    from agent.probes.http import past_half_life
+    from lab.certs import CertificateAuthority
+    from lab.webserver import WebServer
+
+    ca = CertificateAuthority(tmp_path)
+    options = getattr(ssl, tls_options) if tls_options else 0
+    with WebServer(cert=ca.issue("records", ["127.0.0.1"], days_valid=90), tls_options=options) as web:
+        client = ssl.create_default_context(cafile=str(ca.ca_file))
+        if maximum:
+            client.maximum_version = getattr(ssl.TLSVersion, maximum)
+        with socket.create_connection((web.host, web.port)) as raw, \
+                client.wrap_socket(raw, server_hostname=web.host) as tls:
+            tls.sendall(b"GET /status/200 HTTP/1.0\r\n\r\n")
+            tls.recv(100)
+            session = tls.session
+    assert bool(session.ticket_lifetime_hint) == hint
+    lifetime = session.ticket_lifetime_hint or session.timeout
+    assert lifetime > 0
+    assert not past_half_life(session, session.time + lifetime / 2 - 1)
+    assert past_half_life(session, session.time + lifetime / 2)
+
+
+def test_a_server_that_resumes_a_session_once_has_the_new_session_taken_at_every_check(tmp_path) -> None:
+    """The rule of `_Resumption.keep`, with stand-ins for the connection and its sessions (the lab has no
+    server whose TLS 1.3 sessions resume once only: OpenSSL's do so with early data on): a session that
+    resumed once, offered again well within its life and refused, means single-use sessions, and from then
+    on each check's session is taken; a refusal of a session past half its life means nothing of the kind."""
+    from agent.probes.http import _Resumption
+
+    class Session:
+        def __init__(self, age: float) -> None:
+            self.ticket_lifetime_hint, self.timeout, self.time = 7200, 7200, int(time.time() - age)
+
+    class Connection:
+        def __init__(self, resumed: bool, session: Session) -> None:
+            self.session_reused, self._session, self.reads = resumed, session, 0
+
+        @property
+        def session(self) -> Session:
+            self.reads += 1
+            return self._session
+
+    def check(holder: _Resumption, resumed: bool, session: Session) -> tuple[bool, int]:
+        holder.offer()
+        connection = Connection(resumed, session)
+        holder.keep(connection)  # type: ignore[arg-type]
+        return holder.session is session, connection.reads
+
+    spec = spec_of({"kind": "http", "name": "records", "url": "https://records.example/"})
+    holder = _Resumption(spec)  # type: ignore[arg-type]
+    first, second, third = Session(0), Session(0), Session(0)
+    assert check(holder, False, first) == (True, 1)  # nothing held: taken
+    assert check(holder, True, second) == (False, 0)  # resumed, young: the held one serves
+    assert check(holder, False, second) == (True, 1)  # the once-resumed, young session refused
+    assert holder.single_use
+    assert check(holder, True, third) == (True, 1)  # from now on, every check's
+
+    holder = _Resumption(spec)  # type: ignore[arg-type]
+    old = Session(4000)  # past half of 7200 s
+    assert check(holder, False, old) == (True, 1)
+    assert check(holder, True, first) == (True, 1)  # resumed, but the held one was old: the new one taken
+    assert check(holder, True, second) == (False, 0)
+    holder.session = old  # as if an hour had passed
+    assert check(holder, False, third) == (True, 1)  # refused, past half its life: expected
+    assert not holder.single_use
+
+
 def test_a_probe_cut_short_still_charges_what_it_sent(tmp_path) -> None:
     """The agent stopping mid-burst cancels the probe; the echoes already sent were on the wire."""
 
