@@ -60,8 +60,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 class WebServer:
     def __init__(self, host: str = "127.0.0.1", cert: tuple[Path, Path] | None = None, tls_options: int = 0) -> None:
-        """`tls_options`: ssl.OP_* flags added to the server's TLS context (ssl.OP_NO_TICKET: TLS 1.3
-        sessions kept by the server, each resumable once)."""
+        """`tls_options`: ssl.OP_* flags added to the server's TLS context (ssl.OP_NO_TICKET: no session
+        tickets)."""
         self.server = ThreadingHTTPServer((host, 0), _Handler)
         self.server.daemon_threads = True
         self.server.uploaded = 0  # type: ignore[attr-defined]

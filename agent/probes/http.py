@@ -2,16 +2,18 @@
 certificate days to expiry. httpx's trace hooks time each phase of one fresh connection.
 
 A fresh TLS handshake carries the server's certificate chain, a few kilobytes each time, which a
-clinic pays for every few minutes. So each check offers the TLS session of the one before (TLS 1.3
+clinic pays for every few minutes. So each check offers a TLS session of an earlier one (TLS 1.3
 tickets, or 1.2 session ids): a server that accepts resumes without sending its certificate again
 (`tls_resumed`). A full handshake is made at least every `FULL_HANDSHAKE_S`, so that a certificate
 changed or expiring on the server is seen, verified and dated (`cert_days_left` on a resumed
 session is the certificate of the last full handshake).
 
-The session is read from the connection (`SSLObject.session`) only when the one held is new to take
-or will not serve much longer: in CPython 3.11 and 3.12 (python/cpython#116810, mended in later 3.12
-and 3.13 releases, not in 3.11), each read leaks a copy of the session, about 4.4 KiB here (3.11.7):
-read twice at every check, a day of checks every 15 minutes grew the agent by 0.8 MiB (heaptrack)."""
+The session offered is replaced by a newer one after a full handshake, once it has lived half its
+lifetime (the server's ticket hint, else its timeout), or at every check with a server that resumes
+a session once only; not at every check, since reading a connection's session leaks a copy of it in
+CPython 3.11 and 3.12 (python/cpython#116810, mended in later 3.12 and 3.13 releases, not in 3.11):
+about 4.4 KiB a read here (3.11.7, heaptrack): two reads a check, as before, were 0.8 MiB a day at one
+check every 15 minutes."""
 
 from __future__ import annotations
 
@@ -114,9 +116,9 @@ class _Resumption:
         return offered
 
     def keep(self, ssl_object: ssl.SSLObject) -> bool:
-        """Take the connection's session when the held one is spent or past half its lifetime (one read of
-        `ssl_object.session`; see the module's docstring for why no more); True when the connection resumed
-        an earlier session."""
+        """Take the connection's session (one read of `ssl_object.session`) when the held one is refused,
+        past half its lifetime, or single-use (the module's docstring says why not always); True when the
+        connection resumed an earlier session."""
         resumed = bool(ssl_object.session_reused)
         young = self.session is not None and not past_half_life(self.session, time.time())
         if resumed:
@@ -124,7 +126,9 @@ class _Resumption:
         else:
             self.full_at = time.monotonic()
             if self.offered and self.resumptions and young:
-                self.single_use = True  # a session that resumed, offered within its lifetime, refused
+                # A session that resumed, offered again within its lifetime, refused. A server restarted
+                # with new ticket keys looks the same: the cost of the mistake is one read per check.
+                self.single_use = True
         if not (resumed and young and not self.single_use):
             session = ssl_object.session
             if session is not None:
