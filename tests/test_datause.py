@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import calendar
+import contextlib
 import json
 import socket
 import threading
@@ -197,15 +198,22 @@ def test_the_agents_account_matches_what_crossed_the_link(emulated_link, tmp_pat
     assert events[0].detail["spent_bytes"] > 30_000
 
 
-def test_an_https_check_resumes_the_last_tls_session_and_saves_the_certificates_bytes(tmp_path) -> None:
-    """Two checks of a local HTTPS server (TLS 1.3, tickets on, as Python's server has them by default):
-    the second resumes the first's session, the server sends no certificate, and the check costs that
-    much less; the certificate's expiry is still known."""
+@contextlib.contextmanager
+def _records_server(tmp_path, tls_options: int = 0):
+    """The lab's HTTPS server with a certificate for 127.0.0.1 from a CA of its own: (ca, server)."""
     from lab.certs import CertificateAuthority
     from lab.webserver import WebServer
 
     ca = CertificateAuthority(tmp_path)
-    with WebServer(cert=ca.issue("records", ["127.0.0.1"], days_valid=90)) as web:
+    with WebServer(cert=ca.issue("records", ["127.0.0.1"], days_valid=90), tls_options=tls_options) as web:
+        yield ca, web
+
+
+def test_an_https_check_resumes_the_last_tls_session_and_saves_the_certificates_bytes(tmp_path) -> None:
+    """Two checks of a local HTTPS server (TLS 1.3, tickets on, as Python's server has them by default):
+    the second resumes the first's session, the server sends no certificate, and the check costs that
+    much less; the certificate's expiry is still known."""
+    with _records_server(tmp_path) as (ca, web):
         ctx = ProbeContext(state_dir=tmp_path)
         spec = spec_of({"kind": "http", "name": "records", "url": web.url("/status/200"), "ca_file": str(ca.ca_file)})
         traffic = [Traffic() for _ in range(3)]
@@ -242,12 +250,9 @@ def test_an_https_check_reads_the_connections_session_only_when_it_needs_a_new_o
     check's connection only (the others resume it). Once the held session is past half its life, each
     check takes the new one, and still resumes."""
     from agent.probes import http
-    from lab.certs import CertificateAuthority
-    from lab.webserver import WebServer
 
     reads = _count_session_reads(monkeypatch)
-    ca = CertificateAuthority(tmp_path)
-    with WebServer(cert=ca.issue("records", ["127.0.0.1"], days_valid=90)) as web:
+    with _records_server(tmp_path) as (ca, web):
         ctx = ProbeContext(state_dir=tmp_path)
         spec = spec_of({"kind": "http", "name": "records", "url": web.url("/status/200"), "ca_file": str(ca.ca_file)})
         resumed = [asyncio.run(run_one(spec, ctx, Traffic())).fields["tls_resumed"] for _ in range(5)]
@@ -265,12 +270,9 @@ def test_a_session_is_past_half_its_life_by_the_servers_ticket_hint_or_its_timeo
     import ssl
 
     from agent.probes.http import past_half_life
-    from lab.certs import CertificateAuthority
-    from lab.webserver import WebServer
 
-    ca = CertificateAuthority(tmp_path)
     options = getattr(ssl, tls_options) if tls_options else 0
-    with WebServer(cert=ca.issue("records", ["127.0.0.1"], days_valid=90), tls_options=options) as web:
+    with _records_server(tmp_path, options) as (ca, web):
         client = ssl.create_default_context(cafile=str(ca.ca_file))
         if maximum:
             client.maximum_version = getattr(ssl.TLSVersion, maximum)
@@ -287,8 +289,8 @@ def test_a_session_is_past_half_its_life_by_the_servers_ticket_hint_or_its_timeo
 
 
 def test_a_server_that_resumes_a_session_once_has_the_new_session_taken_at_every_check(tmp_path) -> None:
-    """The rule of `_Resumption.keep`, with stand-ins for the connection and its sessions (the lab has no
-    server whose TLS 1.3 sessions resume once only: OpenSSL's do so with early data on): a session that
+    """The rule of `_Resumption.keep`, with stand-ins for the connection and its sessions (no server that
+    the lab can start was found whose sessions resume once only): a session that
     resumed once, offered again well within its life and refused, means single-use sessions, and from then
     on each check's session is taken; a refusal of a session past half its life means nothing of the kind."""
     from agent.probes.http import _Resumption
